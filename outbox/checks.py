@@ -1,0 +1,67 @@
+"""System checks: refuse a django-q2 configuration that would run a relay pass twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from outbox.conf import outbox_settings
+
+
+@register()
+def check_relay_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = []
+    q = getattr(settings, "Q_CLUSTER", {})
+    conf = outbox_settings()
+    timeout, retry = q.get("timeout"), q.get("retry", 60)
+    if timeout is None:
+        errors.append(
+            Error(
+                "Q_CLUSTER['timeout'] is not set.",
+                hint="Set it below Q_CLUSTER['retry'] so django-q2 never runs a pass twice.",
+                id="outbox.E001",
+            )
+        )
+        return errors
+    if timeout >= retry:
+        errors.append(
+            Error(
+                f"Q_CLUSTER['timeout'] ({timeout}s) must be below Q_CLUSTER['retry'] ({retry}s).",
+                hint="django-q2 hands a task to another worker after `retry` seconds; a pass "
+                "still running then would run twice.",
+                id="outbox.E002",
+            )
+        )
+    budget = conf.pass_seconds + conf.max_task_seconds
+    if budget >= timeout:
+        errors.append(
+            Error(
+                f"OUTBOX_PASS_SECONDS + OUTBOX_MAX_TASK_SECONDS ({budget:g}s) must be below "
+                f"Q_CLUSTER['timeout'] ({timeout}s).",
+                hint="A pass must return before django-q2 kills its worker.",
+                id="outbox.E003",
+            )
+        )
+    if conf.lease_seconds <= budget:
+        errors.append(
+            Error(
+                f"OUTBOX_LEASE_SECONDS ({conf.lease_seconds:g}s) must exceed "
+                f"OUTBOX_PASS_SECONDS + OUTBOX_MAX_TASK_SECONDS ({budget:g}s).",
+                hint="A pass holds a claimed task at most that long; a shorter lease lets "
+                "another pass run it at the same time.",
+                id="outbox.E004",
+            )
+        )
+    workers = q.get("workers", 1)
+    if workers <= conf.max_passes:
+        errors.append(
+            Error(
+                f"Q_CLUSTER['workers'] ({workers}) must exceed OUTBOX_MAX_PASSES "
+                f"({conf.max_passes}).",
+                hint="Passes hold a worker each; the schedules need one free.",
+                id="outbox.E005",
+            )
+        )
+    return errors

@@ -1,0 +1,268 @@
+"""Claim, lease, fence: the SQL the relay runs. Every time here is the database's clock.
+
+A claim is one statement: it takes due tasks (and running tasks whose lease expired), marks
+them running with a fresh lease token, and returns them. Every later write about a task
+matches that token, so a pass that lost its lease cannot overwrite the new owner's work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    JSONField,
+    Value,
+    When,
+)
+from django.db.models.functions import Now
+from django.utils.dateparse import parse_datetime
+
+from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
+
+_SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    attempt: int
+    max_attempts: int
+    correlation_id: str
+    created_at: datetime | None
+    lease_token: uuid.UUID
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one claimed task, written back in bulk by `record_outcomes`."""
+
+    task: ClaimedTask
+    outcome: AttemptOutcome
+    started_at: datetime
+    duration_ms: float
+    worker: str
+    result: Any = None
+    error: str = ""
+    http_status: int | None = None
+    retry_in: float | None = None
+    deferred: bool = False
+
+
+def _table() -> str:
+    return connection.ops.quote_name(Task._meta.db_table)
+
+
+def claim_due_tasks(
+    *, limit: int, worker: str, lease_seconds: float, queue_order: Sequence[str]
+) -> list[ClaimedTask]:
+    """Lease up to `limit` due tasks, queues taken in `queue_order`, oldest first in each."""
+    token = uuid.uuid4()
+    postgres = connection.vendor == "postgresql"
+    now = "STATEMENT_TIMESTAMP()" if postgres else _SQLITE_NOW
+    lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+    table = _table()
+    paused = connection.ops.quote_name(PausedKind._meta.db_table)
+    not_paused = f"kind NOT IN (SELECT kind FROM {paused})"
+    # Expired leases first (a crashed pass's tasks), then each queue in the order drawn.
+    parts = [
+        f"SELECT id FROM (SELECT id FROM {table} WHERE state = 'running' "
+        f"AND lease_expires_at <= {now} AND {not_paused} "
+        f"ORDER BY lease_expires_at LIMIT %s{lock}) AS expired"
+    ]
+    params: list[Any] = [limit]
+    for index, queue in enumerate(queue_order):
+        parts.append(
+            f"SELECT id FROM (SELECT id FROM {table} WHERE state = 'pending' AND queue = %s "
+            f"AND available_at <= {now} AND {not_paused} "
+            f"ORDER BY available_at LIMIT %s{lock}) AS q{index}"
+        )
+        params += [queue, limit]
+    # On PostgreSQL the outer LIMIT stops the Append early, so no more rows than needed are
+    # locked; SQLite holds the database write lock for the whole statement instead.
+    candidates = " UNION ALL ".join(parts)
+    if postgres:
+        expires = f"{now} + %s * interval '1 second'"
+        token_param: Any = token
+    else:
+        expires = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)"
+        token_param = token.hex
+    sql = (
+        f"UPDATE {table} SET state = 'running', attempts = attempts + 1, lease_token = %s, "
+        f"lease_expires_at = {expires}, leased_by = %s, updated_at = {now} "
+        f"WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s) "
+        "RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, "
+        "correlation_id, created_at"
+    )
+    lease_param: Any = lease_seconds if postgres else f"+{lease_seconds:.3f} seconds"
+    all_params = [token_param, lease_param, worker[:200], *params, limit]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, all_params)
+        rows = cursor.fetchall()
+    payload_field = JSONField()
+    claimed = []
+    for pk, kind, payload, key, attempts, max_attempts, correlation_id, created_at in rows:
+        payload = payload_field.from_db_value(payload, None, connection)  # type: ignore[arg-type]
+        created_at = _as_aware(created_at)
+        claimed.append(
+            ClaimedTask(
+                id=pk,
+                kind=kind,
+                payload=payload,
+                idempotency_key=key,
+                attempt=attempts,
+                max_attempts=max_attempts,
+                correlation_id=correlation_id,
+                created_at=created_at,
+                lease_token=token,
+            )
+        )
+    claimed.sort(key=lambda task: task.id)
+    return claimed
+
+
+def _as_aware(value: Any) -> datetime | None:
+    parsed = value if value is None or isinstance(value, datetime) else parse_datetime(str(value))
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _owned(task: ClaimedTask) -> Any:
+    return Task.objects.filter(id=task.id, lease_token=task.lease_token, state=TaskState.RUNNING)
+
+
+def record_outcomes(outcomes: Sequence[Outcome]) -> set[int]:
+    """Write outcomes and their Attempt rows in one transaction; fenced by lease token.
+
+    Returns the ids whose lease was lost: their writes were refused and their Attempt says so.
+    """
+    if not outcomes:
+        return set()
+    lost: set[int] = set()
+    with transaction.atomic():
+        succeeded = [o for o in outcomes if o.outcome == AttemptOutcome.SUCCEEDED]
+        lost |= _record_successes(succeeded)
+        for item in outcomes:
+            if item.outcome == AttemptOutcome.SUCCEEDED:
+                continue
+            if not _record_failure(item):
+                lost.add(item.task.id)
+        Attempt.objects.bulk_create(
+            [
+                Attempt(
+                    task_id=item.task.id,
+                    number=item.task.attempt,
+                    started_at=item.started_at,
+                    duration_ms=item.duration_ms,
+                    outcome=AttemptOutcome.LEASE_LOST if item.task.id in lost else item.outcome,
+                    http_status=item.http_status,
+                    error=item.error,
+                    worker=item.worker[:200],
+                )
+                for item in outcomes
+            ]
+        )
+    return lost
+
+
+def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:
+    lost: set[int] = set()
+    by_token: dict[uuid.UUID, list[Outcome]] = {}
+    for item in outcomes:
+        by_token.setdefault(item.task.lease_token, []).append(item)
+    result_field = JSONField()
+    for token, group in by_token.items():
+        ids = [item.task.id for item in group]
+        with_result = [item for item in group if item.result is not None]
+        result: Any = None
+        if with_result:
+            result = Case(
+                *[
+                    When(id=item.task.id, then=Value(item.result, output_field=result_field))
+                    for item in with_result
+                ],
+                default=Value(None, output_field=result_field),
+                output_field=result_field,
+            )
+        updated = Task.objects.filter(
+            id__in=ids, lease_token=token, state=TaskState.RUNNING
+        ).update(
+            state=TaskState.SUCCEEDED,
+            result=result,
+            last_error="",
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=Now(),
+            updated_at=Now(),
+        )
+        if updated != len(ids):
+            # Rare: find out which leases were lost, so their attempts are labelled honestly.
+            still_ours = set(
+                Task.objects.filter(
+                    id__in=ids, state=TaskState.SUCCEEDED, lease_token__isnull=True
+                ).values_list("id", flat=True)
+            )
+            lost |= set(ids) - still_ours
+    return lost
+
+
+def _record_failure(item: Outcome) -> bool:
+    if item.outcome == AttemptOutcome.RETRY and item.retry_in is not None:
+        available_at = ExpressionWrapper(
+            Now() + Value(_seconds(item.retry_in)), output_field=DateTimeField()
+        )
+        updated = _owned(item.task).update(
+            state=TaskState.PENDING,
+            attempts=F("attempts") - 1 if item.deferred else F("attempts"),
+            available_at=available_at,
+            last_error=item.error,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=Now(),
+        )
+    else:
+        updated = _owned(item.task).update(
+            state=TaskState.FAILED,
+            last_error=item.error,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=Now(),
+            updated_at=Now(),
+        )
+    return bool(updated)
+
+
+def _seconds(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def release_leases(tasks: Sequence[ClaimedTask]) -> int:
+    """Give back tasks that were claimed but never started; their attempt is not spent."""
+    released = 0
+    by_token: dict[uuid.UUID, list[int]] = {}
+    for task in tasks:
+        by_token.setdefault(task.lease_token, []).append(task.id)
+    with transaction.atomic():
+        for token, ids in by_token.items():
+            released += Task.objects.filter(
+                id__in=ids, lease_token=token, state=TaskState.RUNNING
+            ).update(
+                state=TaskState.PENDING,
+                attempts=F("attempts") - 1,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=Now(),
+            )
+    return released

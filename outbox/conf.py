@@ -1,0 +1,37 @@
+"""The engine's settings: `settings.OUTBOX` (upper-case keys) over these defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    pass_seconds: float = 20.0
+    max_task_seconds: float = 15.0
+    lease_seconds: float = 60.0
+    batch_size: int = 200
+    threads: int = 32
+    max_passes: int = 3
+    poll_seconds: float = 0.05
+    queue_weights: dict[str, int] = field(
+        default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
+    )
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 600.0
+    default_max_attempts: int = 25
+    retention_days: int = 30
+
+
+def outbox_settings() -> OutboxSettings:
+    raw: dict[str, Any] = getattr(settings, "OUTBOX", {})
+    known = {f.name for f in fields(OutboxSettings)}
+    values = {key.lower(): value for key, value in raw.items()}
+    unknown = set(values) - known
+    if unknown:
+        raise ImproperlyConfigured(f"unknown OUTBOX settings: {', '.join(sorted(unknown))}")
+    return OutboxSettings(**values)

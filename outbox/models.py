@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+class TaskState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    """Waiting to run: new, scheduled for later (available_at in the future) or retrying."""
+    RUNNING = "running", "Running"
+    """Leased by a relay pass; taken again by another pass once the lease expires."""
+    SUCCEEDED = "succeeded", "Succeeded"
+    """The handler returned; the effect happened."""
+    FAILED = "failed", "Failed"
+    """Dead: a permanent error, or out of attempts. Only an operator brings it back."""
+    CANCELED = "canceled", "Canceled"
+    """Stopped by an operator; never runs."""
+
+
+class Queue(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    DEFAULT = "default", "Default"
+    LOW = "low", "Low"
+
+
+FINISHED_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED)
+
+
+class TaskQuerySet(models.QuerySet["Task"]):
+    def pending(self) -> TaskQuerySet:
+        return self.filter(state=TaskState.PENDING)
+
+    def running(self) -> TaskQuerySet:
+        return self.filter(state=TaskState.RUNNING)
+
+    def failed(self) -> TaskQuerySet:
+        return self.filter(state=TaskState.FAILED)
+
+    def finished(self) -> TaskQuerySet:
+        return self.filter(state__in=FINISHED_STATES)
+
+    def due(self) -> TaskQuerySet:
+        return self.filter(state=TaskState.PENDING, available_at__lte=Now())
+
+
+class Task(models.Model):
+    kind = models.CharField(max_length=100, help_text="Name of the registered handler.")
+    payload = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    dedupe_key = models.CharField(
+        max_length=320,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="One task per business effect: a second enqueue with this key is a no-op.",
+    )
+    idempotency_key = models.CharField(
+        max_length=64,
+        default=new_idempotency_key,
+        help_text="Fixed at enqueue and sent to the external API on every try.",
+    )
+    queue = models.CharField(max_length=16, choices=Queue.choices, default=Queue.DEFAULT)
+    state = models.CharField(max_length=16, choices=TaskState.choices, default=TaskState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=25)
+    available_at = models.DateTimeField(db_default=Now())
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    leased_by = models.CharField(max_length=200, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The claim reads only these two partial indexes, so finished rows cost it nothing.
+            models.Index(
+                fields=["queue", "available_at"],
+                name="outbox_task_due",
+                condition=models.Q(state="pending"),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="outbox_task_lease",
+                condition=models.Q(state="running"),
+            ),
+            models.Index(fields=["state", "kind"], name="outbox_task_state_kind"),
+            models.Index(fields=["finished_at"], name="outbox_task_finished"),
+        ]
+        permissions = [
+            ("retry_task", "Can retry failed or waiting tasks"),
+            ("rerun_task", "Can run a succeeded task again"),
+            ("cancel_task", "Can cancel tasks"),
+            ("pause_kind", "Can pause and resume a kind of task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.state})"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    """The handler returned."""
+    RETRY = "retry", "Transient error"
+    """A transient error; the task was scheduled again."""
+    FAILED = "failed", "Failed"
+    """A permanent error, or the last attempt failed; the task is dead."""
+    LEASE_LOST = "lease_lost", "Lease lost"
+    """The handler ran but another pass owned the task by the time its outcome was written."""
+
+
+class Attempt(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.FloatField()
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    worker = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["task_id", "number"]
+        indexes = [models.Index(fields=["started_at"], name="outbox_attempt_started")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of task {self.task_id}: {self.outcome}"
+
+
+class PausedKind(models.Model):
+    """A kind listed here is not claimed; its tasks wait until it is resumed."""
+
+    kind = models.CharField(max_length=100, primary_key=True)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+class RelayPass(models.Model):
+    """A running relay pass, so passes can be counted across every cluster on the database."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    worker = models.CharField(max_length=200)
+    started_at = models.DateTimeField(db_default=Now())
+    heartbeat_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"pass {self.id} on {self.worker}"

@@ -1,0 +1,75 @@
+"""Handlers, registered by name: `@outbox.handler("tickets.issue_receipt", queue="critical")`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from outbox.errors import UnknownTaskKind
+
+JsonResult = dict[str, Any] | list[Any] | str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What a handler gets: the task's data, never the model row."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    attempt: int
+    max_attempts: int
+    correlation_id: str
+    created_at: datetime | None = None
+
+
+HandlerFunc = Callable[[TaskContext], JsonResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    kind: str
+    func: HandlerFunc
+    queue: str
+    max_attempts: int | None
+
+
+_registry: dict[str, Handler] = {}
+
+
+def handler(
+    kind: str, *, queue: str = "default", max_attempts: int | None = None
+) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it."""
+    from outbox.models import Queue  # models import lazily: this module loads before apps
+
+    if queue not in Queue.values:
+        raise ValueError(f"queue {queue!r} is not one of {Queue.values}")
+
+    def register(func: HandlerFunc) -> HandlerFunc:
+        existing = _registry.get(kind)
+        if existing is not None and existing.func is not func:
+            raise ValueError(f"a handler for {kind!r} is already registered: {existing.func!r}")
+        _registry[kind] = Handler(kind=kind, func=func, queue=queue, max_attempts=max_attempts)
+        return func
+
+    return register
+
+
+def get_handler(kind: str) -> Handler:
+    try:
+        return _registry[kind]
+    except KeyError:
+        raise UnknownTaskKind(f"no handler is registered for task kind {kind!r}") from None
+
+
+def registered_kinds() -> list[str]:
+    return sorted(_registry)
+
+
+def unregister(kind: str) -> None:
+    """For tests that register throwaway handlers."""
+    _registry.pop(kind, None)

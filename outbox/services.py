@@ -1,0 +1,265 @@
+"""Writes to the outbox: enqueue inside the caller's transaction, and the operators' actions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Field, QuerySet
+from django.db.models.functions import Now
+
+from outbox.conf import outbox_settings
+from outbox.errors import NotInTransaction, OutboxError
+from outbox.models import (
+    FINISHED_STATES,
+    Attempt,
+    PausedKind,
+    Queue,
+    Task,
+    TaskState,
+    new_idempotency_key,
+)
+from outbox.registry import get_handler
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox_task"
+_INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task to enqueue. `dedupe_key` makes a second enqueue of the same effect a no-op."""
+
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    queue: str | None = None
+    run_after: datetime | None = None
+    max_attempts: int | None = None
+    correlation_id: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuedTask:
+    id: int
+    kind: str
+    dedupe_key: str | None
+
+
+def enqueue(
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    dedupe_key: str | None = None,
+    queue: str | None = None,
+    run_after: datetime | None = None,
+    max_attempts: int | None = None,
+    correlation_id: str = "",
+    idempotency_key: str | None = None,
+) -> EnqueuedTask | None:
+    """Add one task in the current transaction; None when its dedupe key already exists."""
+    created = enqueue_many(
+        [
+            TaskSpec(
+                kind=kind,
+                payload=payload or {},
+                dedupe_key=dedupe_key,
+                queue=queue,
+                run_after=run_after,
+                max_attempts=max_attempts,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
+            )
+        ]
+    )
+    return created[0] if created else None
+
+
+def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
+    """Add tasks in the current transaction, in one statement per 500; skip known dedupe keys.
+
+    Returns the tasks created now, in the order given. Runs only inside a transaction, so the
+    tasks commit or roll back with the facts that caused them.
+    """
+    if not connection.in_atomic_block:
+        raise NotInTransaction(
+            "enqueue() must run inside transaction.atomic(), with the writes that cause the "
+            "tasks; outside one a task could be committed without its cause, or lost."
+        )
+    if not specs:
+        return []
+    rows = [_row_for(spec) for spec in specs]
+    created: list[tuple[str, EnqueuedTask]] = []
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        created.extend(_insert_ignoring_duplicates(rows[start : start + _INSERT_CHUNK]))
+    if created and connection.vendor == "postgresql":
+        # Delivered at commit, never before: a relay waiting on LISTEN wakes at once.
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    by_key = {task_key: task for task_key, task in created}
+    return [by_key[row["idempotency_key"]] for row in rows if row["idempotency_key"] in by_key]
+
+
+def _row_for(spec: TaskSpec) -> dict[str, Any]:
+    handler = get_handler(spec.kind)
+    queue = spec.queue or handler.queue
+    if queue not in Queue.values:
+        raise OutboxError(f"queue {queue!r} is not one of {Queue.values}")
+    max_attempts = (
+        spec.max_attempts or handler.max_attempts or outbox_settings().default_max_attempts
+    )
+    return {
+        "kind": spec.kind,
+        "payload": spec.payload,
+        "dedupe_key": spec.dedupe_key,
+        "idempotency_key": spec.idempotency_key or new_idempotency_key(),
+        "queue": queue,
+        "state": TaskState.PENDING.value,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "available_at": spec.run_after,
+        "leased_by": "",
+        "last_error": "",
+        "correlation_id": spec.correlation_id,
+    }
+
+
+def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[tuple[str, EnqueuedTask]]:
+    # One INSERT .. ON CONFLICT (dedupe_key) DO NOTHING RETURNING: the unique index, not a read
+    # before the write, decides, so concurrent intakes cannot both enqueue one effect.
+    columns = list(rows[0])
+    fields = {name: _concrete_field(name) for name in columns}
+    now_sql = "STATEMENT_TIMESTAMP()" if connection.vendor == "postgresql" else _SQLITE_NOW
+    placeholders = []
+    params: list[Any] = []
+    for row in rows:
+        values = []
+        for name in columns:
+            if name == "available_at":
+                values.append(f"COALESCE(%s, {now_sql})")
+            else:
+                values.append("%s")
+            params.append(fields[name].get_db_prep_save(row[name], connection))
+        placeholders.append(f"({', '.join(values)})")
+    table = connection.ops.quote_name(Task._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(placeholders)} "
+        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, kind, dedupe_key, idempotency_key"
+    )
+    if connection.vendor == "postgresql":
+        sql = sql.replace("COALESCE(%s,", "COALESCE(%s::timestamptz,")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+    return [(key, EnqueuedTask(id=pk, kind=kind, dedupe_key=dk)) for pk, kind, dk, key in returned]
+
+
+def _concrete_field(name: str) -> Field[Any, Any]:
+    found = Task._meta.get_field(name)
+    assert isinstance(found, Field)
+    return found
+
+
+_SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+
+
+# Operators' actions. Each narrows to the states it applies to and returns how many it changed.
+
+RETRYABLE_STATES = (TaskState.FAILED, TaskState.PENDING)
+
+
+@transaction.atomic
+def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> int:
+    """Make failed or waiting tasks due now with a fresh attempt budget; same idempotency key.
+
+    `include_succeeded` runs succeeded tasks again too (its own permission in the admin).
+    A running task is left alone: its lease owner is still working on it.
+    """
+    states = [*RETRYABLE_STATES, TaskState.CANCELED]
+    if include_succeeded:
+        states.append(TaskState.SUCCEEDED)
+    # The state condition sits in the UPDATE itself: two replays at once requeue a task once.
+    changed = tasks.filter(state__in=states).update(
+        state=TaskState.PENDING,
+        attempts=0,
+        available_at=Now(),
+        finished_at=None,
+        lease_token=None,
+        lease_expires_at=None,
+        updated_at=Now(),
+    )
+    if changed and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return changed
+
+
+@transaction.atomic
+def tasks_cancel(*, tasks: QuerySet[Task], reason: str = "canceled by an operator") -> int:
+    """Cancel tasks that have not finished and are not running right now."""
+    return tasks.filter(state=TaskState.PENDING).update(
+        state=TaskState.CANCELED,
+        finished_at=Now(),
+        last_error=reason,
+        updated_at=Now(),
+    )
+
+
+def kind_pause(*, kind: str, by: str = "") -> bool:
+    """Stop claiming tasks of `kind`; returns False when it was already paused."""
+    _, created = PausedKind.objects.get_or_create(kind=kind, defaults={"paused_by": by})
+    return created
+
+
+def kind_resume(*, kind: str) -> bool:
+    """Claim tasks of `kind` again; returns False when it was not paused."""
+    deleted, _ = PausedKind.objects.filter(kind=kind).delete()
+    if deleted and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return bool(deleted)
+
+
+def finished_before(*, older_than: timedelta) -> QuerySet[Task]:
+    return Task.objects.filter(state__in=FINISHED_STATES, finished_at__lt=Now() - older_than)
+
+
+def tasks_prune(*, older_than: timedelta | None = None, chunk: int = 5000) -> int:
+    """Delete finished tasks (and their attempts) that finished before the retention window."""
+    if older_than is None:
+        older_than = timedelta(days=outbox_settings().retention_days)
+    total = 0
+    while True:
+        # Small chunks keep each transaction short on a table the relay is writing to.
+        ids = list(finished_before(older_than=older_than).values_list("id", flat=True)[:chunk])
+        if not ids:
+            return total
+        with transaction.atomic():
+            Attempt.objects.filter(task_id__in=ids).delete()
+            total += Task.objects.filter(id__in=ids).delete()[1].get("outbox.Task", 0)
+
+
+def prune_finished_tasks() -> int:
+    """The django-q2 schedule's entry point."""
+    pruned = tasks_prune()
+    logger.info("pruned %d finished tasks", pruned)
+    return pruned
+
+
+__all__ = [
+    "EnqueuedTask",
+    "TaskSpec",
+    "enqueue",
+    "enqueue_many",
+    "kind_pause",
+    "kind_resume",
+    "tasks_cancel",
+    "tasks_prune",
+    "tasks_retry",
+]

@@ -1,0 +1,242 @@
+"""Settings, read from the environment. Every helper fails loudly on a bad value."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use one of 1/0, true/false.")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_url(name: str, default: str) -> str:
+    raw = os.environ.get(name, default).rstrip("/")
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} must be an http(s) URL such as http://host:8081."
+        )
+    return raw
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+    except (ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r} cannot be parsed: {exc}") from None
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
+        # concurrent writers queue on the busy timeout instead of failing on lock upgrade.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    elif engine == "django.db.backends.postgresql":
+        config["CONN_HEALTH_CHECKS"] = True
+    else:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme of {url!r} is not supported; use postgres:// or sqlite://."
+        )
+    config["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or None}
+    return config
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "outbox",
+    "tickets",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "outbox.correlation.CorrelationIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "tickets.views.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# The gateway hosting the receipts, payments and spreadsheets APIs (DESIGN.md section 2).
+GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")
+
+# The outbox relay. A pass claims and runs tasks for OUTBOX_PASS_SECONDS, then returns and
+# chains its successor; it must end well before django-q2's timeout, itself below retry.
+OUTBOX: dict[str, Any] = {
+    "PASS_SECONDS": env_float("OUTBOX_PASS_SECONDS", 20.0, minimum=1.0),
+    "MAX_TASK_SECONDS": env_float("OUTBOX_MAX_TASK_SECONDS", 15.0, minimum=1.0),
+    "LEASE_SECONDS": env_float("OUTBOX_LEASE_SECONDS", 60.0, minimum=1.0),
+    "BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 200, minimum=1),
+    "THREADS": env_int("OUTBOX_THREADS", 32, minimum=1),
+    "MAX_PASSES": env_int("OUTBOX_MAX_PASSES", 3, minimum=1),
+    "POLL_SECONDS": env_float("OUTBOX_POLL_SECONDS", 0.05, minimum=0.001),
+    "QUEUE_WEIGHTS": {
+        "critical": env_int("OUTBOX_WEIGHT_CRITICAL", 6, minimum=1),
+        "default": env_int("OUTBOX_WEIGHT_DEFAULT", 3, minimum=1),
+        "low": env_int("OUTBOX_WEIGHT_LOW", 1, minimum=1),
+    },
+    "BACKOFF_BASE_SECONDS": env_float("OUTBOX_BACKOFF_BASE_SECONDS", 1.0),
+    "BACKOFF_CAP_SECONDS": env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0),
+    "DEFAULT_MAX_ATTEMPTS": env_int("OUTBOX_MAX_ATTEMPTS", 25, minimum=1),
+    "RETENTION_DAYS": env_int("OUTBOX_RETENTION_DAYS", 30, minimum=1),
+}
+
+Q_CLUSTER: dict[str, Any] = {
+    "name": "outbox",
+    "orm": "default",
+    "workers": env_int("Q_WORKERS", OUTBOX["MAX_PASSES"] + 1, minimum=2),
+    "timeout": env_int("Q_TIMEOUT", 60, minimum=1),
+    "retry": env_int("Q_RETRY", 90, minimum=2),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 100,
+    "poll": 0.1,
+    "catch_up": False,
+    "label": "Django Q",
+}
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation": {"()": "outbox.correlation.CorrelationIdFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["correlation"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING").upper(), "propagate": True},
+    },
+}

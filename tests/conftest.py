@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from outbox import registry
+from outbox.registry import TaskContext
+
+
+@pytest.fixture
+def postgres_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.fail("this test needs PostgreSQL: run it with DATABASE_URL=postgres://...")
+
+
+def ticket(
+    ticket_id: str = "t-1",
+    status: str = "confirmed",
+    *,
+    email: str = "ada@example.com",
+    amount: str = "50.00",
+    currency: str | None = "EUR",
+    **extra: Any,
+) -> dict[str, Any]:
+    price: dict[str, Any] = {"amount": amount}
+    if currency is not None:
+        price["currency"] = currency
+    return {
+        "ticket_id": ticket_id,
+        "status": status,
+        "customer_email": email,
+        "price": price,
+        **extra,
+    }
+
+
+@pytest.fixture
+def post_tickets(client: Client) -> Callable[..., Any]:
+    def post(
+        tickets: list[dict[str, Any]] | None = None,
+        *,
+        key: str | None = "key-1",
+        body: Any = None,
+        correlation_id: str | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        if correlation_id is not None:
+            headers["Correlation-ID"] = correlation_id
+        raw = body if body is not None else json.dumps({"tickets": tickets or []})
+        return client.post("/tickets-status", raw, content_type=content_type, headers=headers)
+
+    return post
+
+
+@pytest.fixture
+def recording_handler() -> Iterator[Callable[..., list[TaskContext]]]:
+    """Register throwaway handlers that record every call; removed after the test."""
+    kinds: list[str] = []
+
+    def make(
+        kind: str = "test.record",
+        behaviour: Callable[[TaskContext], Any] | None = None,
+        **options: Any,
+    ) -> list[TaskContext]:
+        calls: list[TaskContext] = []
+
+        def handle(task: TaskContext) -> Any:
+            calls.append(task)
+            return behaviour(task) if behaviour else {"ok": True}
+
+        registry.unregister(kind)
+        registry.handler(kind, **options)(handle)
+        kinds.append(kind)
+        return calls
+
+    yield make
+    for kind in kinds:
+        registry.unregister(kind)

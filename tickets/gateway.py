@@ -1,0 +1,187 @@
+"""The one client layer for the gateway's APIs: timeouts, Correlation-ID, error mapping.
+
+Every outbound call goes through `GatewayClient.call`, which turns whatever went wrong into
+`TransientError` (connection errors, timeouts, 408, 429, 5xx) or `PermanentError` (other 4xx),
+keeping the API's own error text. Handlers never touch `requests`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+from requests.adapters import HTTPAdapter
+
+from outbox.conf import outbox_settings
+from outbox.correlation import HEADER as CORRELATION_HEADER
+from outbox.errors import PermanentError, TransientError
+
+CONNECT_TIMEOUT = 3.05
+READ_TIMEOUT = 10.0
+
+_sessions: dict[str, requests.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def shared_session(name: str) -> requests.Session:
+    """One pooled session per API, shared by the relay's threads."""
+    with _sessions_lock:
+        session = _sessions.get(name)
+        if session is None:
+            session = requests.Session()
+            size = max(10, int(outbox_settings().threads))
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _sessions[name] = session
+        return session
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - timezone.now()).total_seconds())
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])[:500]
+    return response.text[:500]
+
+
+@dataclass
+class GatewayClient:
+    api: str
+    base_url: str = ""
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            self.base_url = settings.GATEWAY_ADDR
+
+    def call(
+        self, method: str, path: str, *, correlation_id: str, json: Any = None
+    ) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        what = f"{method} {path}"
+        try:
+            response = shared_session(self.api).request(
+                method,
+                url,
+                json=json,
+                headers={CORRELATION_HEADER: correlation_id} if correlation_id else None,
+                timeout=self.timeout,
+            )
+        except requests.Timeout as exc:
+            raise TransientError(f"{what} timed out: {exc}") from exc
+        except requests.RequestException as exc:
+            raise TransientError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
+        status = response.status_code
+        if status < 400:
+            return response
+        message = f"{what} answered {status}: {_error_text(response)}"
+        if status in (408, 429) or status >= 500:
+            raise TransientError(
+                message,
+                http_status=status,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        raise PermanentError(message, http_status=status)
+
+
+class ReceiptsClient(GatewayClient):
+    def __init__(self, base_url: str = "") -> None:
+        super().__init__(api="receipts", base_url=base_url)
+
+    def issue(
+        self,
+        *,
+        ticket_id: str,
+        amount: Decimal | str,
+        currency: str,
+        idempotency_key: str,
+        correlation_id: str,
+    ) -> dict[str, Any]:
+        response = self.call(
+            "PUT",
+            "/receipts-api/receipts",
+            correlation_id=correlation_id,
+            json={
+                "ticket_id": ticket_id,
+                "price": {"money_amount": str(amount), "money_currency": currency},
+                "idempotency_key": idempotency_key,
+            },
+        )
+        body = response.json()
+        if not isinstance(body, dict) or not body.get("number"):
+            raise TransientError(f"receipt answer without a number: {response.text[:200]}")
+        return body
+
+    def void(self, *, ticket_id: str, reason: str, idempotent_id: str, correlation_id: str) -> None:
+        self.call(
+            "PUT",
+            "/receipts-api/void-receipt",
+            correlation_id=correlation_id,
+            json={"ticket_id": ticket_id, "reason": reason, "idempotent_id": idempotent_id},
+        )
+
+
+class PaymentsClient(GatewayClient):
+    def __init__(self, base_url: str = "") -> None:
+        super().__init__(api="payments", base_url=base_url)
+
+    def refund(
+        self, *, payment_reference: str, reason: str, deduplication_id: str, correlation_id: str
+    ) -> None:
+        self.call(
+            "PUT",
+            "/payments-api/refunds",
+            correlation_id=correlation_id,
+            json={
+                "payment_reference": payment_reference,
+                "reason": reason,
+                "deduplication_id": deduplication_id,
+            },
+        )
+
+
+class SpreadsheetsClient(GatewayClient):
+    def __init__(self, base_url: str = "") -> None:
+        super().__init__(api="spreadsheets", base_url=base_url)
+
+    def append_row(self, *, sheet: str, columns: list[str], correlation_id: str) -> None:
+        self.call(
+            "POST",
+            f"/spreadsheets-api/sheets/{sheet}/rows",
+            correlation_id=correlation_id,
+            json={"columns": columns},
+        )
+
+    def rows(self, *, sheet: str, correlation_id: str) -> list[list[str]]:
+        response = self.call(
+            "GET", f"/spreadsheets-api/sheets/{sheet}/rows", correlation_id=correlation_id
+        )
+        body = response.json()
+        rows = body.get("rows") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise TransientError(f"sheet {sheet} answered without rows: {response.text[:200]}")
+        return rows

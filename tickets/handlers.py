@@ -1,0 +1,133 @@
+"""The outbox handlers of the tickets domain. Every call goes through tickets.gateway."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+import outbox
+from outbox.errors import Defer, PermanentError
+from outbox.models import FINISHED_STATES, Task
+from tickets import kinds
+from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient
+from tickets.models import Ticket
+from tickets.services import ticket_receipt_record
+
+
+@outbox.handler(kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30)
+def issue_receipt(task: outbox.TaskContext) -> dict[str, Any]:
+    p = task.payload
+    receipt = ReceiptsClient().issue(
+        ticket_id=p["ticket_id"],
+        amount=p["amount"],
+        currency=p["currency"],
+        idempotency_key=task.idempotency_key,
+        correlation_id=task.correlation_id,
+    )
+    number = str(receipt["number"])
+    issued_at = (
+        parse_datetime(str(receipt.get("issued_at") or "")) if receipt.get("issued_at") else None
+    )
+    ticket_receipt_record(ticket_id=p["ticket_id"], number=number, issued_at=issued_at)
+    return {"number": number, "issued_at": receipt.get("issued_at")}
+
+
+class SheetReader:
+    """Coalesces the sheet reads of concurrent retries into one GET per sheet.
+
+    A caller only joins a read that has not started yet, so every read it relies on began
+    after it asked, and therefore after its own earlier, unclear append.
+    """
+
+    JOIN_WINDOW_SECONDS = 0.02
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: dict[str, _SheetRead] = {}
+
+    def ticket_ids(self, sheet: str, correlation_id: str) -> set[str]:
+        with self._lock:
+            read = self._next.get(sheet)
+            leader = read is None
+            if read is None:
+                read = self._next[sheet] = _SheetRead()
+        if leader:
+            time.sleep(self.JOIN_WINDOW_SECONDS)
+            with self._lock:
+                del self._next[sheet]
+            try:
+                rows = SpreadsheetsClient().rows(sheet=sheet, correlation_id=correlation_id)
+                read.ids = {str(row[0]) for row in rows if row}
+            except BaseException as exc:
+                read.error = exc
+            finally:
+                read.done.set()
+        read.done.wait()
+        if read.error is not None:
+            raise read.error
+        return read.ids
+
+
+class _SheetRead:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ids: set[str] = set()
+        self.error: BaseException | None = None
+
+
+sheet_reader = SheetReader()
+
+
+@outbox.handler(kinds.APPEND_ROW, queue="default", max_attempts=30)
+def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
+    p = task.payload
+    sheet = p["sheet"]
+    if sheet not in (kinds.PRINT_SHEET, kinds.REFUND_SHEET):
+        raise PermanentError(f"unknown sheet {sheet!r}")
+    # The sheets API has no idempotency key: after any try whose outcome we did not see, look
+    # before appending again.
+    if task.attempt > 1 and p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
+        return {"sheet": sheet, "appended": False, "already_present": True}
+    SpreadsheetsClient().append_row(
+        sheet=sheet,
+        columns=[p["ticket_id"], p["customer_email"], p["amount"], p["currency"]],
+        correlation_id=task.correlation_id,
+    )
+    return {"sheet": sheet, "appended": True}
+
+
+@outbox.handler(kinds.VOID_RECEIPT, queue="default", max_attempts=30)
+def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
+    ticket_id = task.payload["ticket_id"]
+    has_receipt = Ticket.objects.filter(ticket_id=ticket_id).exclude(receipt_number="").exists()
+    if not has_receipt:
+        receipt_task = (
+            Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))
+            .values_list("state", flat=True)
+            .first()
+        )
+        if receipt_task is not None and receipt_task not in FINISHED_STATES:
+            raise Defer("the receipt is not issued yet", retry_after=5.0)
+        return {"voided": False, "reason": "no receipt was issued for this ticket"}
+    ReceiptsClient().void(
+        ticket_id=ticket_id,
+        reason=task.payload.get("reason", "refund"),
+        idempotent_id=task.idempotency_key,
+        correlation_id=task.correlation_id,
+    )
+    return {"voided": True}
+
+
+@outbox.handler(kinds.REFUND_PAYMENT, queue="default", max_attempts=30)
+def refund_payment(task: outbox.TaskContext) -> dict[str, Any]:
+    ticket_id = task.payload["ticket_id"]
+    PaymentsClient().refund(
+        payment_reference=ticket_id,
+        reason=task.payload.get("reason", "refund"),
+        deduplication_id=task.idempotency_key,
+        correlation_id=task.correlation_id,
+    )
+    return {"refunded": True}

@@ -1,0 +1,69 @@
+"""The outbox task kinds of the tickets domain: names, dedupe keys and payloads in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from outbox.services import TaskSpec
+
+if TYPE_CHECKING:
+    from tickets.models import Ticket
+    from tickets.services import TicketIn
+
+ISSUE_RECEIPT = "tickets.issue_receipt"
+APPEND_ROW = "tickets.append_sheet_row"
+VOID_RECEIPT = "tickets.void_receipt"
+REFUND_PAYMENT = "tickets.refund_payment"
+
+PRINT_SHEET = "tickets-to-print"
+REFUND_SHEET = "tickets-to-refund"
+
+
+def receipt_dedupe_key(ticket_id: str) -> str:
+    return f"receipt:{ticket_id}"
+
+
+def issue_receipt_spec(ticket: TicketIn, correlation_id: str) -> TaskSpec:
+    return TaskSpec(
+        kind=ISSUE_RECEIPT,
+        payload={
+            "ticket_id": ticket.ticket_id,
+            "amount": str(ticket.amount),
+            "currency": ticket.currency,
+        },
+        dedupe_key=receipt_dedupe_key(ticket.ticket_id),
+        correlation_id=correlation_id,
+    )
+
+
+def sheet_row_spec(sheet: str, ticket: TicketIn, correlation_id: str) -> TaskSpec:
+    return TaskSpec(
+        kind=APPEND_ROW,
+        payload={
+            "sheet": sheet,
+            "ticket_id": ticket.ticket_id,
+            "customer_email": ticket.customer_email,
+            "amount": str(ticket.amount),
+            "currency": ticket.currency,
+        },
+        dedupe_key=f"sheet:{sheet}:{ticket.ticket_id}",
+        correlation_id=correlation_id,
+    )
+
+
+def refund_specs(ticket: Ticket, correlation_id: str) -> list[TaskSpec]:
+    payload = {"ticket_id": ticket.ticket_id, "reason": "refund requested"}
+    return [
+        TaskSpec(
+            kind=VOID_RECEIPT,
+            payload=payload,
+            dedupe_key=f"void:{ticket.ticket_id}",
+            correlation_id=correlation_id,
+        ),
+        TaskSpec(
+            kind=REFUND_PAYMENT,
+            payload=payload,
+            dedupe_key=f"refund:{ticket.ticket_id}",
+            correlation_id=correlation_id,
+        ),
+    ]

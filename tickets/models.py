@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class TicketStatus(models.TextChoices):
+    CONFIRMED = "confirmed", "Confirmed"
+    """Sold: gets a receipt and a row on the print sheet."""
+    CANCELED = "canceled", "Canceled"
+    """Final: gets a row on the refund sheet; a later confirmation changes nothing."""
+
+
+class Ticket(models.Model):
+    ticket_id = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=TicketStatus.choices)
+    customer_email = models.EmailField(max_length=254)
+    price_amount = models.DecimalField(max_digits=12, decimal_places=2)
+    price_currency = models.CharField(max_length=3, default="USD")
+    booking_id = models.CharField(max_length=255, blank=True, default="")
+    receipt_number = models.CharField(max_length=255, blank=True, default="")
+    receipt_issued_at = models.DateTimeField(null=True, blank=True)
+    refund_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer_email"], name="tickets_email")]
+
+    def __str__(self) -> str:
+        return f"{self.ticket_id} ({self.status})"
+
+
+class WebhookDelivery(models.Model):
+    """One accepted webhook, so a repeat with the same Idempotency-Key gets the same answer."""
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    body_hash = models.CharField(max_length=64)
+    response = models.JSONField(default=dict)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return self.idempotency_key

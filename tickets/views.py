@@ -1,0 +1,182 @@
+"""HTTP views of the tickets domain: validate, call one service, shape the answer."""
+
+from __future__ import annotations
+
+import logging
+import re
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from outbox.correlation import HEADER as CORRELATION_HEADER
+from outbox.correlation import clean_correlation_id
+from tickets.models import TicketStatus
+from tickets.selectors import active_tickets
+from tickets.services import (
+    IdempotencyKeyReused,
+    TicketIn,
+    TicketNotFound,
+    body_hash,
+    ticket_refund_request,
+    tickets_status_receive,
+)
+
+logger = logging.getLogger(__name__)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class DecimalStringField(serializers.DecimalField):
+    """A decimal that must arrive as a string: money never travels as a JSON float."""
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if not isinstance(data, str):
+            raise serializers.ValidationError('must be a decimal string such as "50.00"')
+        return super().to_internal_value(data)
+
+
+class PriceSerializer(serializers.Serializer):
+    amount = DecimalStringField(max_digits=12, decimal_places=2, min_value=Decimal("0"))
+    currency = serializers.CharField(required=False, default="USD")
+
+    def validate_currency(self, value: str) -> str:
+        if not _CURRENCY.match(value):
+            raise serializers.ValidationError("must be a 3-letter ISO 4217 code such as EUR")
+        return value
+
+
+class TicketSerializer(serializers.Serializer):
+    ticket_id = serializers.CharField(max_length=255, allow_blank=False)
+    status = serializers.ChoiceField(choices=TicketStatus.values)
+    customer_email = serializers.EmailField(max_length=254)
+    price = PriceSerializer()
+    booking_id = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, allow_null=True
+    )
+
+
+def flatten_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
+    """DRF's nested errors as a flat list naming each field: `tickets[1].price.amount`."""
+    if isinstance(detail, dict):
+        out = []
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                name = path
+            elif isinstance(key, int):
+                name = f"{path}[{key}]"
+            else:
+                name = f"{path}.{key}" if path else str(key)
+            out += flatten_errors(value, name)
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [{"field": path or "body", "message": str(item)} for item in detail]
+        out = []
+        for index, item in enumerate(detail):
+            out += flatten_errors(item, f"{path}[{index}]")
+        return out
+    return [{"field": path or "body", "message": str(detail)}]
+
+
+class TicketsStatusView(APIView):
+    """POST /tickets-status: the seller's webhook (DESIGN.md section 2)."""
+
+    class InputSerializer(serializers.Serializer):
+        tickets = TicketSerializer(many=True, allow_empty=False)
+
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key:
+            return _error(status.HTTP_400_BAD_REQUEST, "the Idempotency-Key header is required")
+        if len(key) > 255:
+            return _error(status.HTTP_400_BAD_REQUEST, "Idempotency-Key is longer than 255")
+        serializer = self.InputSerializer(data=request.data)
+        if not serializer.is_valid():
+            errors = flatten_errors(serializer.errors)
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+            return Response(
+                {"error": f"invalid request: {summary}", "errors": errors},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        tickets = [
+            TicketIn(
+                ticket_id=t["ticket_id"],
+                status=t["status"],
+                customer_email=t["customer_email"],
+                amount=t["price"]["amount"],
+                currency=t["price"]["currency"],
+                booking_id=t.get("booking_id") or "",
+            )
+            for t in serializer.validated_data["tickets"]
+        ]
+        correlation_id = getattr(request._request, "correlation_id", "") or clean_correlation_id(
+            None
+        )
+        try:
+            answer = tickets_status_receive(
+                idempotency_key=key,
+                body_digest=body_hash(request.data),
+                tickets=tickets,
+                correlation_id=correlation_id,
+            )
+        except IdempotencyKeyReused as exc:
+            return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
+        response = Response(answer.body, status=status.HTTP_200_OK)
+        response[CORRELATION_HEADER] = answer.correlation_id
+        return response
+
+
+class TicketRefundView(APIView):
+    """PUT /ticket-refund/{ticket_id}: void the receipt and refund the payment, once."""
+
+    def put(self, request: Request, ticket_id: str) -> Response:
+        correlation_id = getattr(request._request, "correlation_id", "")
+        try:
+            tasks = ticket_refund_request(ticket_id=ticket_id, correlation_id=correlation_id)
+        except TicketNotFound as exc:
+            return _error(status.HTTP_404_NOT_FOUND, str(exc))
+        return Response(
+            {
+                "ticket_id": ticket_id,
+                "tasks": [{"id": task.id, "kind": task.kind} for task in tasks],
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+@require_GET
+def tickets_list(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(active_tickets(), safe=False)
+
+
+@require_GET
+def health(request: HttpRequest) -> HttpResponse:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        logger.exception("health check: the database does not answer")
+        return HttpResponse("database unavailable", status=503, content_type="text/plain")
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def _error(code: int, message: str) -> Response:
+    return Response({"error": message}, status=code)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF errors as `{"error": "..."}`, like every other error this service answers."""
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        message = detail if isinstance(detail, str) else str(detail)
+        response.data = {"error": str(message)}
+    return response
