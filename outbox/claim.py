@@ -27,8 +27,7 @@ from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
-
-_SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+from outbox.sql import db_now_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +69,7 @@ def claim_due_tasks(
     """Lease up to `limit` due tasks, queues taken in `queue_order`, oldest first in each."""
     token = uuid.uuid4()
     postgres = connection.vendor == "postgresql"
-    now = "STATEMENT_TIMESTAMP()" if postgres else _SQLITE_NOW
+    now = db_now_sql()
     lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
     table = _table()
     paused = connection.ops.quote_name(PausedKind._meta.db_table)

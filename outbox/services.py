@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Field, QuerySet
+from django.db.models import QuerySet
 from django.db.models.functions import Now
 
 from outbox.conf import outbox_settings
@@ -24,11 +24,11 @@ from outbox.models import (
     new_idempotency_key,
 )
 from outbox.registry import get_handler
+from outbox.sql import insert_ignoring_conflicts
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox_task"
-_INSERT_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def enqueue(
 
 
 def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
-    """Add tasks in the current transaction, in one statement per 500; skip known dedupe keys.
+    """Add tasks in the current transaction in one statement; skip known dedupe keys.
 
     Returns the tasks created now, in the order given. Runs only inside a transaction, so the
     tasks commit or roll back with the facts that caused them.
@@ -95,9 +95,7 @@ def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
     if not specs:
         return []
     rows = [_row_for(spec) for spec in specs]
-    created: list[tuple[str, EnqueuedTask]] = []
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        created.extend(_insert_ignoring_duplicates(rows[start : start + _INSERT_CHUNK]))
+    created = _insert_ignoring_duplicates(rows)
     if created and connection.vendor == "postgresql":
         # Delivered at commit, never before: a relay waiting on LISTEN wakes at once.
         with connection.cursor() as cursor:
@@ -131,42 +129,16 @@ def _row_for(spec: TaskSpec) -> dict[str, Any]:
 
 
 def _insert_ignoring_duplicates(rows: list[dict[str, Any]]) -> list[tuple[str, EnqueuedTask]]:
-    # One INSERT .. ON CONFLICT (dedupe_key) DO NOTHING RETURNING: the unique index, not a read
-    # before the write, decides, so concurrent intakes cannot both enqueue one effect.
-    columns = list(rows[0])
-    fields = {name: _concrete_field(name) for name in columns}
-    now_sql = "STATEMENT_TIMESTAMP()" if connection.vendor == "postgresql" else _SQLITE_NOW
-    placeholders = []
-    params: list[Any] = []
-    for row in rows:
-        values = []
-        for name in columns:
-            if name == "available_at":
-                values.append(f"COALESCE(%s, {now_sql})")
-            else:
-                values.append("%s")
-            params.append(fields[name].get_db_prep_save(row[name], connection))
-        placeholders.append(f"({', '.join(values)})")
-    table = connection.ops.quote_name(Task._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(placeholders)} "
-        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, kind, dedupe_key, idempotency_key"
+    # The unique index, not a read before the write, decides: two concurrent intakes cannot
+    # both enqueue one effect.
+    returned = insert_ignoring_conflicts(
+        Task,
+        rows,
+        conflict_field="dedupe_key",
+        returning=["id", "kind", "dedupe_key", "idempotency_key"],
+        db_now_if_null=("available_at",),
     )
-    if connection.vendor == "postgresql":
-        sql = sql.replace("COALESCE(%s,", "COALESCE(%s::timestamptz,")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        returned = cursor.fetchall()
     return [(key, EnqueuedTask(id=pk, kind=kind, dedupe_key=dk)) for pk, kind, dk, key in returned]
-
-
-def _concrete_field(name: str) -> Field[Any, Any]:
-    found = Task._meta.get_field(name)
-    assert isinstance(found, Field)
-    return found
-
-
-_SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
 
 
 # Operators' actions. Each narrows to the states it applies to and returns how many it changed.

@@ -15,6 +15,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox.services import EnqueuedTask, TaskSpec, enqueue_many
+from outbox.sql import insert_ignoring_conflicts
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 
@@ -94,19 +95,25 @@ def _upsert_tickets(tickets: Sequence[TicketIn]) -> dict[str, list[str]]:
         first.setdefault(ticket.ticket_id, ticket)
     # Sorted, so two deliveries touching the same tickets lock them in the same order.
     ids = sorted(first)
-    Ticket.objects.bulk_create(
+    now = timezone.now()
+    insert_ignoring_conflicts(
+        Ticket,
         [
-            Ticket(
-                ticket_id=t.ticket_id,
-                status=t.status,
-                customer_email=t.customer_email,
-                price_amount=t.amount,
-                price_currency=t.currency,
-                booking_id=t.booking_id,
-            )
+            {
+                "ticket_id": t.ticket_id,
+                "status": t.status,
+                "customer_email": t.customer_email,
+                "price_amount": t.amount,
+                "price_currency": t.currency,
+                "booking_id": t.booking_id,
+                "receipt_number": "",
+                "created_at": now,
+                "updated_at": now,
+            }
             for t in (first[i] for i in ids)
         ],
-        ignore_conflicts=True,
+        conflict_field="ticket_id",
+        returning=["id"],
     )
     current = dict(
         Ticket.objects.select_for_update()
