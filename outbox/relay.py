@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models.functions import Now
 
 from outbox.claim import ClaimedTask, Outcome, claim_due_tasks, record_outcomes, release_leases
@@ -207,6 +207,8 @@ class Relay:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     worker: str = field(default_factory=worker_name)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    # Set once a stopping pass has given back what it had not started.
+    wound_down: threading.Event = field(default_factory=threading.Event)
     on_backlog: Callable[[], None] | None = None
     rand: random.Random = field(default_factory=random.Random)
 
@@ -292,11 +294,13 @@ class Relay:
                 if not inflight:
                     self._flush(done, stats)
                     if not claiming:
+                        self.wound_down.set()
                         break
                     waiter.wait(min(claim_until - now, 1.0), self.stop_event)
                     continue
-                if not claiming:
+                if not claiming and not self.wound_down.is_set():
                     self._give_back_unstarted(inflight, stats)
+                    self.wound_down.set()
                 finished, _ = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
                 for future in finished:
                     del inflight[future]
@@ -378,7 +382,6 @@ class _Waiter:
 
 def run_pass(pass_id: str | None = None) -> dict[str, Any]:
     """One bounded relay pass; the django-q2 task that keeps the outbox drained."""
-    close_old_connections()
     conf = outbox_settings()
     me = _register_pass(pass_id)
     if me is None:

@@ -1,0 +1,337 @@
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.core.checks import run_checks
+from django.db import connection, transaction
+from django.db.models.functions import Now
+from django.test import override_settings
+
+from outbox.errors import Defer, PermanentError, TransientError
+from outbox.models import Attempt, AttemptOutcome, RelayPass, Task, TaskState
+from outbox.relay import Relay, draw_queue_order, run_pass, spawn_passes
+from outbox.retry import RetryPolicy
+from outbox.services import TaskSpec, enqueue_many, tasks_prune
+
+pytestmark = pytest.mark.django_db
+
+
+def make(kind: str = "test.record", n: int = 1, **options) -> list[int]:
+    with transaction.atomic():
+        return [t.id for t in enqueue_many([TaskSpec(kind=kind, **options) for _ in range(n)])]
+
+
+def relay(**options) -> Relay:
+    options.setdefault("policy", RetryPolicy(base_seconds=10.0, cap_seconds=100.0))
+    options.setdefault("threads", 4)
+    options.setdefault("batch_size", 50)
+    return Relay(**options)
+
+
+def seconds_until_due(task_id: int) -> float:
+    task = Task.objects.annotate(now=Now()).get(id=task_id)
+    return (task.available_at - task.now).total_seconds()
+
+
+def test_a_handler_gets_the_task_and_its_result_is_stored(recording_handler):
+    calls = recording_handler(behaviour=lambda task: {"seen": task.payload["n"]})
+    [task_id] = make(payload={"n": 7}, correlation_id="c-1")
+
+    stats = relay().run_once()
+
+    assert stats.succeeded == 1
+    [call] = calls
+    assert (call.id, call.payload, call.attempt, call.correlation_id) == (
+        task_id,
+        {"n": 7},
+        1,
+        "c-1",
+    )
+    assert call.idempotency_key == Task.objects.get().idempotency_key
+    task = Task.objects.get()
+    assert (task.state, task.result) == (TaskState.SUCCEEDED, {"seen": 7})
+    attempt = Attempt.objects.get()
+    assert (attempt.number, attempt.outcome, attempt.error) == (1, AttemptOutcome.SUCCEEDED, "")
+    assert attempt.duration_ms >= 0
+    assert attempt.worker
+
+
+def test_a_transient_error_is_retried_within_the_backoff_bounds(recording_handler):
+    def fail(task):
+        raise TransientError("gateway answered 500", http_status=500)
+
+    recording_handler(behaviour=fail)
+    [task_id] = make()
+
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert (task.state, task.attempts, task.last_error) == (
+        TaskState.PENDING,
+        1,
+        "gateway answered 500",
+    )
+    assert -1.0 <= seconds_until_due(task_id) <= 20.0  # full jitter in [0, 10 * 2**1]
+    attempt = Attempt.objects.get()
+    assert (attempt.outcome, attempt.http_status) == (AttemptOutcome.RETRY, 500)
+
+
+def test_retry_after_named_by_the_api_is_honoured(recording_handler):
+    def rate_limited(task):
+        raise TransientError("429", http_status=429, retry_after=42)
+
+    recording_handler(behaviour=rate_limited)
+    [task_id] = make()
+
+    relay().run_once()
+
+    assert 37.0 <= seconds_until_due(task_id) <= 43.0
+
+
+def test_transient_errors_stop_at_max_attempts_and_the_task_fails(recording_handler):
+    def fail(task):
+        raise TransientError(f"try {task.attempt} failed")
+
+    calls = recording_handler(behaviour=fail, max_attempts=3)
+    make()
+
+    for _ in range(3):
+        relay().run_once()
+        Task.objects.filter(state=TaskState.PENDING).update(available_at=Now())
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert (task.state, task.attempts, task.last_error) == (TaskState.FAILED, 3, "try 3 failed")
+    assert task.finished_at is not None
+    assert len(calls) == 3
+    assert list(Attempt.objects.values_list("outcome", flat=True)) == [
+        AttemptOutcome.RETRY,
+        AttemptOutcome.RETRY,
+        AttemptOutcome.FAILED,
+    ]
+
+
+def test_a_permanent_error_fails_at_once_with_its_reason(recording_handler):
+    def reject(task):
+        raise PermanentError("400: unknown currency", http_status=400)
+
+    calls = recording_handler(behaviour=reject)
+    make()
+
+    relay().run_once()
+    Task.objects.update(available_at=Now())
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert (task.state, task.last_error) == (TaskState.FAILED, "400: unknown currency")
+    assert len(calls) == 1
+
+
+def test_an_unexpected_exception_is_retried_with_its_traceback_and_the_pass_goes_on(
+    recording_handler,
+):
+    def buggy(task):
+        if task.payload["n"] == 0:
+            raise KeyError("missing_field")
+        return None
+
+    recording_handler(behaviour=buggy)
+    make(payload={"n": 0})
+    make(payload={"n": 1})
+
+    stats = relay().run_once()
+
+    assert (stats.succeeded, stats.retried) == (1, 1)
+    failed = Task.objects.get(payload__n=0)
+    assert failed.state == TaskState.PENDING
+    assert "Traceback" in failed.last_error
+    assert "KeyError: 'missing_field'" in failed.last_error
+
+
+def test_a_deferred_task_waits_without_spending_an_attempt(recording_handler):
+    def not_yet(task):
+        raise Defer("the receipt is not issued yet", retry_after=30)
+
+    recording_handler(behaviour=not_yet, max_attempts=1)
+    [task_id] = make()
+
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert (task.state, task.attempts) == (TaskState.PENDING, 0)
+    assert 25.0 <= seconds_until_due(task_id) <= 31.0
+
+
+def test_an_unknown_kind_fails_permanently(recording_handler):
+    recording_handler("test.gone")
+    make("test.gone")
+    from outbox import registry
+
+    registry.unregister("test.gone")
+
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert task.state == TaskState.FAILED
+    assert "no handler is registered" in task.last_error
+
+
+def test_a_task_whose_lease_expired_on_every_try_fails_instead_of_looping(recording_handler):
+    calls = recording_handler(max_attempts=2)
+    make()
+    Task.objects.update(attempts=2)  # two passes died holding it
+
+    relay().run_once()
+
+    task = Task.objects.get()
+    assert task.state == TaskState.FAILED
+    assert "lease expired" in task.last_error
+    assert calls == []
+
+
+def test_the_queue_lottery_puts_every_queue_first_in_proportion_to_its_weight():
+    rand = random.Random(1)
+    weights = {"critical": 6, "default": 3, "low": 1}
+
+    firsts = Counter(draw_queue_order(weights, rand)[0] for _ in range(10000))
+
+    assert 5500 < firsts["critical"] < 6500
+    assert 2500 < firsts["default"] < 3500
+    assert 700 < firsts["low"] < 1300
+
+
+def test_a_low_task_runs_under_a_steady_flood_of_critical_ones(recording_handler):
+    recording_handler("test.critical", queue="critical")
+    low_calls = recording_handler("test.low", queue="low")
+    make("test.low")
+    runner = relay(batch_size=5, rand=random.Random(3))
+
+    for _ in range(60):
+        make("test.critical", n=5)  # more critical work arrives than one batch takes
+        runner.run_once()
+        if low_calls:
+            break
+
+    assert len(low_calls) == 1
+    assert Task.objects.filter(kind="test.critical", state=TaskState.PENDING).exists()
+
+
+def test_stop_finishes_running_attempts_and_gives_back_unstarted_leases(recording_handler):
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(task):
+        started.set()
+        release.wait(10)
+        return {"done": task.payload["n"]}
+
+    recording_handler(behaviour=slow)
+    for n in range(5):
+        make(payload={"n": n})
+    runner = Relay(threads=1, batch_size=5, poll_seconds=0.01)
+
+    def stop_when_running() -> None:
+        started.wait(10)
+        runner.stop_event.set()
+        runner.wound_down.wait(10)
+        release.set()
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    stats = runner.run(seconds=30)
+    stopper.join()
+
+    assert (stats.claimed, stats.succeeded, stats.released) == (5, 1, 4)
+    states = Counter(Task.objects.values_list("state", "attempts"))
+    assert states == {(TaskState.SUCCEEDED, 1): 1, (TaskState.PENDING, 0): 4}
+
+
+def test_a_timed_pass_drains_everything_then_returns(recording_handler):
+    calls = recording_handler()
+    make(n=120)
+
+    stats = Relay(threads=4, batch_size=50, poll_seconds=0.01).run(seconds=0.5)
+
+    assert stats.succeeded == 120
+    assert len(calls) == 120
+    assert Task.objects.filter(state=TaskState.SUCCEEDED).count() == 120
+
+
+def test_prune_removes_finished_tasks_older_than_the_retention_with_their_attempts(
+    recording_handler,
+):
+    recording_handler()
+    old, recent, waiting = make(n=3)
+    relay().run_once()
+    Task.objects.filter(id=waiting).update(state=TaskState.PENDING, finished_at=None)
+    Task.objects.filter(id=old).update(finished_at=Now() - timedelta(days=31))
+
+    pruned = tasks_prune(older_than=timedelta(days=30))
+
+    assert pruned == 1
+    assert set(Task.objects.values_list("id", flat=True)) == {recent, waiting}
+    assert not Attempt.objects.filter(task_id=old).exists()
+
+
+@pytest.mark.parametrize(
+    ("q_cluster", "outbox", "error_id"),
+    [
+        ({"timeout": 90, "retry": 90, "workers": 4}, {}, "outbox.E002"),
+        ({"retry": 90, "workers": 4}, {}, "outbox.E001"),
+        ({"timeout": 30, "retry": 90, "workers": 4}, {"PASS_SECONDS": 20}, "outbox.E003"),
+        ({"timeout": 60, "retry": 90, "workers": 4}, {"LEASE_SECONDS": 30}, "outbox.E004"),
+        ({"timeout": 60, "retry": 90, "workers": 3}, {"MAX_PASSES": 3}, "outbox.E005"),
+    ],
+)
+def test_the_system_check_refuses_timings_that_would_run_a_pass_twice(q_cluster, outbox, error_id):
+    with override_settings(Q_CLUSTER=q_cluster, OUTBOX=outbox):
+        errors = run_checks()
+
+    assert error_id in [error.id for error in errors]
+
+
+def test_the_system_check_accepts_the_default_settings():
+    assert [e.id for e in run_checks() if e.id.startswith("outbox.")] == []
+
+
+def test_spawn_never_starts_more_passes_than_the_limit():
+    from django_q.models import OrmQ
+
+    with override_settings(OUTBOX={"MAX_PASSES": 2}):
+        assert spawn_passes(5) == 2
+        assert spawn_passes(1) == 0
+
+    assert RelayPass.objects.count() == 2
+    assert OrmQ.objects.count() == 2
+
+
+def test_a_pass_beyond_the_limit_returns_at_once(recording_handler):
+    with override_settings(OUTBOX={"MAX_PASSES": 1}):
+        spawn_passes(1)
+        result = run_pass()
+
+    assert result == {"skipped": "enough passes are running"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_runs_tasks_and_chains_its_successor(recording_handler):
+    from django_q.models import OrmQ
+
+    calls = recording_handler()
+    make(n=3)
+
+    with override_settings(OUTBOX={"PASS_SECONDS": 1.0, "POLL_SECONDS": 0.01}):
+        result = run_pass()
+
+    assert result["succeeded"] == 3
+    assert len(calls) == 3
+    assert OrmQ.objects.count() == 1  # its successor is queued for the cluster
+    assert RelayPass.objects.get().worker == "(queued)"
+
+
+def test_database_vendor_is_one_we_support():
+    assert connection.vendor in {"sqlite", "postgresql"}
