@@ -98,7 +98,7 @@ def test_run_after_schedules_the_task_for_later(recording_handler):
 
 @pytest.mark.django_db
 def test_an_unknown_kind_is_refused_with_its_name(recording_handler):
-    with pytest.raises(UnknownTaskKind, match="no.such.kind"), transaction.atomic():
+    with pytest.raises(UnknownTaskKind, match=r"no\.such\.kind"), transaction.atomic():
         enqueue("no.such.kind")
 
 
