@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,33 @@ from django.test import Client
 
 from outbox import registry
 from outbox.registry import TaskContext
+
+
+def _on_postgres() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `postgres` need two connections at once; on SQLite they are deselected
+    loudly (the CI runs the suite on PostgreSQL too)."""
+    if _on_postgres():
+        return
+    selected = [item for item in items if "postgres" not in item.keywords]
+    deselected = [item for item in items if "postgres" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+        config._outbox_pg_deselected = len(deselected)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    count = getattr(config, "_outbox_pg_deselected", 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} PostgreSQL-only tests were deselected: run with "
+            "DATABASE_URL=postgres://... (as .ci/run does) to include them.",
+            yellow=True,
+        )
 
 
 @pytest.fixture

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite, lint and type checks included.
+# DATABASE_URL=postgres://... runs it against PostgreSQL (the PostgreSQL-only tests too).
+source "$(dirname "$0")/setup.sh"
+export DEBUG=1
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy .
+.venv/bin/pytest "$@"
