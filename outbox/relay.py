@@ -38,6 +38,7 @@ from outbox.models import AttemptOutcome, RelayPass
 from outbox.registry import TaskContext, get_handler
 from outbox.retry import RetryPolicy
 from outbox.services import NOTIFY_CHANNEL
+from outbox.shutdown import cluster_stopping
 
 logger = logging.getLogger(__name__)
 attempt_logger = logging.getLogger("outbox.attempts")
@@ -277,6 +278,8 @@ class Relay:
         with _Waiter(self.poll_seconds) as waiter, ThreadPoolExecutor(self.threads) as pool:
             while True:
                 now = time.monotonic()
+                if cluster_stopping():
+                    self.stop_event.set()
                 claiming = now < claim_until and not self.stop_event.is_set()
                 if claiming and len(inflight) < low_water:
                     tasks = self.claim(self.batch_size - len(inflight))

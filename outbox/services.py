@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.functions import Now
 
 from outbox.conf import outbox_settings
-from outbox.errors import NotInTransaction, OutboxError
+from outbox.errors import NotInTransaction, OutboxError, UnknownTaskKind
 from outbox.models import (
     FINISHED_STATES,
     Attempt,
@@ -104,14 +104,21 @@ def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
     return [by_key[row["idempotency_key"]] for row in rows if row["idempotency_key"] in by_key]
 
 
+def attempt_budget(kind: str) -> int:
+    """How many tries a task of `kind` gets: its handler's max_attempts or the default."""
+    try:
+        budget = get_handler(kind).max_attempts
+    except UnknownTaskKind:
+        budget = None
+    return budget or outbox_settings().default_max_attempts
+
+
 def _row_for(spec: TaskSpec) -> dict[str, Any]:
     handler = get_handler(spec.kind)
     queue = spec.queue or handler.queue
     if queue not in Queue.values:
         raise OutboxError(f"queue {queue!r} is not one of {Queue.values}")
-    max_attempts = (
-        spec.max_attempts or handler.max_attempts or outbox_settings().default_max_attempts
-    )
+    max_attempts = spec.max_attempts or attempt_budget(spec.kind)
     return {
         "kind": spec.kind,
         "payload": spec.payload,
@@ -156,16 +163,21 @@ def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> in
     states = [*RETRYABLE_STATES, TaskState.CANCELED]
     if include_succeeded:
         states.append(TaskState.SUCCEEDED)
-    # The state condition sits in the UPDATE itself: two replays at once requeue a task once.
-    changed = tasks.filter(state__in=states).update(
-        state=TaskState.PENDING,
-        attempts=0,
-        available_at=Now(),
-        finished_at=None,
-        lease_token=None,
-        lease_expires_at=None,
-        updated_at=Now(),
-    )
+    narrowed = tasks.filter(state__in=states)
+    changed = 0
+    # Attempt numbers keep counting (a handler can tell a first try from a later one, and
+    # the history stays in order); the budget grows by the kind's full allowance instead.
+    for kind in narrowed.order_by().values_list("kind", flat=True).distinct():
+        # The state condition sits in the UPDATE itself: two replays at once requeue once.
+        changed += narrowed.filter(kind=kind).update(
+            state=TaskState.PENDING,
+            max_attempts=F("attempts") + attempt_budget(kind),
+            available_at=Now(),
+            finished_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=Now(),
+        )
     if changed and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")

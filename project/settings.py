@@ -117,8 +117,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "django_q",
+    # Before django_q: its `qcluster` command extends django-q2's with a clean shutdown.
     "outbox",
+    "django_q",
     "tickets",
 ]
 

@@ -159,7 +159,7 @@ class Stack:
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()  # the main process only, as a service manager would
         for process in self.processes:
             try:
                 process.wait(timeout=30)

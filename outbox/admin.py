@@ -1,0 +1,556 @@
+"""The outbox in the Django admin: tasks are read-only; each action narrows, calls one service.
+
+Nobody edits or deletes a task here. Operators retry, cancel, re-run and pause through actions
+that each need their own permission; `prune_outbox` deletes finished tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from outbox import selectors
+from outbox.models import Attempt, PausedKind, Task, TaskState
+from outbox.services import kind_pause, kind_resume, tasks_cancel, tasks_retry
+
+ACTION_CHUNK = 500
+RETRYABLE = (TaskState.FAILED, TaskState.PENDING)
+CANCELABLE = (TaskState.PENDING,)
+RERUNNABLE = (TaskState.SUCCEEDED,)
+
+
+def pretty_json(value: Any) -> SafeString:
+    """JSON indented in a <pre>, escaped: payloads come from outside and may hold markup."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="outbox-json">{}</pre>', text)
+
+
+def pre_text(value: str) -> SafeString | str:
+    return format_html('<pre class="outbox-error">{}</pre>', value) if value else "-"
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _user_id(request: HttpRequest) -> int:
+    pk = request.user.pk
+    assert pk is not None, "admin views run for a logged-in staff user"
+    return int(pk)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class CreatedAgeFilter(admin.SimpleListFilter):
+    title = "created"
+    parameter_name = "created"
+
+    WINDOWS = {
+        "hour": timedelta(hours=1),
+        "day": timedelta(days=1),
+        "week": timedelta(weeks=1),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("hour", "In the last hour"),
+            ("day", "In the last day"),
+            ("week", "In the last week"),
+            ("older", "More than a week ago"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        now = timezone.now()
+        if value in self.WINDOWS:
+            return queryset.filter(created_at__gte=now - self.WINDOWS[value])
+        if value == "older":
+            return queryset.filter(created_at__lt=now - self.WINDOWS["week"])
+        return queryset
+
+
+class ReadOnlyMixin:
+    """Rows written by the engine: viewable, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AttemptInline(ReadOnlyMixin, admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    # By id, not number: a retry starts numbering again at 1, and the history is chronological.
+    ordering = ("id",)
+    fields = ("number", "started_at", "duration", "outcome", "http_status", "error_text", "worker")
+    readonly_fields = fields
+
+    @admin.display(description="duration")
+    def duration(self, attempt: Attempt) -> str:
+        return f"{attempt.duration_ms:.1f} ms"
+
+    @admin.display(description="error")
+    def error_text(self, attempt: Attempt) -> SafeString | str:
+        return pre_text(attempt.error)
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "state",
+        "queue",
+        "attempts_used",
+        "dedupe_key",
+        "created_at",
+        "available_at",
+        "finished_at",
+        "error_line",
+    )
+    list_filter = ("state", "kind", "queue", CreatedAgeFilter)
+    # Shows the search box; `get_search_results` decides how each field is matched.
+    search_fields = ("id", "dedupe_key", "idempotency_key", "payload")
+    search_help_text = (
+        "Whole values: task id, dedupe key (or its part after the last colon), "
+        "idempotency key, or any value in the payload (a ticket id, say). "
+        "Several values separated by spaces find each of them."
+    )
+    ordering = ("-id",)
+    list_per_page = 100
+    # Counting a table of millions on every page load costs more than it tells.
+    show_full_result_count = False
+    actions = ("retry_now", "cancel_tasks", "pause_kinds", "resume_kinds", "rerun_succeeded")
+    inlines = (AttemptInline,)
+    fieldsets = (
+        (None, {"fields": ("id", "kind", "state", "queue", "attempts_used")}),
+        ("Keys", {"fields": ("dedupe_key", "idempotency_key", "correlation_id")}),
+        (
+            "Times",
+            {
+                "fields": (
+                    "created_at",
+                    "available_at",
+                    "updated_at",
+                    "finished_at",
+                    "lease_expires_at",
+                    "leased_by",
+                )
+            },
+        ),
+        ("Data", {"fields": ("payload_pretty", "result_pretty", "last_error_text")}),
+    )
+    readonly_fields = (
+        "id",
+        "kind",
+        "state",
+        "queue",
+        "attempts_used",
+        "dedupe_key",
+        "idempotency_key",
+        "correlation_id",
+        "created_at",
+        "available_at",
+        "updated_at",
+        "finished_at",
+        "lease_expires_at",
+        "leased_by",
+        "payload_pretty",
+        "result_pretty",
+        "last_error_text",
+    )
+
+    # Columns and fields ------------------------------------------------------------------
+
+    @admin.display(description="attempts")
+    def attempts_used(self, task: Task) -> str:
+        return f"{task.attempts}/{task.max_attempts}"
+
+    @admin.display(description="last error")
+    def error_line(self, task: Task) -> str:
+        return selectors.error_summary(task.last_error)[:120]
+
+    @admin.display(description="payload")
+    def payload_pretty(self, task: Task) -> SafeString:
+        return pretty_json(task.payload)
+
+    @admin.display(description="result")
+    def result_pretty(self, task: Task) -> SafeString:
+        return pretty_json(task.result)
+
+    @admin.display(description="last error")
+    def last_error_text(self, task: Task) -> SafeString | str:
+        return pre_text(task.last_error)
+
+    # Search ------------------------------------------------------------------------------
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Task], search_term: str
+    ) -> tuple[QuerySet[Task], bool]:
+        terms = search_term.split()
+        if not terms:
+            return queryset, False
+        match = Q()
+        for term in terms:
+            match |= self.term_match(term)
+        return queryset.filter(match), False
+
+    @staticmethod
+    def term_match(term: str) -> Q:
+        """Whole-value matches only, so `t-1` does not also find `t-10`."""
+        match = (
+            Q(dedupe_key=term)
+            | Q(dedupe_key__endswith=f":{term}")
+            | Q(idempotency_key=term)
+            # A JSON-encoded string, quotes included, is a whole value inside the payload.
+            | Q(payload__icontains=json.dumps(term))
+        )
+        if json.dumps(term, ensure_ascii=False) != json.dumps(term):
+            match |= Q(payload__icontains=json.dumps(term, ensure_ascii=False))
+        if term.isdigit():
+            match |= Q(id=int(term))
+        return match
+
+    # Permissions of the actions -----------------------------------------------------------
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.retry_task")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.cancel_task")
+
+    def has_rerun_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.rerun_task")
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.pause_kind")
+
+    # Actions -------------------------------------------------------------------------------
+
+    @admin.action(description="Retry now (failed or waiting tasks)", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        changed, left = self.apply_to_tasks(
+            request,
+            queryset,
+            states=RETRYABLE,
+            service=lambda tasks: tasks_retry(tasks=tasks),
+            log_message="Retried now from the admin (fresh attempt budget).",
+        )
+        self.report(
+            request,
+            f"{_plural(changed, 'task')} due now with a fresh attempt budget.",
+            changed,
+            left,
+            "were not failed or pending",
+        )
+
+    @admin.action(description="Cancel (waiting tasks)", permissions=["cancel"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        user = request.user.get_username()
+        changed, left = self.apply_to_tasks(
+            request,
+            queryset,
+            states=CANCELABLE,
+            service=lambda tasks: tasks_cancel(tasks=tasks, reason=f"canceled by {user}"),
+            log_message="Canceled from the admin.",
+        )
+        self.report(
+            request, f"{_plural(changed, 'task')} canceled.", changed, left, "were not pending"
+        )
+
+    @admin.action(description="Re-run succeeded tasks…", permissions=["rerun"])
+    def rerun_succeeded(
+        self, request: HttpRequest, queryset: QuerySet[Task]
+    ) -> TemplateResponse | None:
+        if request.POST.get("post") != "yes":
+            return self.rerun_confirmation(request, queryset)
+        changed, left = self.apply_to_tasks(
+            request,
+            queryset,
+            states=RERUNNABLE,
+            service=lambda tasks: tasks_retry(tasks=tasks, include_succeeded=True),
+            log_message="Re-run from the admin: the succeeded task runs again.",
+        )
+        self.report(
+            request,
+            f"{_plural(changed, 'succeeded task')} will run again.",
+            changed,
+            left,
+            "had not succeeded",
+        )
+        return None
+
+    @admin.action(description="Pause the kinds of the selected tasks", permissions=["pause"])
+    def pause_kinds(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        kinds = self.selected_kinds(queryset)
+        by = request.user.get_username()
+        paused = [kind for kind in kinds if kind_pause(kind=kind, by=by)]
+        if paused:
+            LogEntry.objects.log_actions(
+                user_id=_user_id(request),
+                queryset=list(PausedKind.objects.filter(kind__in=paused)),
+                action_flag=ADDITION,
+                change_message="Paused from the task list.",
+            )
+        message = f"Paused: {', '.join(paused)}." if paused else "No kind was paused."
+        if len(paused) < len(kinds):
+            message += f" Already paused: {', '.join(sorted(set(kinds) - set(paused)))}."
+        self.message_user(request, message, messages.SUCCESS if paused else messages.WARNING)
+
+    @admin.action(description="Resume the kinds of the selected tasks", permissions=["pause"])
+    def resume_kinds(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        self.resume(request, self.selected_kinds(queryset))
+
+    # Helpers shared by the actions --------------------------------------------------------
+
+    @staticmethod
+    def selected_kinds(queryset: QuerySet[Task]) -> list[str]:
+        return sorted(set(queryset.order_by().values_list("kind", flat=True).distinct()))
+
+    def resume(self, request: HttpRequest, kinds: Sequence[str]) -> None:
+        paused = list(PausedKind.objects.filter(kind__in=kinds))
+        resumed = [row for row in paused if kind_resume(kind=row.kind)]
+        if resumed:
+            LogEntry.objects.log_actions(
+                user_id=_user_id(request),
+                queryset=resumed,
+                action_flag=DELETION,
+                change_message="Resumed.",
+            )
+        names = ", ".join(row.kind for row in resumed)
+        message = f"Resumed: {names}." if resumed else "None of these kinds was paused."
+        self.message_user(request, message, messages.SUCCESS if resumed else messages.WARNING)
+
+    def apply_to_tasks(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Task],
+        *,
+        states: Sequence[str],
+        service: Callable[[QuerySet[Task]], int],
+        log_message: str,
+    ) -> tuple[int, int]:
+        """Run `service` on the selected tasks still in `states`; log each one it changed.
+
+        Returns (changed, left alone). Each chunk locks its rows first, so the log names
+        exactly the tasks the service changed, even with a relay or another operator at work.
+        """
+        selected = list(queryset.order_by().values_list("id", flat=True))
+        changed = 0
+        for chunk in _chunks(selected, ACTION_CHUNK):
+            with transaction.atomic():
+                locked = list(
+                    selectors.tasks_with_ids(chunk, states=states)
+                    .select_for_update()
+                    .values_list("id", flat=True)
+                )
+                if not locked:
+                    continue
+                changed += service(selectors.tasks_with_ids(locked, states=states))
+                LogEntry.objects.log_actions(
+                    user_id=_user_id(request),
+                    queryset=Task.objects.filter(id__in=locked).only("id", "kind", "state"),
+                    action_flag=CHANGE,
+                    change_message=log_message,
+                )
+        return changed, len(selected) - changed
+
+    def report(
+        self, request: HttpRequest, done: str, changed: int, left: int, because: str
+    ) -> None:
+        message = done
+        if left:
+            message += f" {_plural(left, 'selected task')} {because} and stayed as they were."
+        self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
+
+    def rerun_confirmation(
+        self, request: HttpRequest, queryset: QuerySet[Task]
+    ) -> TemplateResponse:
+        succeeded = queryset.filter(state__in=RERUNNABLE).order_by("id")
+        count = succeeded.count()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Run succeeded tasks again?",
+            "opts": self.opts,
+            "count": count,
+            "left_alone": queryset.count() - count,
+            "sample": succeeded[:100],
+            "kinds": self.selected_kinds(succeeded),
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/outbox/task/rerun_confirmation.html", context)
+
+    # The dashboard -------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        dashboard = path(
+            "dashboard/",
+            self.admin_site.admin_view(self.dashboard_view),
+            name="outbox_task_dashboard",
+        )
+        return [dashboard, *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        counts = selectors.task_counts_by_kind()
+        hours = selectors.hourly_activity(hours=24)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Outbox dashboard",
+            "opts": self.opts,
+            "states": TaskState.choices,
+            "counts": [
+                (row.kind, [row.by_state[state] for state in TaskState.values], row.total)
+                for row in counts
+            ],
+            "totals": list(selectors.state_totals(counts).values()),
+            "grand_total": sum(row.total for row in counts),
+            "oldest_due_age": selectors.describe_age(selectors.oldest_due_task_age()),
+            "per_minute": selectors.succeeded_per_minute(minutes=5),
+            "paused": selectors.paused_kinds(),
+            "chart": HourChart.from_buckets(hours),
+            "hours": hours,
+        }
+        return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    value: int
+    css_class: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class HourChart:
+    """Bars for an inline SVG, computed here so the page needs no script and no CDN."""
+
+    width: int
+    height: int
+    plot_height: int
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]
+    peak: int
+
+    SLOT = 30
+    PLOT_HEIGHT = 150
+    TOP = 10
+
+    @classmethod
+    def from_buckets(cls, buckets: Sequence[selectors.HourBucket]) -> HourChart:
+        peak = max([1, *(b.succeeded for b in buckets), *(b.failed for b in buckets)])
+        bars: list[Bar] = []
+        ticks: list[tuple[float, str]] = []
+        bar_width = (cls.SLOT - 6) / 2
+        for index, bucket in enumerate(buckets):
+            left = index * cls.SLOT + 3
+            hour = bucket.start.strftime("%H:00")
+            for offset, value, css_class, what in (
+                (0.0, bucket.succeeded, "succeeded", "succeeded"),
+                (bar_width, bucket.failed, "failed", "failed attempts"),
+            ):
+                height = cls.PLOT_HEIGHT * value / peak
+                bars.append(
+                    Bar(
+                        x=left + offset,
+                        y=cls.TOP + cls.PLOT_HEIGHT - height,
+                        width=bar_width,
+                        height=height,
+                        value=value,
+                        css_class=css_class,
+                        label=f"{hour} UTC: {value} {what}",
+                    )
+                )
+            if index % 3 == 0:
+                ticks.append((left + bar_width, hour))
+        return cls(
+            width=len(buckets) * cls.SLOT,
+            height=cls.TOP + cls.PLOT_HEIGHT + 20,
+            plot_height=cls.TOP + cls.PLOT_HEIGHT,
+            bars=bars,
+            ticks=ticks,
+            peak=peak,
+        )
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "task_link", "number", "started_at", "duration", "outcome", "http_status")
+    list_filter = ("outcome", "http_status")
+    search_fields = ("task__id__exact",)
+    search_help_text = "Task id."
+    ordering = ("-id",)
+    show_full_result_count = False
+    list_select_related = ("task",)
+    fields = (
+        "task_link",
+        "number",
+        "started_at",
+        "duration",
+        "outcome",
+        "http_status",
+        "worker",
+        "error_text",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="task")
+    def task_link(self, attempt: Attempt) -> SafeString:
+        url = reverse("admin:outbox_task_change", args=[attempt.task_id])
+        return format_html('<a href="{}">{}</a>', url, attempt.task)
+
+    @admin.display(description="duration")
+    def duration(self, attempt: Attempt) -> str:
+        return f"{attempt.duration_ms:.1f} ms"
+
+    @admin.display(description="error")
+    def error_text(self, attempt: Attempt) -> SafeString | str:
+        return pre_text(attempt.error)
+
+
+@admin.register(PausedKind)
+class PausedKindAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("kind", "paused_at", "paused_by")
+    ordering = ("kind",)
+    actions = ("resume_selected",)
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.pause_kind")
+
+    @admin.action(description="Resume the selected kinds", permissions=["pause"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[PausedKind]) -> None:
+        task_admin = self.admin_site.get_model_admin(Task)
+        assert isinstance(task_admin, TaskAdmin)
+        task_admin.resume(request, [row.kind for row in queryset])

@@ -1,0 +1,58 @@
+"""Delete finished outbox tasks (and their attempts) older than the retention window."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from outbox.conf import outbox_settings
+from outbox.services import finished_before, tasks_prune
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `45s`, `2w`: a positive whole number and one unit."""
+    found = _DURATION.match(value.lower())
+    if not found or int(found[1]) == 0:
+        raise CommandError(
+            f"--older-than={value!r} is not a positive duration such as 30d, 12h, 90m, 2w.",
+            returncode=2,
+        )
+    return timedelta(**{_UNITS[found[2]]: int(found[1])})
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished tasks (succeeded, failed, canceled) and their attempts once they "
+        "finished longer ago than the retention window. The django-q2 schedule runs the "
+        "same prune every hour; this runs it now."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than",
+            metavar="DURATION",
+            help="Delete tasks that finished longer ago than this: 30d, 12h, 90m, 2w "
+            "(default: OUTBOX_RETENTION_DAYS days).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Count the tasks that would be deleted and delete nothing.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        label: str = options["older_than"] or f"{outbox_settings().retention_days}d"
+        older_than = parse_duration(label)
+        window = f"finished more than {label.strip()} ago"
+        if options["dry_run"]:
+            count = finished_before(older_than=older_than).count()
+            self.stdout.write(f"Dry run: {count} task(s) {window} would be deleted.")
+            return
+        deleted = tasks_prune(older_than=older_than)
+        self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} task(s) {window}."))

@@ -1,0 +1,29 @@
+"""django-q2's `qcluster`, plus a shutdown event every relay pass of this cluster can see."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django_q.cluster import Cluster
+from django_q.management.commands.qcluster import Command as QClusterCommand
+
+from outbox import shutdown
+
+
+class Command(QClusterCommand):
+    help = (
+        "Starts a django-q2 cluster that also runs the outbox relay. On SIGTERM or SIGINT its "
+        "relay passes stop claiming, finish their running attempts and give back the rest."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings.SECRET_KEY  # noqa: B018  (fail before forking when settings are broken)
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        cluster = Cluster()  # installs django-q2's own signal handlers
+        shutdown.install()  # ... which ours now run after setting the event
+        cluster.start()
+        if options.get("run_once", False):
+            cluster.stop()

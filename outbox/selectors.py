@@ -1,0 +1,194 @@
+"""Reads of the outbox for operators: counts, lag, throughput, and the tasks a filter matches."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+from typing import Any
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models.functions import Now, TruncHour
+from django.utils import timezone
+
+from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
+
+# Attempts that did not succeed: the ones a dashboard counts as failures.
+FAILED_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class KindCounts:
+    kind: str
+    by_state: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass(frozen=True, slots=True)
+class HourBucket:
+    start: datetime
+    succeeded: int
+    failed: int
+
+
+def task_counts_by_kind() -> list[KindCounts]:
+    """Tasks per kind and state, kinds sorted by name; every state present, zero or not."""
+    rows = Task.objects.order_by().values_list("kind", "state").annotate(n=Count("id"))
+    counts: dict[str, dict[str, int]] = {}
+    for kind, state, n in rows:
+        by_state = counts.setdefault(kind, dict.fromkeys(TaskState.values, 0))
+        by_state[state] = n
+    return [KindCounts(kind=kind, by_state=counts[kind]) for kind in sorted(counts)]
+
+
+def state_totals(counts: Iterable[KindCounts]) -> dict[str, int]:
+    totals = dict.fromkeys(TaskState.values, 0)
+    for row in counts:
+        for state, n in row.by_state.items():
+            totals[state] += n
+    return totals
+
+
+def oldest_due_task_age() -> timedelta | None:
+    """How long the longest-waiting due task has been due (database clock); None when none is.
+
+    Measured from `available_at`, not `created_at`: a task scheduled for later or backing off
+    is not late until it is due, so this is the relay's lag.
+    """
+    age = ExpressionWrapper(Now() - F("available_at"), output_field=DurationField())
+    return (
+        Task.objects.due()
+        .order_by("available_at")
+        .annotate(age=age)
+        .values_list("age", flat=True)
+        .first()
+    )
+
+
+def succeeded_per_minute(*, minutes: int = 5, now: datetime | None = None) -> float:
+    """Tasks that succeeded in the last `minutes`, per minute (by `finished_at`)."""
+    if minutes <= 0:
+        raise ValueError("minutes must be positive")
+    now = now or timezone.now()
+    done = Task.objects.filter(
+        state=TaskState.SUCCEEDED, finished_at__gt=now - timedelta(minutes=minutes)
+    ).count()
+    return done / minutes
+
+
+def hourly_activity(*, hours: int = 24, now: datetime | None = None) -> list[HourBucket]:
+    """Succeeded tasks and failed attempts per hour, oldest first; the last bucket is this hour.
+
+    A task counts in the hour it finished; a failure is an attempt that ended in a retry or a
+    dead task, in the hour it started.
+    """
+    now = (now or timezone.now()).astimezone(UTC)
+    # Hours in UTC, so a zone with a half-hour offset cannot shift the buckets.
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    start = this_hour - timedelta(hours=hours - 1)
+    succeeded = _per_hour(
+        Task.objects.filter(state=TaskState.SUCCEEDED, finished_at__gte=start),
+        "finished_at",
+    )
+    failed = _per_hour(
+        Attempt.objects.filter(outcome__in=FAILED_OUTCOMES, started_at__gte=start),
+        "started_at",
+    )
+    buckets = []
+    for index in range(hours):
+        hour = start + timedelta(hours=index)
+        buckets.append(
+            HourBucket(start=hour, succeeded=succeeded.get(hour, 0), failed=failed.get(hour, 0))
+        )
+    return buckets
+
+
+def _per_hour(rows: QuerySet[Any], field: str) -> dict[datetime, int]:
+    grouped = (
+        rows.order_by()
+        .annotate(hour=TruncHour(field, tzinfo=UTC))
+        .values_list("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+    )
+    return {hour: n for hour, n in grouped}
+
+
+def paused_kinds() -> list[PausedKind]:
+    return list(PausedKind.objects.order_by("kind"))
+
+
+def tasks_matching(
+    *,
+    states: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    queues: Sequence[str] = (),
+    task_ids: Sequence[int] = (),
+    payload_values: dict[str, Sequence[str]] | None = None,
+    created_since: datetime | None = None,
+    created_until: datetime | None = None,
+) -> QuerySet[Task]:
+    """Tasks matching every filter given (an empty filter matches everything), by id.
+
+    `payload_values` maps a payload key to the values it may hold: {"order": ["o-1", "o-2"]}.
+    `created_until` is exclusive.
+    """
+    tasks = Task.objects.all()
+    if states:
+        tasks = tasks.filter(state__in=states)
+    if kinds:
+        tasks = tasks.filter(kind__in=kinds)
+    if queues:
+        tasks = tasks.filter(queue__in=queues)
+    if task_ids:
+        tasks = tasks.filter(id__in=task_ids)
+    for key, values in (payload_values or {}).items():
+        if values:
+            any_value = reduce(operator.or_, (Q(**{f"payload__{key}": v}) for v in values))
+            tasks = tasks.filter(any_value)
+    if created_since is not None:
+        tasks = tasks.filter(created_at__gte=created_since)
+    if created_until is not None:
+        tasks = tasks.filter(created_at__lt=created_until)
+    return tasks.order_by("id")
+
+
+def tasks_with_ids(ids: Sequence[int], *, states: Sequence[str]) -> QuerySet[Task]:
+    """These tasks, only while they are still in one of `states`.
+
+    Hand this to a service: its UPDATE then carries the state condition, so a task another
+    operator changed meanwhile is skipped rather than changed twice.
+    """
+    return Task.objects.filter(id__in=ids, state__in=states)
+
+
+def error_summary(error: str) -> str:
+    """One line for a list: the first line of a message, the last line of a traceback."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("Traceback"):
+        return lines[-1]
+    return lines[0]
+
+
+def describe_age(age: timedelta | None) -> str:
+    """`2h 05m`, `4m 10s`, `12.3s`; "nothing is due" for None."""
+    if age is None:
+        return "nothing is due"
+    seconds = max(age.total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"

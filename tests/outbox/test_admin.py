@@ -1,0 +1,558 @@
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth.models import Group, Permission, User
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from outbox import selectors
+from outbox.admin import HourChart
+from outbox.models import Attempt, AttemptOutcome, PausedKind, Queue, Task, TaskState
+from outbox.services import enqueue
+
+CHANGELIST = "/admin/outbox/task/"
+DASHBOARD = "/admin/outbox/task/dashboard/"
+
+pytestmark = pytest.mark.django_db
+
+
+def make_task(state: str = TaskState.FAILED, **fields: Any) -> Task:
+    fields.setdefault("kind", "test.record")
+    fields.setdefault("payload", {"n": 1})
+    if state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED):
+        fields.setdefault("finished_at", timezone.now())
+    if state == TaskState.FAILED:
+        fields.setdefault("attempts", 3)
+        fields.setdefault("last_error", "HTTP 500 from the API")
+    return Task.objects.create(state=state, **fields)
+
+
+def refreshed(task: Task) -> Task:
+    return Task.objects.get(pk=task.pk)
+
+
+def post_action(client: Client, action: str, tasks: list[Task], **extra: Any) -> Any:
+    data = {"action": action, ACTION_CHECKBOX_NAME: [t.pk for t in tasks], "index": 0, **extra}
+    return client.post(CHANGELIST, data)
+
+
+def offered_actions(client: Client) -> set[str]:
+    response = client.get(CHANGELIST)
+    assert response.status_code == 200
+    return {name for name, _ in response.context["action_form"].fields["action"].choices if name}
+
+
+def outbox_permission(codename: str) -> Permission:
+    return Permission.objects.get(content_type__app_label="outbox", codename=codename)
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.wsgi_request._messages]
+
+
+@pytest.fixture
+def accounting_client(client: Client) -> Client:
+    user = User.objects.create_user("acc", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="Accounting"))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_without_permissions(client: Client) -> Client:
+    user = User.objects.create_user("nobody", password="x", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+# The group the migration creates --------------------------------------------------------
+
+
+def test_the_accounting_group_can_view_and_retry_but_nothing_else():
+    group = Group.objects.get(name="Accounting")
+
+    codenames = {
+        (p.content_type.app_label, p.codename)
+        for p in group.permissions.select_related("content_type")
+    }
+
+    assert codenames == {
+        ("tickets", "view_ticket"),
+        ("tickets", "view_webhookdelivery"),
+        ("outbox", "view_task"),
+        ("outbox", "view_attempt"),
+        ("outbox", "view_pausedkind"),
+        ("outbox", "retry_task"),
+    }
+
+
+# The list: filters and search -----------------------------------------------------------
+
+
+def test_the_list_filters_by_state_kind_queue_and_age(admin_client):
+    old_failed = make_task(
+        TaskState.FAILED, kind="a.kind", created_at=timezone.now() - timedelta(days=10)
+    )
+    new_pending = make_task(TaskState.PENDING, kind="b.kind", queue=Queue.CRITICAL)
+
+    def listed(query: str) -> set[int]:
+        response = admin_client.get(CHANGELIST + query)
+        assert response.status_code == 200
+        return {task.pk for task in response.context["cl"].result_list}
+
+    assert listed("?state=failed") == {old_failed.pk}
+    assert listed("?kind=b.kind") == {new_pending.pk}
+    assert listed("?queue=critical") == {new_pending.pk}
+    assert listed("?created=hour") == {new_pending.pk}
+    assert listed("?created=week") == {new_pending.pk}
+    assert listed("?created=older") == {old_failed.pk}
+    assert listed("") == {old_failed.pk, new_pending.pk}
+
+
+def test_search_finds_tasks_by_id_keys_and_payload_values(admin_client):
+    receipt = make_task(
+        dedupe_key="receipt:t-1", idempotency_key="idem-abc", payload={"ticket_id": "t-1"}
+    )
+    other = make_task(dedupe_key="receipt:t-10", payload={"ticket_id": "t-10"})
+
+    def found(term: str) -> set[int]:
+        response = admin_client.get(CHANGELIST, {"q": term})
+        assert response.status_code == 200
+        return {task.pk for task in response.context["cl"].result_list}
+
+    assert 'id="searchbar"' in admin_client.get(CHANGELIST).content.decode()
+    assert found(str(other.pk)) == {other.pk}
+    assert found("receipt:t-1") == {receipt.pk}
+    assert found("idem-abc") == {receipt.pk}
+    # A ticket id: whole values of the payload or of the dedupe key's last part, so t-1
+    # does not also find t-10.
+    assert found("t-1") == {receipt.pk}
+    assert found("T-10") == {other.pk}
+    assert found("t-1 t-10") == {receipt.pk, other.pk}
+    assert found("nothing-like-this") == set()
+
+
+# Read-only -------------------------------------------------------------------------------
+
+
+def test_the_task_page_is_read_only_with_pretty_escaped_payload_and_attempts(admin_client):
+    task = make_task(payload={"ticket_id": "t-1", "note": "<script>alert(1)</script>"})
+    Attempt.objects.create(
+        task=task,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=12.5,
+        outcome=AttemptOutcome.RETRY,
+        http_status=503,
+        error="Service Unavailable",
+    )
+
+    response = admin_client.get(f"{CHANGELIST}{task.pk}/change/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert re.search(r'<pre class="outbox-json">\{\n  &quot;note&quot;', html)
+    assert "12.5 ms" in html
+    assert "503" in html
+    assert "Service Unavailable" in html
+    assert 'name="_save"' not in html
+    assert 'name="payload"' not in html
+
+
+def test_attempts_show_in_the_order_they_happened_across_a_retry(admin_client):
+    task = make_task()
+    for number, error in [(1, "first round, try 1"), (2, "first round, try 2"), (3, "retried")]:
+        Attempt.objects.create(
+            task=task,
+            number=number,
+            started_at=timezone.now(),
+            duration_ms=1.0,
+            outcome=AttemptOutcome.RETRY,
+            error=error,
+        )
+
+    html = admin_client.get(f"{CHANGELIST}{task.pk}/change/").content.decode()
+
+    assert (
+        html.index("first round, try 1") < html.index("first round, try 2") < html.index("retried")
+    )
+
+
+def test_nobody_adds_changes_or_deletes_a_task_from_the_admin(admin_client):
+    task = make_task(payload={"n": 1})
+
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+    changed = admin_client.post(f"{CHANGELIST}{task.pk}/change/", {"kind": "other"})
+    deleted = admin_client.post(f"{CHANGELIST}{task.pk}/delete/", {"post": "yes"})
+
+    assert changed.status_code == 403
+    assert deleted.status_code == 403
+    assert refreshed(task).kind == "test.record"
+    assert "delete_selected" not in offered_actions(admin_client)
+
+
+# Actions ----------------------------------------------------------------------------------
+
+
+def test_retry_now_makes_failed_and_waiting_tasks_due_with_a_fresh_budget(admin_client, admin_user):
+    later = timezone.now() + timedelta(hours=1)
+    failed = make_task(TaskState.FAILED, attempts=25, idempotency_key="keep-me")
+    waiting = make_task(TaskState.PENDING, attempts=2, available_at=later)
+    succeeded = make_task(TaskState.SUCCEEDED)
+    running = make_task(TaskState.RUNNING, attempts=1)
+
+    response = post_action(admin_client, "retry_now", [failed, waiting, succeeded, running])
+
+    assert response.status_code == 302
+    for task, attempts in ((failed, 25), (waiting, 2)):
+        task = refreshed(task)
+        assert task.state == TaskState.PENDING
+        assert task.attempts == attempts  # numbering goes on; the budget is fresh
+        assert task.max_attempts == attempts + 25
+        assert task.available_at <= timezone.now()
+        assert task.finished_at is None
+    assert refreshed(failed).idempotency_key == "keep-me"
+    assert refreshed(succeeded).state == TaskState.SUCCEEDED
+    assert refreshed(running).state == TaskState.RUNNING
+    assert messages_of(response) == [
+        "2 tasks due now with a fresh attempt budget. 2 selected tasks were not failed or "
+        "pending and stayed as they were."
+    ]
+    entries = LogEntry.objects.filter(user=admin_user, action_flag=CHANGE)
+    assert {int(e.object_id) for e in entries} == {failed.pk, waiting.pk}
+
+
+def test_retry_now_on_every_matching_task_across_pages(admin_client):
+    failed = [make_task(TaskState.FAILED) for _ in range(3)]
+    succeeded = make_task(TaskState.SUCCEEDED)
+
+    response = admin_client.post(
+        CHANGELIST + "?state=failed",
+        {
+            "action": "retry_now",
+            ACTION_CHECKBOX_NAME: [failed[0].pk],
+            "select_across": "1",
+            "index": 0,
+        },
+    )
+
+    assert response.status_code == 302
+    assert {refreshed(t).state for t in failed} == {TaskState.PENDING}
+    assert refreshed(succeeded).state == TaskState.SUCCEEDED
+
+
+def test_cancel_stops_only_waiting_tasks_and_logs_who_did_it(admin_client, admin_user):
+    waiting = make_task(TaskState.PENDING)
+    failed = make_task(TaskState.FAILED)
+
+    response = post_action(admin_client, "cancel_tasks", [waiting, failed])
+
+    assert response.status_code == 302
+    assert refreshed(waiting).state == TaskState.CANCELED
+    assert refreshed(waiting).last_error == "canceled by admin"
+    assert refreshed(failed).state == TaskState.FAILED
+    entry = LogEntry.objects.get(action_flag=CHANGE)
+    assert (entry.user_id, int(entry.object_id)) == (admin_user.pk, waiting.pk)
+    assert entry.change_message == "Canceled from the admin."
+
+
+def test_pause_and_resume_the_kinds_of_the_selected_tasks(admin_client, admin_user):
+    a = make_task(kind="a.kind")
+    b = make_task(kind="b.kind")
+    a_again = make_task(kind="a.kind")
+
+    paused = post_action(admin_client, "pause_kinds", [a, b, a_again])
+
+    assert paused.status_code == 302
+    assert sorted(PausedKind.objects.values_list("kind", "paused_by")) == [
+        ("a.kind", "admin"),
+        ("b.kind", "admin"),
+    ]
+    assert messages_of(paused) == ["Paused: a.kind, b.kind."]
+    assert sorted(
+        LogEntry.objects.filter(action_flag=ADDITION).values_list("object_id", flat=True)
+    ) == ["a.kind", "b.kind"]
+
+    resumed = post_action(admin_client, "resume_kinds", [a])
+
+    assert resumed.status_code == 302
+    assert list(PausedKind.objects.values_list("kind", flat=True)) == ["b.kind"]
+    entry = LogEntry.objects.get(action_flag=DELETION)
+    assert (entry.user_id, entry.object_id) == (admin_user.pk, "a.kind")
+
+
+def test_the_paused_kinds_page_lists_and_resumes_them(admin_client):
+    PausedKind.objects.create(kind="a.kind", paused_by="ops")
+    PausedKind.objects.create(kind="b.kind", paused_by="ops")
+
+    listing = admin_client.get("/admin/outbox/pausedkind/")
+    assert listing.status_code == 200
+    assert {row.kind for row in listing.context["cl"].result_list} == {"a.kind", "b.kind"}
+
+    response = admin_client.post(
+        "/admin/outbox/pausedkind/",
+        {"action": "resume_selected", ACTION_CHECKBOX_NAME: ["a.kind"], "index": 0},
+    )
+
+    assert response.status_code == 302
+    assert list(PausedKind.objects.values_list("kind", flat=True)) == ["b.kind"]
+    assert LogEntry.objects.filter(action_flag=DELETION, object_id="a.kind").exists()
+
+
+def test_rerun_asks_for_confirmation_before_running_succeeded_tasks_again(admin_client, admin_user):
+    done = make_task(TaskState.SUCCEEDED, attempts=1, result={"number": "R-1"})
+    failed = make_task(TaskState.FAILED)
+
+    asked = post_action(admin_client, "rerun_succeeded", [done, failed])
+
+    assert asked.status_code == 200
+    assert "admin/outbox/task/rerun_confirmation.html" in [t.name for t in asked.templates]
+    assert asked.context["count"] == 1
+    assert asked.context["left_alone"] == 1
+    assert refreshed(done).state == TaskState.SUCCEEDED
+    assert not LogEntry.objects.exists()
+
+    # The confirmation form posts the same selection back, with post=yes.
+    confirmed = admin_client.post(
+        CHANGELIST,
+        {
+            "action": "rerun_succeeded",
+            ACTION_CHECKBOX_NAME: asked.context["selected"],
+            "select_across": asked.context["select_across"],
+            "post": "yes",
+        },
+    )
+
+    assert confirmed.status_code == 302
+    rerun = refreshed(done)
+    assert (rerun.state, rerun.attempts, rerun.finished_at) == (TaskState.PENDING, 1, None)
+    assert rerun.max_attempts == 1 + 25
+    assert refreshed(failed).state == TaskState.FAILED
+    entry = LogEntry.objects.get()
+    assert (entry.user_id, int(entry.object_id), entry.action_flag) == (
+        admin_user.pk,
+        done.pk,
+        CHANGE,
+    )
+
+
+def test_the_confirmation_page_posts_back_the_selection_it_was_given(admin_client):
+    done = make_task(TaskState.SUCCEEDED)
+
+    asked = post_action(admin_client, "rerun_succeeded", [done])
+
+    html = asked.content.decode()
+    assert f'name="{ACTION_CHECKBOX_NAME}" value="{done.pk}"' in html
+    assert 'name="action" value="rerun_succeeded"' in html
+    assert 'name="post" value="yes"' in html
+
+
+# The accounting group -------------------------------------------------------------------
+
+
+def test_accounting_sees_tasks_attempts_and_paused_kinds(accounting_client):
+    task = make_task()
+    Attempt.objects.create(
+        task=task, number=1, started_at=timezone.now(), duration_ms=3.0, outcome="failed"
+    )
+
+    assert accounting_client.get(CHANGELIST).status_code == 200
+    page = accounting_client.get(f"{CHANGELIST}{task.pk}/change/")
+    assert page.status_code == 200
+    assert "3.0 ms" in page.content.decode()
+    assert accounting_client.get("/admin/outbox/pausedkind/").status_code == 200
+    assert accounting_client.get("/admin/outbox/attempt/").status_code == 200
+    assert accounting_client.get(DASHBOARD).status_code == 200
+
+
+def test_accounting_is_offered_retry_only(accounting_client):
+    make_task()
+
+    assert offered_actions(accounting_client) == {"retry_now"}
+
+
+def test_accounting_can_retry(accounting_client):
+    failed = make_task(TaskState.FAILED)
+
+    response = post_action(accounting_client, "retry_now", [failed])
+
+    assert response.status_code == 302
+    assert refreshed(failed).state == TaskState.PENDING
+    assert LogEntry.objects.get().user.username == "acc"
+
+
+@pytest.mark.parametrize(
+    "action", ["cancel_tasks", "rerun_succeeded", "pause_kinds", "resume_kinds", "delete_selected"]
+)
+def test_a_forged_post_of_an_action_accounting_lacks_changes_nothing(accounting_client, action):
+    waiting = make_task(TaskState.PENDING)
+    done = make_task(TaskState.SUCCEEDED)
+
+    response = post_action(accounting_client, action, [waiting, done], post="yes")
+
+    assert response.status_code == 302
+    assert messages_of(response) == ["No action selected."]
+    assert refreshed(waiting).state == TaskState.PENDING
+    assert refreshed(done).state == TaskState.SUCCEEDED
+    assert Task.objects.count() == 2
+    assert not PausedKind.objects.exists()
+    assert not LogEntry.objects.exists()
+
+
+def test_accounting_cannot_delete_or_edit_a_task(accounting_client):
+    task = make_task()
+
+    assert (
+        accounting_client.post(f"{CHANGELIST}{task.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
+    assert accounting_client.post(f"{CHANGELIST}{task.pk}/change/", {}).status_code == 403
+    assert Task.objects.filter(pk=task.pk).exists()
+
+
+def test_each_action_needs_its_own_permission(staff_without_permissions):
+    user = User.objects.get(username="nobody")
+    user.user_permissions.add(
+        outbox_permission("view_task"),
+        outbox_permission("cancel_task"),
+    )
+
+    assert offered_actions(staff_without_permissions) == {"cancel_tasks"}
+
+    user.user_permissions.add(
+        outbox_permission("rerun_task"),
+        outbox_permission("pause_kind"),
+    )
+    user = User.objects.get(pk=user.pk)  # drop the permission cache
+    staff_without_permissions.force_login(user)
+
+    assert offered_actions(staff_without_permissions) == {
+        "cancel_tasks",
+        "rerun_succeeded",
+        "pause_kinds",
+        "resume_kinds",
+    }
+
+
+def test_attempts_are_listed_and_searched_by_task_id(admin_client):
+    task = make_task()
+    other = make_task()
+    for owner in (task, other):
+        Attempt.objects.create(
+            task=owner, number=1, started_at=timezone.now(), duration_ms=1.0, outcome="retry"
+        )
+
+    found = admin_client.get("/admin/outbox/attempt/", {"q": str(task.pk)})
+    nothing = admin_client.get("/admin/outbox/attempt/", {"q": "not-a-number"})
+
+    assert [a.task_id for a in found.context["cl"].result_list] == [task.pk]
+    assert nothing.status_code == 200
+    assert list(nothing.context["cl"].result_list) == []
+
+
+def test_staff_without_view_permission_sees_neither_tasks_nor_dashboard(
+    staff_without_permissions,
+):
+    assert staff_without_permissions.get(CHANGELIST).status_code == 403
+    assert staff_without_permissions.get(DASHBOARD).status_code == 403
+
+
+# The dashboard ------------------------------------------------------------------------
+
+
+def test_the_dashboard_is_linked_from_the_task_list(admin_client):
+    response = admin_client.get(CHANGELIST)
+
+    assert f'href="{DASHBOARD}"' in response.content.decode()
+
+
+def test_the_dashboard_shows_counts_lag_and_an_inline_chart(admin_client, recording_handler):
+    recording_handler("test.record")
+    with transaction.atomic():
+        enqueue("test.record", {"n": 1})
+    Task.objects.update(available_at=timezone.now() - timedelta(minutes=7))
+    make_task(TaskState.FAILED, kind="test.record")
+    make_task(TaskState.SUCCEEDED, kind="other.kind")
+    make_task(TaskState.SUCCEEDED, kind="other.kind")
+    PausedKind.objects.create(kind="other.kind", paused_by="ops")
+
+    response = admin_client.get(DASHBOARD)
+
+    assert response.status_code == 200
+    context = response.context
+    states = TaskState.values
+    assert context["counts"] == [
+        ("other.kind", [0, 0, 2, 0, 0], 2),
+        ("test.record", [1, 0, 0, 1, 0], 2),
+    ]
+    assert states == ["pending", "running", "succeeded", "failed", "canceled"]
+    assert context["grand_total"] == 4
+    assert context["oldest_due_age"].startswith("7m ")
+    assert context["per_minute"] == pytest.approx(2 / 5)
+    html = response.content.decode()
+    assert "<svg" in html
+    assert html.count('<rect class="succeeded"') == 24
+    assert html.count('<rect class="failed"') == 24
+    assert "other.kind (since" in html
+    # No asset from elsewhere: the chart is drawn server-side.
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_the_chart_scales_bars_to_the_busiest_hour():
+    start = timezone.now().replace(minute=0, second=0, microsecond=0)
+    buckets = [
+        selectors.HourBucket(start=start, succeeded=10, failed=5),
+        selectors.HourBucket(start=start + timedelta(hours=1), succeeded=0, failed=0),
+    ]
+
+    chart = HourChart.from_buckets(buckets)
+
+    heights = [bar.height for bar in chart.bars]
+    assert heights == [HourChart.PLOT_HEIGHT, HourChart.PLOT_HEIGHT / 2, 0, 0]
+    assert chart.peak == 10
+    assert all(bar.y + bar.height == chart.plot_height for bar in chart.bars)
+
+
+def test_hourly_activity_counts_successes_and_failed_attempts_per_hour():
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    make_task(TaskState.SUCCEEDED, finished_at=now - timedelta(hours=2))
+    make_task(TaskState.SUCCEEDED, finished_at=now - timedelta(hours=2, minutes=10))
+    make_task(TaskState.SUCCEEDED, finished_at=now - timedelta(hours=30))  # out of the window
+    task = make_task(TaskState.FAILED, finished_at=now)
+    for number, outcome in enumerate(
+        [AttemptOutcome.RETRY, AttemptOutcome.FAILED, AttemptOutcome.SUCCEEDED], start=1
+    ):
+        Attempt.objects.create(
+            task=task,
+            number=number,
+            started_at=now - timedelta(minutes=1),
+            duration_ms=1.0,
+            outcome=outcome,
+        )
+
+    hours = selectors.hourly_activity(hours=24, now=now)
+
+    assert len(hours) == 24
+    assert hours[-1].start == now.replace(minute=0)
+    assert [(h.succeeded, h.failed) for h in hours[-3:]] == [(2, 0), (0, 0), (0, 2)]
+    assert sum(h.succeeded for h in hours) == 2
+
+
+def test_oldest_due_age_ignores_tasks_scheduled_for_later():
+    make_task(TaskState.PENDING, available_at=timezone.now() + timedelta(hours=1))
+
+    assert selectors.oldest_due_task_age() is None
+
+    make_task(TaskState.PENDING, available_at=timezone.now() - timedelta(minutes=3))
+    age = selectors.oldest_due_task_age()
+
+    assert age is not None
+    assert timedelta(minutes=3) <= age < timedelta(minutes=4)

@@ -1,0 +1,408 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from io import StringIO
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+from django.utils import timezone
+
+from outbox.management.commands import replay_tasks
+from outbox.models import Attempt, PausedKind, Queue, Task, TaskState
+from outbox.selectors import tasks_matching
+from outbox.services import enqueue, tasks_retry
+
+pytestmark = pytest.mark.django_db
+
+
+def make_task(state: str = TaskState.FAILED, **fields: Any) -> Task:
+    fields.setdefault("kind", "test.record")
+    if state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED):
+        fields.setdefault("finished_at", timezone.now())
+    if state == TaskState.FAILED:
+        fields.setdefault("attempts", 25)
+        fields.setdefault("last_error", "HTTP 500: upstream broke\nsecond line")
+    return Task.objects.create(state=state, **fields)
+
+
+def run(name: str, *args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(name, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def returncode_of(name: str, *args: str) -> int:
+    with pytest.raises(CommandError) as raised:
+        run(name, *args)
+    return raised.value.returncode
+
+
+def states(*tasks: Task) -> list[str]:
+    return [Task.objects.get(pk=t.pk).state for t in tasks]
+
+
+def argparse_exit_code(command: str, *argv: str) -> int:
+    """What `manage.py <command> <argv>` exits with when argparse rejects the arguments."""
+    from django.core.management import load_command_class
+
+    cmd = load_command_class("outbox", command)
+    # As run_from_argv does: argparse then exits 2 instead of raising CommandError.
+    cmd._called_from_command_line = True  # type: ignore[attr-defined]
+    parser = cmd.create_parser("manage.py", command)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(list(argv))
+    return int(exited.value.code or 0)
+
+
+# replay_tasks --------------------------------------------------------------------------
+
+
+def test_replay_makes_failed_tasks_due_with_a_fresh_budget_and_the_same_key(recording_handler):
+    recording_handler("test.record")
+    with transaction.atomic():
+        enqueued = enqueue("test.record", {"n": 1}, idempotency_key="idem-1")
+    assert enqueued is not None
+    Task.objects.filter(pk=enqueued.id).update(
+        state=TaskState.FAILED, attempts=25, finished_at=timezone.now()
+    )
+    succeeded = make_task(TaskState.SUCCEEDED)
+
+    out, _ = run("replay_tasks", "--yes")
+
+    task = Task.objects.get(pk=enqueued.id)
+    assert (task.state, task.attempts, task.finished_at) == (TaskState.PENDING, 25, None)
+    assert task.max_attempts == 25 + 25
+    assert task.idempotency_key == "idem-1"
+    assert task.available_at <= timezone.now()
+    assert states(succeeded) == [TaskState.SUCCEEDED]
+    assert "Matched: 1. Replayed: 1. Skipped (state changed meanwhile): 0." in out
+
+
+def test_replay_exits_1_when_nothing_matches():
+    make_task(TaskState.SUCCEEDED)
+
+    assert returncode_of("replay_tasks", "--yes") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--since", "yesterday"],
+        ["--until", "2024-13-45"],
+        ["--since", "2024-05-02", "--until", "2024-05-01"],
+    ],
+)
+def test_replay_exits_2_on_bad_values(args):
+    make_task()
+
+    assert returncode_of("replay_tasks", "--yes", *args) == 2
+    assert states(*Task.objects.all()) == [TaskState.FAILED]
+
+
+@pytest.mark.parametrize(
+    "argv", [["--state", "running"], ["--state", "bogus"], ["--task-id", "x"], ["--queue", "q"]]
+)
+def test_replay_exits_2_on_arguments_argparse_refuses(argv):
+    assert argparse_exit_code("replay_tasks", *argv) == 2
+
+
+def test_a_dry_run_lists_what_would_be_replayed_and_changes_nothing():
+    failed = make_task(TaskState.FAILED, kind="a.kind")
+    traceback_error = make_task(
+        TaskState.FAILED,
+        kind="b.kind",
+        last_error='Traceback (most recent call last):\n  File "x.py"\nKeyError: ticket_id',
+    )
+
+    out, _ = run("replay_tasks", "--dry-run")
+
+    assert states(failed, traceback_error) == [TaskState.FAILED, TaskState.FAILED]
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "STATE", "ATTEMPTS", "LAST", "ERROR"]
+    assert lines[1].split()[:4] == [str(failed.pk), "a.kind", "failed", "25/25"]
+    assert lines[1].endswith("HTTP 500: upstream broke")
+    assert lines[2].endswith("KeyError: ticket_id")
+    assert lines[-1] == "Dry run: 2 failed task(s) would be replayed."
+
+
+def test_replay_asks_first_and_changes_nothing_when_declined():
+    task = make_task()
+
+    with (
+        mock.patch("builtins.input", return_value="n") as asked,
+        pytest.raises(CommandError) as raised,
+    ):
+        run("replay_tasks")
+
+    asked.assert_called_once_with("Replay 1 failed task(s)? [y/N] ")
+    assert raised.value.returncode == 1
+    assert states(task) == [TaskState.FAILED]
+
+
+def test_replay_goes_ahead_when_the_prompt_is_answered_yes():
+    task = make_task()
+
+    with mock.patch("builtins.input", return_value="y"):
+        run("replay_tasks")
+
+    assert states(task) == [TaskState.PENDING]
+
+
+def test_replay_treats_a_closed_stdin_as_no():
+    task = make_task()
+
+    with mock.patch("builtins.input", side_effect=EOFError), pytest.raises(CommandError):
+        run("replay_tasks")
+
+    assert states(task) == [TaskState.FAILED]
+
+
+def test_replay_narrows_by_kind_queue_ticket_and_task_id():
+    a = make_task(kind="a.kind", payload={"ticket_id": "t-1"})
+    b = make_task(kind="b.kind", payload={"ticket_id": "t-2"}, queue=Queue.CRITICAL)
+    c = make_task(kind="b.kind", payload={"ticket_id": "t-3"})
+
+    run("replay_tasks", "--yes", "--kind", "a.kind")
+    assert states(a, b, c) == [TaskState.PENDING, TaskState.FAILED, TaskState.FAILED]
+
+    run("replay_tasks", "--yes", "--queue", "critical")
+    assert states(b, c) == [TaskState.PENDING, TaskState.FAILED]
+
+    d = make_task(payload={"ticket_id": "t-4"})
+    run("replay_tasks", "--yes", "--ticket", "t-3", "--ticket", "t-404")
+    assert states(c, d) == [TaskState.PENDING, TaskState.FAILED]
+
+    run("replay_tasks", "--yes", "--task-id", str(d.pk))
+    assert states(d) == [TaskState.PENDING]
+
+
+def test_replay_narrows_by_creation_time():
+    def at(day: str) -> datetime:
+        return timezone.make_aware(datetime.fromisoformat(day))
+
+    april = make_task(created_at=at("2024-04-30T23:00"))
+    may_1st = make_task(created_at=at("2024-05-01T18:00"))
+    may_2nd = make_task(created_at=at("2024-05-02T00:00"))
+
+    run("replay_tasks", "--yes", "--since", "2024-05-01", "--until", "2024-05-01")
+    assert states(april, may_1st, may_2nd) == [
+        TaskState.FAILED,
+        TaskState.PENDING,
+        TaskState.FAILED,
+    ]
+
+    run("replay_tasks", "--yes", "--until", "2024-05-01T00:00:00+00:00")
+    assert states(april, may_2nd) == [TaskState.PENDING, TaskState.FAILED]
+
+
+def test_replay_of_succeeded_tasks_runs_them_again():
+    done = make_task(TaskState.SUCCEEDED)
+    failed = make_task(TaskState.FAILED)
+
+    run("replay_tasks", "--yes", "--state", "succeeded")
+
+    assert states(done, failed) == [TaskState.PENDING, TaskState.FAILED]
+
+
+def test_a_large_replay_shows_progress_in_chunks():
+    Task.objects.bulk_create(
+        [Task(kind="test.record", state=TaskState.FAILED, attempts=25) for _ in range(1200)]
+    )
+
+    out, _ = run("replay_tasks", "--yes")
+
+    progress = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split()[-1] for line in progress] == ["500/1200", "1000/1200", "1200/1200"]
+    assert progress[-1].startswith("[" + "#" * replay_tasks.BAR_WIDTH + "]")
+    assert Task.objects.filter(state=TaskState.PENDING).count() == 1200
+
+
+def test_tasks_another_replay_took_meanwhile_are_skipped_not_counted_twice():
+    first, second = make_task(), make_task()
+    real_retry = tasks_retry
+
+    def another_operator_got_there_first(**kwargs: Any) -> int:
+        # Between our snapshot and our UPDATE, someone else replays `first`.
+        tasks_retry(tasks=Task.objects.filter(pk=first.pk))
+        return real_retry(**kwargs)
+
+    with (
+        mock.patch.object(replay_tasks, "tasks_retry", another_operator_got_there_first),
+        pytest.raises(CommandError) as raised,
+    ):
+        out = StringIO()
+        call_command("replay_tasks", "--yes", stdout=out, stderr=StringIO())
+
+    assert raised.value.returncode == 3
+    assert "Matched: 2. Replayed: 1. Skipped (state changed meanwhile): 1." in out.getvalue()
+    assert states(first, second) == [TaskState.PENDING, TaskState.PENDING]
+
+
+def test_two_replays_of_the_same_tasks_requeue_each_task_once():
+    make_task()
+    make_task()
+    failed = tasks_matching(states=[TaskState.FAILED])
+
+    assert tasks_retry(tasks=failed) == 2
+    assert tasks_retry(tasks=failed) == 0
+
+
+# outbox_status -------------------------------------------------------------------------
+
+
+def seed_status() -> None:
+    make_task(TaskState.PENDING, kind="a.kind", available_at=timezone.now() - timedelta(minutes=2))
+    make_task(TaskState.FAILED, kind="a.kind")
+    for minutes_ago in (1, 2, 3, 4, 9, 30):
+        make_task(
+            TaskState.SUCCEEDED,
+            kind="b.kind",
+            finished_at=timezone.now() - timedelta(minutes=minutes_ago),
+        )
+    PausedKind.objects.create(kind="b.kind")
+
+
+def test_status_prints_counts_lag_and_throughput():
+    seed_status()
+
+    out, _ = run("outbox_status")
+
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "KIND",
+        "PENDING",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELED",
+        "TOTAL",
+    ]
+    assert lines[1].split() == ["a.kind", "1", "0", "0", "1", "0", "2"]
+    assert lines[2].split() == ["b.kind", "0", "0", "6", "0", "0", "6"]
+    assert lines[3].split() == ["all", "kinds", "1", "0", "6", "1", "0", "8"]
+    assert "Oldest due task has waited: 2m " in out
+    assert "Throughput (last 5 min): 0.8 succeeded tasks/min" in out
+    assert "Paused kinds: b.kind" in out
+
+
+def test_status_as_json_for_scripts():
+    seed_status()
+
+    out, _ = run("outbox_status", "--json")
+
+    document = json.loads(out)
+    assert document["counts"]["a.kind"] == {
+        "pending": 1,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "canceled": 0,
+    }
+    assert document["totals"]["succeeded"] == 6
+    assert 120 <= document["oldest_due_age_seconds"] < 180
+    assert document["succeeded_per_minute"] == 0.8
+    assert document["throughput_window_minutes"] == 5
+    assert document["paused_kinds"] == ["b.kind"]
+
+
+def test_status_on_an_empty_outbox():
+    out, _ = run("outbox_status", "--json")
+
+    document = json.loads(out)
+    assert document["counts"] == {}
+    assert document["oldest_due_age_seconds"] is None
+    assert document["succeeded_per_minute"] == 0
+
+
+# prune_outbox --------------------------------------------------------------------------
+
+
+def test_prune_deletes_finished_tasks_older_than_the_window_with_their_attempts():
+    old = make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=40))
+    Attempt.objects.create(
+        task=old, number=1, started_at=timezone.now(), duration_ms=1, outcome="succeeded"
+    )
+    old_failed = make_task(TaskState.FAILED, finished_at=timezone.now() - timedelta(hours=13))
+    recent = make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(hours=1))
+    waiting = make_task(TaskState.PENDING, created_at=timezone.now() - timedelta(days=90))
+
+    out, _ = run("prune_outbox", "--older-than", "12h")
+
+    assert set(Task.objects.values_list("pk", flat=True)) == {recent.pk, waiting.pk}
+    assert not Attempt.objects.exists()
+    assert "Deleted 2 task(s)" in out
+    assert old_failed.pk not in Task.objects.values_list("pk", flat=True)
+
+
+def test_prune_defaults_to_the_retention_setting():
+    make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=31))
+    kept = make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=29))
+
+    run("prune_outbox")
+
+    assert list(Task.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_a_prune_dry_run_counts_and_deletes_nothing():
+    make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(minutes=120))
+    make_task(TaskState.CANCELED, finished_at=timezone.now() - timedelta(minutes=100))
+    make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(minutes=60))
+
+    out, _ = run("prune_outbox", "--older-than", "90m", "--dry-run")
+
+    assert Task.objects.count() == 3
+    assert out.startswith("Dry run: 2 task(s) finished more than 90m ago would be deleted.")
+
+
+@pytest.mark.parametrize("value", ["30", "0d", "-1d", "1y", "d30", "twelve hours"])
+def test_prune_exits_2_on_a_bad_duration(value):
+    make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=400))
+
+    assert returncode_of("prune_outbox", f"--older-than={value}") == 2
+    assert Task.objects.count() == 1
+
+
+# outbox_pause / outbox_resume ----------------------------------------------------------
+
+
+def test_pause_and_resume_a_registered_kind(recording_handler):
+    recording_handler("test.record")
+
+    out, err = run("outbox_pause", "test.record", "--by", "ops on call")
+
+    assert err == ""
+    assert "Paused test.record." in out
+    assert list(PausedKind.objects.values_list("kind", "paused_by")) == [
+        ("test.record", "ops on call")
+    ]
+    again, _ = run("outbox_pause", "test.record")
+    assert "test.record was already paused." in again
+
+    out, err = run("outbox_resume", "test.record")
+
+    assert err == ""
+    assert "Resumed test.record." in out
+    assert not PausedKind.objects.exists()
+    again, _ = run("outbox_resume", "test.record")
+    assert "test.record was not paused." in again
+
+
+def test_pausing_an_unknown_kind_warns_and_still_pauses(recording_handler):
+    recording_handler("test.record")
+
+    _, err = run("outbox_pause", "test.recrod")
+
+    assert "no handler is registered for 'test.recrod'" in err
+    assert "test.record" in err
+    assert "tickets.issue_receipt" in err
+    assert PausedKind.objects.filter(kind="test.recrod").exists()
+    assert PausedKind.objects.get().paused_by.startswith("manage.py")
+
+
+def test_pause_needs_a_kind():
+    assert argparse_exit_code("outbox_pause") == 2

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from tests.conftest import ticket
+from tickets import kinds
+from tickets.admin import effect_dedupe_keys
+from tickets.models import Ticket, TicketStatus, WebhookDelivery
+from tickets.services import ticket_refund_request
+
+CHANGELIST = "/admin/tickets/ticket/"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def accounting_client() -> Client:
+    user = User.objects.create_user("acc", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="Accounting"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def task_of(ticket_id: str, kind: str, sheet: str | None = None) -> Task:
+    tasks = Task.objects.filter(kind=kind, payload__ticket_id=ticket_id)
+    if sheet is not None:
+        tasks = tasks.filter(payload__sheet=sheet)
+    return tasks.get()
+
+
+def listed(client: Client, query: dict[str, Any] | None = None) -> list[Ticket]:
+    response = client.get(CHANGELIST, query or {})
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
+def test_the_list_shows_status_receipt_and_the_state_of_each_task(admin_client, post_tickets):
+    post_tickets([ticket("t-1"), ticket("t-2", status="canceled")])
+    Ticket.objects.filter(ticket_id="t-1").update(receipt_number="R-0001")
+    receipt = task_of("t-1", kinds.ISSUE_RECEIPT)
+    receipt.state = TaskState.SUCCEEDED
+    receipt.save(update_fields=["state"])
+    print_row = task_of("t-1", kinds.APPEND_ROW, kinds.PRINT_SHEET)
+    print_row.state = TaskState.FAILED
+    print_row.save(update_fields=["state"])
+
+    response = admin_client.get(CHANGELIST)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "R-0001" in html
+    assert f'href="/admin/outbox/task/{receipt.pk}/change/"' in html
+    assert ">receipt: succeeded</a>" in html
+    assert ">sheet:tickets-to-print: failed</a>" in html
+    assert ">sheet:tickets-to-refund: pending</a>" in html
+    assert "canceled" in html
+
+
+def test_the_list_reads_every_ticket_s_tasks_in_one_query(admin_client, post_tickets):
+    def queries_to_list() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client.get(CHANGELIST)
+        return len(captured), response.content.decode()
+
+    post_tickets([ticket("t-1")], key="k-1")
+    with_one, _ = queries_to_list()
+    post_tickets([ticket(f"t-{n}") for n in range(2, 30)], key="k-2")
+
+    with_many, html = queries_to_list()
+
+    assert with_many == with_one
+    assert html.count(": pending</a>") == 29 * 2
+
+
+def test_search_finds_a_ticket_by_id_or_email(admin_client, post_tickets):
+    post_tickets([ticket("t-1", email="ada@example.com"), ticket("t-2", email="bob@example.com")])
+
+    assert [t.ticket_id for t in listed(admin_client, {"q": "t-2"})] == ["t-2"]
+    assert [t.ticket_id for t in listed(admin_client, {"q": "ada@"})] == ["t-1"]
+    assert listed(admin_client, {"q": "carol"}) == []
+
+
+def test_the_list_filters_by_status_and_receipt(admin_client, post_tickets):
+    post_tickets([ticket("t-1"), ticket("t-2"), ticket("t-3", status="canceled")])
+    Ticket.objects.filter(ticket_id="t-1").update(receipt_number="R-1")
+
+    def ids(query: dict[str, str]) -> set[str]:
+        return {t.ticket_id for t in listed(admin_client, query)}
+
+    assert ids({"status": "canceled"}) == {"t-3"}
+    assert ids({"receipt": "issued"}) == {"t-1"}
+    assert ids({"receipt": "missing", "status": "confirmed"}) == {"t-2"}
+
+
+def test_the_ticket_page_shows_its_tasks_and_their_attempts(admin_client, post_tickets):
+    post_tickets([ticket("t-1"), ticket("t-9")])
+    receipt = task_of("t-1", kinds.ISSUE_RECEIPT)
+    Attempt.objects.create(
+        task=receipt,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=41.7,
+        outcome=AttemptOutcome.RETRY,
+        http_status=502,
+        error="Bad Gateway <html>",
+    )
+    Attempt.objects.create(
+        task=receipt,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=8.0,
+        outcome=AttemptOutcome.SUCCEEDED,
+        error="after the retry",
+    )
+    stored = Ticket.objects.get(ticket_id="t-1")
+
+    response = admin_client.get(f"{CHANGELIST}{stored.pk}/change/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'href="/admin/outbox/task/{receipt.pk}/change/"' in html
+    assert "sheet:tickets-to-print" in html
+    assert "41.7 ms" in html
+    assert "502" in html
+    assert "Bad Gateway &lt;html&gt;" in html
+    assert html.index("Bad Gateway") < html.index("after the retry")
+    other = task_of("t-9", kinds.ISSUE_RECEIPT)
+    assert f"/admin/outbox/task/{other.pk}/change/" not in html
+    assert 'name="_save"' not in html
+
+
+def test_every_task_a_ticket_causes_is_found_from_its_effects(post_tickets):
+    post_tickets([ticket("t-1")], key="k-1")
+    post_tickets([ticket("t-1", status="canceled")], key="k-2")
+    ticket_refund_request(ticket_id="t-1", correlation_id="c")
+    stored = Ticket.objects.get(ticket_id="t-1")
+
+    found = set(Task.objects.filter(dedupe_key__in=effect_dedupe_keys(stored)))
+
+    assert found == set(Task.objects.filter(payload__ticket_id="t-1"))
+    assert len(found) == 5
+
+
+def test_accounting_can_see_tickets_and_deliveries_but_not_change_them(
+    accounting_client, post_tickets
+):
+    post_tickets([ticket("t-1", amount="10.00")])
+    stored = Ticket.objects.get()
+
+    assert accounting_client.get(CHANGELIST).status_code == 200
+    assert accounting_client.get(f"{CHANGELIST}{stored.pk}/change/").status_code == 200
+    assert accounting_client.get("/admin/tickets/webhookdelivery/").status_code == 200
+    edited = accounting_client.post(f"{CHANGELIST}{stored.pk}/change/", {"status": "canceled"})
+    deleted = accounting_client.post(f"{CHANGELIST}{stored.pk}/delete/", {"post": "yes"})
+
+    assert edited.status_code == 403
+    assert deleted.status_code == 403
+    stored.refresh_from_db()
+    assert (stored.status, stored.price_amount) == (TicketStatus.CONFIRMED, Decimal("10.00"))
+
+
+def test_nobody_adds_a_ticket_by_hand(admin_client):
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+
+
+def test_the_delivery_page_shows_the_first_answer_pretty(admin_client, post_tickets):
+    post_tickets([ticket("t-1")], key="delivery-key")
+    delivery = WebhookDelivery.objects.get()
+
+    response = admin_client.get(f"/admin/tickets/webhookdelivery/{delivery.pk}/change/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "delivery-key" in html
+    assert '<pre class="outbox-json">' in html
+    assert "&quot;ticket_id&quot;: &quot;t-1&quot;" in html
