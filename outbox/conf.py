@@ -17,6 +17,8 @@ class OutboxSettings:
     batch_size: int = 200
     threads: int = 32
     max_passes: int = 3
+    # False leaves the cluster to other django-q2 work: no relay pass starts by itself.
+    autostart: bool = True
     poll_seconds: float = 0.05
     queue_weights: dict[str, int] = field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}

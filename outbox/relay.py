@@ -474,6 +474,8 @@ def _spawn_on_backlog() -> Callable[[], None]:
 
 def keep_passes_alive() -> int:
     """The minute schedule: make sure at least one pass runs (after a crash, say)."""
+    if not outbox_settings().autostart:
+        return 0
     return spawn_passes(max(0, 1 - _live_passes()))
 
 

@@ -193,6 +193,7 @@ OUTBOX: dict[str, Any] = {
     "BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 200, minimum=1),
     "THREADS": env_int("OUTBOX_THREADS", 32, minimum=1),
     "MAX_PASSES": env_int("OUTBOX_MAX_PASSES", 3, minimum=1),
+    "AUTOSTART": env_bool("OUTBOX_AUTOSTART", True),
     "POLL_SECONDS": env_float("OUTBOX_POLL_SECONDS", 0.05, minimum=0.001),
     "QUEUE_WEIGHTS": {
         "critical": env_int("OUTBOX_WEIGHT_CRITICAL", 6, minimum=1),

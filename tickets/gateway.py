@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -55,7 +56,21 @@ def retry_after_seconds(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" means UTC with no zone named
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - timezone.now()).total_seconds())
+
+
+def json_body(response: requests.Response, what: str) -> Any:
+    """A success's JSON body; one that is not JSON (a proxy's page, say) is transient."""
+    try:
+        return response.json()
+    except ValueError:
+        raise TransientError(
+            f"{what} answered {response.status_code} with a body that is not JSON: "
+            f"{response.text[:200]}",
+            http_status=response.status_code,
+        ) from None
 
 
 def _error_text(response: requests.Response) -> str:
@@ -109,8 +124,10 @@ class GatewayClient:
 
 
 class ReceiptsClient(GatewayClient):
-    def __init__(self, base_url: str = "") -> None:
-        super().__init__(api="receipts", base_url=base_url)
+    def __init__(
+        self, base_url: str = "", timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    ) -> None:
+        super().__init__(api="receipts", base_url=base_url, timeout=timeout)
 
     def issue(
         self,
@@ -131,7 +148,7 @@ class ReceiptsClient(GatewayClient):
                 "idempotency_key": idempotency_key,
             },
         )
-        body = response.json()
+        body = json_body(response, "PUT /receipts-api/receipts")
         if not isinstance(body, dict) or not body.get("number"):
             raise TransientError(f"receipt answer without a number: {response.text[:200]}")
         return body
@@ -146,8 +163,10 @@ class ReceiptsClient(GatewayClient):
 
 
 class PaymentsClient(GatewayClient):
-    def __init__(self, base_url: str = "") -> None:
-        super().__init__(api="payments", base_url=base_url)
+    def __init__(
+        self, base_url: str = "", timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    ) -> None:
+        super().__init__(api="payments", base_url=base_url, timeout=timeout)
 
     def refund(
         self, *, payment_reference: str, reason: str, deduplication_id: str, correlation_id: str
@@ -165,8 +184,10 @@ class PaymentsClient(GatewayClient):
 
 
 class SpreadsheetsClient(GatewayClient):
-    def __init__(self, base_url: str = "") -> None:
-        super().__init__(api="spreadsheets", base_url=base_url)
+    def __init__(
+        self, base_url: str = "", timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    ) -> None:
+        super().__init__(api="spreadsheets", base_url=base_url, timeout=timeout)
 
     def append_row(self, *, sheet: str, columns: list[str], correlation_id: str) -> None:
         self.call(
@@ -180,7 +201,7 @@ class SpreadsheetsClient(GatewayClient):
         response = self.call(
             "GET", f"/spreadsheets-api/sheets/{sheet}/rows", correlation_id=correlation_id
         )
-        body = response.json()
+        body = json_body(response, f"GET /spreadsheets-api/sheets/{sheet}/rows")
         rows = body.get("rows") if isinstance(body, dict) else None
         if not isinstance(rows, list):
             raise TransientError(f"sheet {sheet} answered without rows: {response.text[:200]}")

@@ -1,0 +1,256 @@
+"""The client layer (tickets.gateway) against a real fake gateway over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django.utils.http import http_date
+
+from outbox.errors import PermanentError, TransientError
+from tickets.fake_gateway import FakeGateway, FaultConfig, start_in_thread
+from tickets.gateway import (
+    PaymentsClient,
+    ReceiptsClient,
+    SpreadsheetsClient,
+    retry_after_seconds,
+)
+
+
+@pytest.fixture
+def gateway() -> FakeGateway:
+    return FakeGateway(FaultConfig(seed=0))
+
+
+@pytest.fixture
+def base_url(gateway: FakeGateway) -> Iterator[str]:
+    server, url = start_in_thread(gateway)
+    yield url
+    server.stop()
+
+
+def issue(client: ReceiptsClient, ticket_id: str = "t-1", key: str = "key-1") -> dict:
+    return client.issue(
+        ticket_id=ticket_id,
+        amount="50.00",
+        currency="EUR",
+        idempotency_key=key,
+        correlation_id="corr-1",
+    )
+
+
+def test_a_new_receipt_returns_the_201_body(base_url):
+    receipt = issue(ReceiptsClient(base_url=base_url))
+
+    assert receipt["number"] == "R-000001"
+    assert receipt["ticket_id"] == "t-1"
+    assert receipt["price"] == {"money_amount": "50.00", "money_currency": "EUR"}
+
+
+def test_a_repeated_receipt_returns_the_same_receipt_from_the_200(base_url, gateway):
+    client = ReceiptsClient(base_url=base_url)
+
+    first, repeat = issue(client), issue(client)
+
+    assert repeat == first
+    assert [c["status"] for c in gateway.snapshot()["calls"]] == [201, 200]
+
+
+def test_void_and_refund_succeed_and_are_recorded(base_url, gateway):
+    ReceiptsClient(base_url=base_url).void(
+        ticket_id="t-1", reason="refund", idempotent_id="void-1", correlation_id="corr-1"
+    )
+    PaymentsClient(base_url=base_url).refund(
+        payment_reference="t-1", reason="refund", deduplication_id="ref-1", correlation_id="c"
+    )
+
+    snapshot = gateway.snapshot()
+    assert [v["idempotent_id"] for v in snapshot["voids"]] == ["void-1"]
+    assert [r["deduplication_id"] for r in snapshot["refunds"]] == ["ref-1"]
+
+
+def test_an_appended_row_is_listed_by_rows(base_url):
+    client = SpreadsheetsClient(base_url=base_url)
+
+    client.append_row(sheet="tickets-to-print", columns=["t-1", "a@b.c"], correlation_id="c")
+
+    assert client.rows(sheet="tickets-to-print", correlation_id="c") == [["t-1", "a@b.c"]]
+
+
+def test_a_500_raises_a_transient_error_with_the_http_status(base_url, gateway):
+    gateway.configure({"failure_rate": 1})
+
+    with pytest.raises(TransientError) as caught:
+        issue(ReceiptsClient(base_url=base_url))
+
+    assert caught.value.http_status == 500
+    assert "injected failure" in caught.value.message
+    assert caught.value.retry_after is None
+
+
+def test_a_500_after_the_write_raises_a_transient_error(base_url, gateway):
+    gateway.configure({"fail_after_write_rate": 1})
+
+    with pytest.raises(TransientError) as caught:
+        SpreadsheetsClient(base_url=base_url).append_row(
+            sheet="tickets-to-print", columns=["t-1"], correlation_id="c"
+        )
+
+    assert caught.value.http_status == 500
+    assert gateway.snapshot()["sheets"] == {"tickets-to-print": [["t-1"]]}
+
+
+def test_a_down_api_raises_a_transient_error_with_503(base_url, gateway):
+    gateway.configure({"down": ["payments"]})
+
+    with pytest.raises(TransientError) as caught:
+        PaymentsClient(base_url=base_url).refund(
+            payment_reference="t-1", reason="r", deduplication_id="d", correlation_id="c"
+        )
+
+    assert caught.value.http_status == 503
+
+
+def test_a_429_raises_a_transient_error_with_retry_after_from_the_header(base_url, gateway):
+    gateway.configure({"rate_limit_rate": 1, "retry_after_seconds": 12})
+
+    with pytest.raises(TransientError) as caught:
+        issue(ReceiptsClient(base_url=base_url))
+
+    assert caught.value.http_status == 429
+    assert caught.value.retry_after == 12.0
+
+
+def test_a_400_raises_a_permanent_error_keeping_the_api_error_text(base_url):
+    client = ReceiptsClient(base_url=base_url)
+    issue(client, "t-1", "key-1")
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client, "t-2", "key-1")
+
+    assert caught.value.http_status == 400
+    assert "idempotency_key 'key-1' was already used for ticket 't-1'" in caught.value.message
+    assert caught.value.permanent
+
+
+def test_a_404_raises_a_permanent_error(base_url):
+    client = ReceiptsClient(base_url=f"{base_url}/wrong-prefix")
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client)
+
+    assert caught.value.http_status == 404
+
+
+def test_a_refused_connection_raises_a_transient_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on the port now: the connection is refused.
+
+    with pytest.raises(TransientError) as caught:
+        issue(ReceiptsClient(base_url=f"http://127.0.0.1:{port}"))
+
+    assert "ConnectionError" in caught.value.message
+    assert caught.value.http_status is None
+
+
+def test_a_read_timeout_raises_a_transient_error(base_url, gateway):
+    gateway.configure({"latency_ms": 5000})
+    client = ReceiptsClient(base_url=base_url)
+    client.timeout = (3.0, 0.05)
+
+    with pytest.raises(TransientError) as caught:
+        issue(client)
+
+    assert "timed out" in caught.value.message
+
+
+def test_the_correlation_id_reaches_the_gateway_on_every_api(base_url, gateway):
+    receipts = ReceiptsClient(base_url=base_url)
+    sheets = SpreadsheetsClient(base_url=base_url)
+    receipts.issue(
+        ticket_id="t-1",
+        amount="50.00",
+        currency="EUR",
+        idempotency_key="k",
+        correlation_id="corr-receipt",
+    )
+    sheets.append_row(sheet="tickets-to-print", columns=["t-1"], correlation_id="corr-row")
+    sheets.rows(sheet="tickets-to-print", correlation_id="corr-read")
+    receipts.void(ticket_id="t-1", reason="r", idempotent_id="v", correlation_id="corr-void")
+    PaymentsClient(base_url=base_url).refund(
+        payment_reference="t-1", reason="r", deduplication_id="d", correlation_id="corr-refund"
+    )
+
+    snapshot = gateway.snapshot()
+    assert [c["correlation_id"] for c in snapshot["calls"]] == [
+        "corr-receipt",
+        "corr-row",
+        "corr-read",
+        "corr-void",
+        "corr-refund",
+    ]
+    assert snapshot["receipts"][0]["correlation_id"] == "corr-receipt"
+    assert snapshot["sheet_rows"]["tickets-to-print"][0]["correlation_id"] == "corr-row"
+    assert snapshot["voids"][0]["correlation_id"] == "corr-void"
+    assert snapshot["refunds"][0]["correlation_id"] == "corr-refund"
+
+
+def test_an_empty_correlation_id_sends_no_header(base_url, gateway):
+    SpreadsheetsClient(base_url=base_url).rows(sheet="s", correlation_id="")
+
+    assert gateway.snapshot()["calls"][0]["correlation_id"] is None
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    in_a_minute = http_date((timezone.now() + timedelta(seconds=60)).timestamp())
+
+    assert retry_after_seconds("12") == 12.0
+    assert 55 <= (retry_after_seconds(in_a_minute) or 0) <= 60
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_retry_after_takes_a_date_in_minus_0000_as_utc():
+    in_a_minute = http_date((timezone.now() + timedelta(seconds=60)).timestamp())
+    unzoned = in_a_minute.replace("GMT", "-0000")
+
+    assert 55 <= (retry_after_seconds(unzoned) or 0) <= 60
+
+
+def test_a_success_whose_body_is_not_json_is_a_transient_error():
+    import http.server
+    import threading
+
+    class ProxyPage(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = b"<html>maintenance</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), ProxyPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ReceiptsClient(base_url=f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(TransientError, match="not JSON") as caught:
+            client.issue(
+                ticket_id="t-1",
+                amount="1.00",
+                currency="EUR",
+                idempotency_key="k",
+                correlation_id="c",
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert caught.value.http_status == 200

@@ -1,0 +1,727 @@
+"""An in-memory stand-in for the gateway's Receipts, Payments and Spreadsheets APIs.
+
+It speaks the wire contracts of DESIGN.md section 2, records the Correlation-ID of every call
+next to what the call created, injects failures on demand (500s before or after the write,
+429s, whole APIs down, latency), and exposes its state for tests and the simulator under
+`/fake-gateway/`.
+
+It must never be the bottleneck of a benchmark, so the server is standard-library asyncio with
+a small HTTP/1.1 parser and keep-alive: about 2.5 times the throughput of a
+`ThreadingHTTPServer` on this machine (docs/FAKE_GATEWAY.md has the numbers). The state sits
+behind one lock, so tests may also call `FakeGateway` directly from any thread.
+
+Run it with `python manage.py fake_gateway`, or in-process with `start_in_thread()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from http import HTTPStatus
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, unquote
+
+from outbox.correlation import HEADER as CORRELATION_HEADER
+
+APIS = ("receipts", "payments", "spreadsheets")
+CALLS_KEPT = 100_000
+MAX_BODY_BYTES = 1_000_000
+MAX_HEAD_BYTES = 64 * 1024
+INSPECTION_PREFIX = "/fake-gateway/"
+MAX_LATENCY_MS = 600_000
+
+_RATES = ("failure_rate", "fail_after_write_rate", "rate_limit_rate")
+_SHEET_ROWS = re.compile(r"^/spreadsheets-api/sheets/([^/]+)/rows$")
+
+
+class ConfigError(ValueError):
+    """A bad failure-injection setting; the message names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BadRequest(Exception):
+    """A request that breaks the contract: answered 400 with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """What goes wrong, and how often. Rates are shares of API calls, from 0 to 1."""
+
+    failure_rate: float = 0.0
+    fail_after_write_rate: float = 0.0
+    latency_ms: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_seconds: int = 1
+    down: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def merged(self, changes: Mapping[str, Any]) -> FaultConfig:
+        """A copy with `changes` applied, each one validated; unknown fields are errors."""
+        known = {name for name in FaultConfig.__dataclass_fields__}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(
+                unknown[0],
+                f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}",
+            )
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            values[name] = _validated(name, value)
+        return replace(self, **values)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["down"] = list(self.down)
+        return data
+
+
+def _validated(name: str, value: Any) -> Any:
+    def number() -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(name, f"{name} must be a number, got {value!r}")
+        return float(value)
+
+    if name in _RATES:
+        rate = number()
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(name, f"{name} must be between 0 and 1, got {value!r}")
+        return rate
+    if name == "latency_ms":
+        latency = number()
+        if not 0.0 <= latency <= MAX_LATENCY_MS:
+            raise ConfigError(
+                name, f"latency_ms must be between 0 and {MAX_LATENCY_MS}, got {value!r}"
+            )
+        return latency
+    if name == "retry_after_seconds":
+        # Retry-After carries whole seconds (RFC 9110 delay-seconds).
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                name, f"retry_after_seconds must be a whole number >= 0, got {value!r}"
+            )
+        return value
+    if name == "down":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(name, f"down must be a list of API names ({', '.join(APIS)})")
+        unknown = [v for v in value if v not in APIS]
+        if unknown:
+            raise ConfigError(
+                name, f"down names an unknown API {unknown[0]!r}; known APIs: {', '.join(APIS)}"
+            )
+        return tuple(dict.fromkeys(value))
+    if name == "seed":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(name, f"seed must be a whole number or null, got {value!r}")
+        return value
+    raise ConfigError(name, f"unknown field {name!r}")
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+
+
+def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return json_reply(status, {"error": message}, headers)
+
+
+# An API operation, validated and ready: runs under the gateway's lock with the call's
+# Correlation-ID and answers (status, JSON payload).
+Operation = Callable[[str | None], tuple[int, Any]]
+
+
+@dataclass
+class GatewayState:
+    """Everything the fake APIs remember. Only touched under `FakeGateway._lock`."""
+
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    receipts_by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    voids: list[dict[str, Any]] = field(default_factory=list)
+    voids_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    refunds_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sheets: dict[str, list[list[str]]] = field(default_factory=dict)
+    sheet_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    calls: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CALLS_KEPT))
+    call_count: int = 0
+    status_counts: Counter[int] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def _required_str(body: Mapping[str, Any], name: str, label: str | None = None) -> str:
+    label = label or name
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"{label} is required")
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{label} must be a non-empty string")
+    return value
+
+
+class FakeGateway:
+    """The APIs' behaviour and state, independent of the HTTP server that carries it."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self._config = config or FaultConfig()
+        self._random = random.Random(self._config.seed)
+        self._state = GatewayState()
+
+    @property
+    def config(self) -> FaultConfig:
+        return self._config
+
+    def configure(self, changes: Mapping[str, Any]) -> FaultConfig:
+        """Merge `changes` into the running config; a new `seed` reseeds the random source."""
+        with self._lock:
+            config = self._config.merged(changes)
+            if "seed" in changes:
+                self._random.seed(config.seed)
+            self._config = config
+            return config
+
+    def reset(self) -> None:
+        """Forget every receipt, void, refund, row and call; the config stays."""
+        with self._lock:
+            self._state = GatewayState()
+
+    def snapshot(self, *, calls: int | None = None) -> dict[str, Any]:
+        """A copy of the state, safe to serialise outside the lock. `calls` keeps the newest N."""
+        with self._lock:
+            state = self._state
+            kept = list(state.calls)
+            if calls is not None:
+                kept = kept[len(kept) - calls :] if calls else []
+            return {
+                "receipts": [
+                    {**r, "correlation_ids": list(r["correlation_ids"])} for r in state.receipts
+                ],
+                "voids": list(state.voids),
+                "refunds": list(state.refunds),
+                "sheets": {name: list(rows) for name, rows in state.sheets.items()},
+                "sheet_rows": {name: list(rows) for name, rows in state.sheet_rows.items()},
+                "calls": kept,
+                "stats": {
+                    "calls": state.call_count,
+                    "by_status": {str(k): v for k, v in sorted(state.status_counts.items())},
+                    "injected": dict(state.injected),
+                },
+                "config": self._config.as_json(),
+            }
+
+    def latency_seconds(self, path: str) -> float:
+        """The injected latency for a call to `path`: the server waits it out before `handle`."""
+        if path.startswith(INSPECTION_PREFIX):
+            return 0.0
+        return self._config.latency_ms / 1000
+
+    def handle(self, method: str, target: str, body: bytes, correlation_id: str | None) -> Reply:
+        """Answer one HTTP request (injected latency is the server's job)."""
+        path, _, query = target.partition("?")
+        if path.startswith(INSPECTION_PREFIX):
+            return self._handle_inspection(method, path, query, body)
+        route = self._route(method, path)
+        if isinstance(route, Reply):
+            return route
+        api, prepare = route
+        config = self._config
+        operation: Operation | None = None
+        problem = ""
+        try:
+            operation = prepare(body)
+        except BadRequest as exc:
+            problem = str(exc)
+        with self._lock:
+            reply = self._inject_before(api, config)
+            if reply is None:
+                if operation is None:
+                    status, payload = 400, {"error": problem}
+                else:
+                    status, payload = operation(correlation_id)
+                    rate = config.fail_after_write_rate
+                    if rate and status < 300 and self._random.random() < rate:
+                        self._state.injected["fail_after_write"] += 1
+                        status, payload = 500, {"error": "injected failure after the write"}
+            else:
+                status, payload = reply.status, None
+            self._record_call(method, path, api, correlation_id, status)
+        if reply is not None:
+            return reply
+        return json_reply(status, payload)
+
+    def _route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Operation]] | Reply:
+        allowed: tuple[str, ...]
+        if path == "/receipts-api/receipts":
+            allowed, api, prepare = ("PUT",), "receipts", self._prepare_receipt
+        elif path == "/receipts-api/void-receipt":
+            allowed, api, prepare = ("PUT",), "receipts", self._prepare_void
+        elif path == "/payments-api/refunds":
+            allowed, api, prepare = ("PUT",), "payments", self._prepare_refund
+        elif match := _SHEET_ROWS.match(path):
+            sheet = unquote(match.group(1))
+            allowed, api = ("GET", "POST"), "spreadsheets"
+            if method == "POST":
+                prepare = partial(self._prepare_append, sheet=sheet)
+            else:
+                prepare = partial(self._prepare_rows, sheet=sheet)
+        else:
+            return error_reply(404, f"no route for {method} {path}")
+        if method not in allowed:
+            return error_reply(
+                405, f"{method} is not allowed on {path}", (("Allow", ", ".join(allowed)),)
+            )
+        return api, prepare
+
+    def _inject_before(self, api: str, config: FaultConfig) -> Reply | None:
+        """The failures decided before doing anything. Called under the lock."""
+        injected = self._state.injected
+        if api in config.down:
+            injected["down"] += 1
+            return error_reply(503, f"the {api} API is down (injected)")
+        if config.rate_limit_rate and self._random.random() < config.rate_limit_rate:
+            injected["rate_limit"] += 1
+            return error_reply(
+                429,
+                "too many requests (injected)",
+                (("Retry-After", str(config.retry_after_seconds)),),
+            )
+        if config.failure_rate and self._random.random() < config.failure_rate:
+            injected["failure"] += 1
+            return error_reply(500, "injected failure")
+        return None
+
+    def _record_call(
+        self, method: str, path: str, api: str, correlation_id: str | None, status: int
+    ) -> None:
+        state = self._state
+        state.call_count += 1
+        state.status_counts[status] += 1
+        state.calls.append(
+            {
+                "seq": state.call_count,
+                "method": method,
+                "path": path,
+                "api": api,
+                "correlation_id": correlation_id,
+                "status": status,
+            }
+        )
+
+    def _prepare_receipt(self, raw: bytes) -> Operation:
+        body = _parse_json_object(raw)
+        ticket_id = _required_str(body, "ticket_id")
+        price = body.get("price")
+        if price is None:
+            raise BadRequest("price is required")
+        if not isinstance(price, dict):
+            raise BadRequest("price must be an object with money_amount and money_currency")
+        amount = _required_str(price, "money_amount", "price.money_amount")
+        try:
+            Decimal(amount)
+        except InvalidOperation as exc:
+            raise BadRequest(f"price.money_amount is not a decimal: {amount!r}") from exc
+        currency = _required_str(price, "money_currency", "price.money_currency")
+        key = _required_str(body, "idempotency_key")
+
+        def issue(correlation_id: str | None) -> tuple[int, Any]:
+            state = self._state
+            existing = state.receipts_by_key.get(key)
+            if existing is not None:
+                if existing["ticket_id"] != ticket_id:
+                    return 400, {
+                        "error": f"idempotency_key {key!r} was already used for ticket "
+                        f"{existing['ticket_id']!r}, not {ticket_id!r}"
+                    }
+                existing["correlation_ids"].append(correlation_id)
+                return 200, _receipt_wire(existing)
+            receipt = {
+                "ticket_id": ticket_id,
+                "number": f"R-{len(state.receipts) + 1:06d}",
+                "issued_at": _now_iso(),
+                "price": {"money_amount": amount, "money_currency": currency},
+                "idempotency_key": key,
+                "correlation_id": correlation_id,
+                "correlation_ids": [correlation_id],
+            }
+            state.receipts.append(receipt)
+            state.receipts_by_key[key] = receipt
+            return 201, _receipt_wire(receipt)
+
+        return issue
+
+    def _prepare_void(self, raw: bytes) -> Operation:
+        body = _parse_json_object(raw)
+        ticket_id = _required_str(body, "ticket_id")
+        reason = _required_str(body, "reason")
+        key = _required_str(body, "idempotent_id")
+
+        def void(correlation_id: str | None) -> tuple[int, Any]:
+            state = self._state
+            return _record_once(
+                state.voids,
+                state.voids_by_id,
+                {"ticket_id": ticket_id, "reason": reason, "idempotent_id": key},
+                key_field="idempotent_id",
+                subject_field="ticket_id",
+                correlation_id=correlation_id,
+                created_status=200,
+            )
+
+        return void
+
+    def _prepare_refund(self, raw: bytes) -> Operation:
+        body = _parse_json_object(raw)
+        reference = _required_str(body, "payment_reference")
+        reason = _required_str(body, "reason")
+        key = _required_str(body, "deduplication_id")
+
+        def refund(correlation_id: str | None) -> tuple[int, Any]:
+            state = self._state
+            return _record_once(
+                state.refunds,
+                state.refunds_by_id,
+                {"payment_reference": reference, "reason": reason, "deduplication_id": key},
+                key_field="deduplication_id",
+                subject_field="payment_reference",
+                correlation_id=correlation_id,
+                created_status=201,
+            )
+
+        return refund
+
+    def _prepare_append(self, raw: bytes, sheet: str) -> Operation:
+        body = _parse_json_object(raw)
+        columns = body.get("columns")
+        if columns is None:
+            raise BadRequest("columns is required")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise BadRequest("columns must be a list of strings")
+
+        def append(correlation_id: str | None) -> tuple[int, Any]:
+            # No idempotency on purpose: the real API appends a duplicate on every retry.
+            state = self._state
+            rows = state.sheets.setdefault(sheet, [])
+            rows.append(columns)
+            state.sheet_rows.setdefault(sheet, []).append(
+                {"columns": columns, "correlation_id": correlation_id, "appended_at": _now_iso()}
+            )
+            return 201, {"sheet": sheet, "row": len(rows)}
+
+        return append
+
+    def _prepare_rows(self, raw: bytes, sheet: str) -> Operation:
+        def rows(correlation_id: str | None) -> tuple[int, Any]:
+            return 200, {"rows": list(self._state.sheets.get(sheet, ()))}
+
+        return rows
+
+    def _handle_inspection(self, method: str, path: str, query: str, raw: bytes) -> Reply:
+        if path == "/fake-gateway/state" and method == "GET":
+            try:
+                calls = _calls_param(query)
+            except BadRequest as exc:
+                return error_reply(400, str(exc))
+            return json_reply(200, self.snapshot(calls=calls))
+        if path == "/fake-gateway/reset" and method == "POST":
+            self.reset()
+            return json_reply(200, {"reset": True})
+        if path == "/fake-gateway/control" and method == "GET":
+            return json_reply(200, self._config.as_json())
+        if path == "/fake-gateway/control" and method == "POST":
+            try:
+                changes = _parse_json_object(raw)
+                return json_reply(200, self.configure(changes).as_json())
+            except (BadRequest, ConfigError) as exc:
+                return error_reply(400, str(exc))
+        known = {"/fake-gateway/state": "GET", "/fake-gateway/reset": "POST"}
+        if path in known:
+            return error_reply(405, f"{method} is not allowed on {path}", (("Allow", known[path]),))
+        if path == "/fake-gateway/control":
+            return error_reply(405, f"{method} is not allowed on {path}", (("Allow", "GET, POST"),))
+        return error_reply(404, f"no route for {method} {path}")
+
+
+def _receipt_wire(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "ticket_id": receipt["ticket_id"],
+        "number": receipt["number"],
+        "issued_at": receipt["issued_at"],
+        "price": dict(receipt["price"]),
+        "idempotency_key": receipt["idempotency_key"],
+    }
+
+
+def _record_once(
+    records: list[dict[str, Any]],
+    by_key: dict[str, dict[str, Any]],
+    request: dict[str, str],
+    *,
+    key_field: str,
+    subject_field: str,
+    correlation_id: str | None,
+    created_status: int,
+) -> tuple[int, Any]:
+    key = request[key_field]
+    existing = by_key.get(key)
+    if existing is not None:
+        if existing[subject_field] != request[subject_field]:
+            return 400, {
+                "error": f"{key_field} {key!r} was already used for {subject_field} "
+                f"{existing[subject_field]!r}, not {request[subject_field]!r}"
+            }
+        return 200, request
+    record = {**request, "correlation_id": correlation_id, "recorded_at": _now_iso()}
+    records.append(record)
+    by_key[key] = record
+    return created_status, request
+
+
+def _calls_param(query: str) -> int | None:
+    values = parse_qs(query).get("calls")
+    if not values:
+        return None
+    try:
+        calls = int(values[-1])
+    except ValueError:
+        calls = -1
+    if calls < 0:
+        raise BadRequest(f"calls must be a whole number >= 0, got {values[-1]!r}")
+    return calls
+
+
+class FakeGatewayServer:
+    """Serves one `FakeGateway` over keep-alive HTTP/1.1 from an asyncio event loop.
+
+    The socket is bound at construction, so the port (and any bind error) is known at once.
+    `serve_forever()` blocks its thread until `stop()` is called from another thread.
+    """
+
+    def __init__(
+        self,
+        gateway: FakeGateway,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        self.gateway = gateway
+        self.verbose = verbose
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.create_server((host, port), family=family, backlog=1024)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._socket.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def serve_forever(self, *, stop_on_signals: bool = False) -> None:
+        """Serve until `stop()`; with `stop_on_signals` (main thread only), SIGINT/SIGTERM too."""
+        try:
+            asyncio.run(self._serve(stop_on_signals))
+        finally:
+            self._socket.close()
+            self.stopped.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, drop open connections and wait for the serving thread to finish."""
+        loop, stop_requested = self._loop, self._stop_requested
+        if loop is None or stop_requested is None:
+            self._socket.close()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            loop.call_soon_threadsafe(stop_requested.set)
+        self.stopped.wait(timeout)
+
+    async def _serve(self, stop_on_signals: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        if stop_on_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(signum, self._stop_requested.set)
+        server = await asyncio.start_server(
+            self._connection, sock=self._socket, limit=MAX_HEAD_BYTES
+        )
+        self.started.set()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while await self._exchange(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read one request and answer it; False when the connection should close."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                await self._send(writer, error_reply(400, "incomplete request head"), close=True)
+            return False
+        except asyncio.LimitOverrunError:
+            await self._send(writer, error_reply(431, "request head too large"), close=True)
+            return False
+        request = _parse_head(head)
+        if isinstance(request, Reply):
+            await self._send(writer, request, close=True)
+            return False
+        method, target, version, headers = request
+        connection = headers.get("connection", "").lower()
+        keep_alive = (
+            "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+        )
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            await self._send(
+                writer, error_reply(411, "send the body with a Content-Length"), close=True
+            )
+            return False
+        length_text = headers.get("content-length", "0")
+        length = int(length_text) if length_text.isdigit() else -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            reply = error_reply(413, f"Content-Length must be a number from 0 to {MAX_BODY_BYTES}")
+            await self._send(writer, reply, close=True)
+            return False
+        if length and headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await reader.readexactly(length) if length else b""
+        path = target.partition("?")[0]
+        correlation_id = headers.get(CORRELATION_HEADER.lower())
+        delay = self.gateway.latency_seconds(path)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            if path.startswith(INSPECTION_PREFIX):
+                # A state dump can be megabytes of JSON: build it off the event loop.
+                reply = await asyncio.to_thread(
+                    self.gateway.handle, method, target, body, correlation_id
+                )
+            else:
+                reply = self.gateway.handle(method, target, body, correlation_id)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            reply = error_reply(500, f"fake gateway bug: {exc.__class__.__name__}: {exc}")
+        await self._send(writer, reply, close=not keep_alive)
+        if self.verbose:
+            print(
+                f"{method} {target} {reply.status} correlation_id={correlation_id}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return keep_alive
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: Reply, *, close: bool) -> None:
+        head = [
+            f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(reply.body)}",
+        ]
+        head.extend(f"{name}: {value}" for name, value in reply.headers)
+        if close:
+            head.append("Connection: close")
+        # One write per answer: the head and the body leave in the same segment.
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
+        await writer.drain()
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | Reply:
+    """(method, target, version, lower-cased headers) of a request head, or the 400 to send."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return error_reply(400, f"bad request line {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            return error_reply(400, f"bad header line {line[:100]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], parts[2], headers
+
+
+def start_in_thread(
+    gateway: FakeGateway | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    verbose: bool = False,
+) -> tuple[FakeGatewayServer, str]:
+    """Serve `gateway` (a fresh one by default) from a daemon thread; returns (server, base_url).
+
+    Port 0 picks a free port. Call `server.stop()` when done.
+    """
+    server = FakeGatewayServer(gateway or FakeGateway(), host=host, port=port, verbose=verbose)
+    thread = threading.Thread(target=server.serve_forever, name="fake-gateway", daemon=True)
+    thread.start()
+    if not server.started.wait(10):
+        server.stop()
+        raise RuntimeError("the fake gateway did not start within 10 s")
+    return server, server.base_url

@@ -1,0 +1,106 @@
+"""`manage.py fake_gateway`: serve the in-memory Receipts, Payments and Spreadsheets APIs."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tickets.fake_gateway import APIS, ConfigError, FakeGateway, FakeGatewayServer, FaultConfig
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve a fake gateway (Receipts, Payments and Spreadsheets APIs) with in-memory state "
+        "and optional failure injection. Inspect it at /fake-gateway/state, reset it with "
+        "POST /fake-gateway/reset, change failures at run time with POST /fake-gateway/control."
+    )
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
+        )
+        parser.add_argument(
+            "--port", type=int, default=8081, help="Port to listen on; 0 picks a free one."
+        )
+        parser.add_argument(
+            "--seed", type=int, help="Seed of the random source that decides injected failures."
+        )
+        parser.add_argument(
+            "--failure-rate",
+            type=float,
+            help="Share of API calls (0..1) answered 500 before doing anything.",
+        )
+        parser.add_argument(
+            "--fail-after-write-rate",
+            type=float,
+            help="Share of API calls (0..1) that do their write and then answer 500.",
+        )
+        parser.add_argument(
+            "--rate-limit-rate",
+            type=float,
+            help="Share of API calls (0..1) answered 429 with a Retry-After header.",
+        )
+        parser.add_argument(
+            "--retry-after-seconds",
+            type=int,
+            help="Retry-After value, in whole seconds, sent with injected 429s (default 1).",
+        )
+        parser.add_argument(
+            "--latency-ms", type=float, help="Milliseconds added to every API call."
+        )
+        parser.add_argument(
+            "--down",
+            action="append",
+            metavar="API",
+            help=f"An API answering 503 to everything: {', '.join(APIS)}. "
+            "Repeat it or separate names with commas.",
+        )
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Log every request to stderr (off by default: logging costs throughput).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = fault_config_from_options(options)
+        port = options["port"]
+        if not 0 <= port <= 65535:
+            raise CommandError(f"--port must be between 0 and 65535, got {port}")
+        try:
+            server = FakeGatewayServer(
+                FakeGateway(config), host=options["host"], port=port, verbose=options["verbose"]
+            )
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from exc
+        self.stdout.write(f"Fake gateway listening on {server.base_url}")
+        self.stdout.write(f"Failure injection: {config.as_json()}")
+        self.stdout.flush()
+        server.serve_forever(stop_on_signals=True)
+        self.stdout.write("Fake gateway stopped.")
+
+
+def fault_config_from_options(options: dict[str, Any]) -> FaultConfig:
+    """The failure-injection config the command-line options ask for; CommandError if bad."""
+    changes: dict[str, Any] = {
+        name: options[name]
+        for name in (
+            "seed",
+            "failure_rate",
+            "fail_after_write_rate",
+            "rate_limit_rate",
+            "retry_after_seconds",
+            "latency_ms",
+        )
+        if options.get(name) is not None
+    }
+    if options.get("down"):
+        changes["down"] = [
+            name.strip() for value in options["down"] for name in value.split(",") if name.strip()
+        ]
+    try:
+        return FaultConfig().merged(changes)
+    except ConfigError as exc:
+        raise CommandError(f"--{exc.field.replace('_', '-')}: {exc}") from exc
