@@ -16,7 +16,10 @@ class OutboxConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
-        from outbox import checks  # noqa: F401  (registers the system checks)
+        from outbox import (
+            benchmark,  # noqa: F401  (registers the benchmark's handlers)
+            checks,  # noqa: F401  (registers the system checks)
+        )
 
         post_spawn.connect(_start_relay_with_the_cluster, dispatch_uid="outbox-relay-start")
 

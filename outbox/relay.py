@@ -263,7 +263,13 @@ class Relay:
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
         return total
 
-    def run(self, *, seconds: float, heartbeat: Callable[[], None] | None = None) -> PassStats:
+    def run(
+        self,
+        *,
+        seconds: float,
+        heartbeat: Callable[[], None] | None = None,
+        until_idle: bool = False,
+    ) -> PassStats:
         """Claim and run for `seconds`, keeping the pool busy; then finish and return.
 
         On stop (SIGTERM) it stops claiming, finishes the attempts already running, and gives
@@ -281,6 +287,7 @@ class Relay:
                 if cluster_stopping():
                     self.stop_event.set()
                 claiming = now < claim_until and not self.stop_event.is_set()
+                tasks = []
                 if claiming and len(inflight) < low_water:
                     tasks = self.claim(self.batch_size - len(inflight))
                     stats.claimed += len(tasks)
@@ -296,7 +303,7 @@ class Relay:
                     last_beat = now
                 if not inflight:
                     self._flush(done, stats)
-                    if not claiming:
+                    if not claiming or (until_idle and not tasks):
                         self.wound_down.set()
                         break
                     waiter.wait(min(claim_until - now, 1.0), self.stop_event)

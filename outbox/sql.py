@@ -45,7 +45,9 @@ def insert_ignoring_conflicts(
             row_sql.append("%s")
     one_row = f"({', '.join(row_sql)})"
     table = connection.ops.quote_name(model._meta.db_table)
-    quoted = ", ".join(connection.ops.quote_name(fields[name].column) for name in columns)
+    quoted = ", ".join(
+        connection.ops.quote_name(fields[name].get_attname_column()[1] or name) for name in columns
+    )
     chunk = max(1, _MAX_PARAMS // len(columns))
     returned: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:

@@ -1,0 +1,477 @@
+"""The outbox's own benchmark: our relay against naive django-q2, measured in one run.
+
+Every number is measured on the database the process is configured with (DATABASE_URL). The
+benchmark wipes the outbox and django-q2 tables of that database: point it at a scratch one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import connection, transaction
+
+import outbox
+from outbox.errors import TransientError
+from outbox.models import Task, TaskState
+from outbox.relay import Relay
+from outbox.services import TaskSpec, enqueue, enqueue_many
+
+NOOP = "outbox.benchmark.noop"
+HTTP = "outbox.benchmark.http"
+ROOT = Path(settings.BASE_DIR)
+
+_session_local = threading.local()
+
+
+@outbox.handler(NOOP, queue="default", max_attempts=3)
+def noop(task: outbox.TaskContext) -> dict[str, float] | None:
+    """Does nothing; stamps the time it was called when asked (for the latency figure)."""
+    return {"called_at": time.time()} if task.payload.get("stamp") else None
+
+
+@outbox.handler(HTTP, queue="default", max_attempts=3)
+def http_get(task: outbox.TaskContext) -> None:
+    """One GET to the benchmark's local server, on a keep-alive session per thread."""
+    session = getattr(_session_local, "session", None)
+    if session is None:
+        session = _session_local.session = requests.Session()
+    try:
+        response = session.get(task.payload["url"], timeout=(3, 10))
+    except requests.RequestException as exc:
+        raise TransientError(str(exc)) from exc
+    if response.status_code != 200:
+        raise TransientError(f"answered {response.status_code}", http_status=response.status_code)
+
+
+def naive_noop() -> None:
+    """The naive baseline's task: one django-q2 task per outbox effect, doing nothing."""
+
+
+# A small keep-alive HTTP server in its own process, so it never shares a GIL with what it
+# measures.
+
+_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            writer.write(_REPLY)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def _run_server(port: int, ready: Any) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_serve, "127.0.0.1", port, backlog=1024)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+class LocalServer:
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        context = multiprocessing.get_context("fork")
+        ready = context.Event()
+        self.process = context.Process(target=_run_server, args=(self.port, ready), daemon=True)
+        self.process.start()
+        if not ready.wait(10):
+            raise RuntimeError("the benchmark's HTTP server did not start")
+        self.url = f"http://127.0.0.1:{self.port}/ping"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(5)
+
+
+# Helpers -----------------------------------------------------------------------------------
+
+
+def wipe() -> None:
+    tables = [
+        "outbox_attempt",
+        "outbox_task",
+        "outbox_relaypass",
+        "django_q_ormq",
+        "django_q_task",
+    ]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")
+
+
+def vacuum() -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("VACUUM ANALYZE outbox_task")
+            cursor.execute("VACUUM ANALYZE outbox_attempt")
+        else:
+            cursor.execute("ANALYZE")
+
+
+def enqueue_noops(count: int, *, kind: str = NOOP, payload: dict[str, Any] | None = None) -> None:
+    for start in range(0, count, 5000):
+        with transaction.atomic():
+            enqueue_many(
+                [
+                    TaskSpec(kind=kind, payload=payload or {})
+                    for _ in range(min(5000, count - start))
+                ]
+            )
+
+
+def unfinished() -> int:
+    return Task.objects.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).count()
+
+
+def drain_rate(remaining: Callable[[], int], total: int, *, timeout: float) -> float:
+    """Tasks/s from the first finished task to the last, polling `remaining`."""
+    deadline = time.monotonic() + timeout
+    started_at: float | None = None
+    left_at_start = total
+    while time.monotonic() < deadline:
+        left = remaining()
+        now = time.monotonic()
+        if started_at is None and left < total:
+            # Counted from here: the tasks still left when the first ones were seen done.
+            started_at, left_at_start = now, left
+        if left == 0:
+            if started_at is None or left_at_start == 0:
+                raise RuntimeError("drained between two polls: use more tasks")
+            return left_at_start / (now - started_at)
+        time.sleep(0.02)
+    raise RuntimeError(f"not drained within {timeout:.0f}s: {remaining()} of {total} left")
+
+
+@dataclass
+class Cluster:
+    """A real `manage.py qcluster` process for the benchmark."""
+
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=lambda: ROOT / "var" / "benchmark-qcluster.log")
+
+    def __enter__(self) -> Cluster:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "WARNING", "Q_LOG_LEVEL": "WARNING", **self.env},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def timed_claims(relay: Relay) -> list[float]:
+    """Wrap the relay's claim to time each call (ms)."""
+    times: list[float] = []
+    original = relay.claim
+
+    def claim(limit: int) -> Any:
+        started = time.perf_counter()
+        result = original(limit)
+        times.append((time.perf_counter() - started) * 1000)
+        return result
+
+    relay.claim = claim  # type: ignore[method-assign]
+    return times
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+# The measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    naive_tasks: int = 2000
+    drain_tasks: int = 30000
+    http_tasks: int = 5000
+    enqueue_tasks: int = 20000
+    latency_samples: int = 200
+    big_table_rows: int = 1_000_000
+    threads: int = 16
+    batch_size: int = 200
+
+
+@dataclass
+class Report:
+    vendor: str
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+    log: Callable[[str], None] = print
+
+    def add(self, figure: str, value: str, note: str = "") -> None:
+        self.lines.append((figure, value, note))
+        self.log(f"{figure}: {value} {note}".rstrip())
+
+
+def naive_baseline(options: Options, report: Report) -> float:
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    wipe()
+    started = time.perf_counter()
+    for _ in range(options.naive_tasks):
+        async_task("outbox.benchmark.naive_noop")
+    enqueue_seconds = time.perf_counter() - started
+    with Cluster({"OUTBOX_AUTOSTART": "0"}):
+        rate = drain_rate(OrmQ.objects.count, options.naive_tasks, timeout=600)
+    report.add(
+        "(a) naive django-q2: one async_task per task, no-op",
+        f"{rate:,.0f} tasks/s",
+        f"(ORM broker, {settings.Q_CLUSTER['workers']} workers, WARNING logs; "
+        f"enqueue {options.naive_tasks / enqueue_seconds:,.0f}/s)",
+    )
+    return rate
+
+
+def cluster_drain(options: Options, report: Report, naive: float) -> None:
+    wipe()
+    enqueue_noops(options.drain_tasks)
+    vacuum()
+    with Cluster({}):
+        rate = drain_rate(unfinished, options.drain_tasks, timeout=600)
+    conf = settings.OUTBOX
+    report.add(
+        "(b) outbox relay in qcluster, no-op handler",
+        f"{rate:,.0f} tasks/s",
+        f"({rate / naive:,.1f}x naive; up to {conf['MAX_PASSES']} passes, batch "
+        f"{conf['BATCH_SIZE']}, {conf['THREADS']} threads each)",
+    )
+    wipe()
+    enqueue_noops(options.drain_tasks)
+    vacuum()
+    relay = Relay(threads=options.threads, batch_size=options.batch_size)
+    started = time.perf_counter()
+    stats = relay.drain(max_batches=10**6)
+    seconds = time.perf_counter() - started
+    report.add(
+        "(b') one relay in this process, no-op handler",
+        f"{stats.succeeded / seconds:,.0f} tasks/s",
+        f"(batch {options.batch_size}, {options.threads} threads)",
+    )
+
+
+def http_drain(options: Options, report: Report) -> None:
+    server = LocalServer()
+    try:
+        calls = options.http_tasks
+        session_local = threading.local()
+
+        def call(_: int) -> None:
+            session = getattr(session_local, "s", None)
+            if session is None:
+                session = session_local.s = requests.Session()
+            session.get(server.url, timeout=(3, 10)).raise_for_status()
+
+        with ThreadPoolExecutor(options.threads) as pool:
+            list(pool.map(call, range(200)))  # warm up the connections
+            started = time.perf_counter()
+            list(pool.map(call, range(calls)))
+            loop_rate = calls / (time.perf_counter() - started)
+
+        wipe()
+        enqueue_noops(calls, kind=HTTP, payload={"url": server.url})
+        relay = Relay(threads=options.threads, batch_size=options.batch_size)
+        started = time.perf_counter()
+        stats = relay.run(seconds=600, until_idle=True)
+        seconds = time.perf_counter() - started
+        relay_rate = stats.succeeded / seconds
+    finally:
+        server.stop()
+    report.add(
+        "(c) plain loop: one GET per call, no database",
+        f"{loop_rate:,.0f} calls/s",
+        f"({options.threads} threads)",
+    )
+    report.add(
+        "(c) outbox relay: one GET per task",
+        f"{relay_rate:,.0f} tasks/s",
+        f"({relay_rate / loop_rate:.0%} of the plain loop, same {options.threads} threads)",
+    )
+
+
+def enqueue_rate(options: Options, report: Report) -> None:
+    wipe()
+    count = options.enqueue_tasks
+    started = time.perf_counter()
+    for _ in range(count // 100):
+        with transaction.atomic():
+            enqueue_many([TaskSpec(kind=NOOP) for _ in range(100)])
+    batched = count / (time.perf_counter() - started)
+    wipe()
+    single_count = count // 10
+    started = time.perf_counter()
+    for _ in range(single_count):
+        with transaction.atomic():
+            enqueue(NOOP)
+    single = single_count / (time.perf_counter() - started)
+    report.add("(d) enqueue, 100 tasks per transaction", f"{batched:,.0f} tasks/s")
+    report.add("(d) enqueue, 1 task per transaction", f"{single:,.0f} tasks/s")
+    wipe()
+
+
+def latency(options: Options, report: Report) -> None:
+    wipe()
+    committed: dict[int, float] = {}
+    rand = random.Random(7)
+    with Cluster({}):
+        time.sleep(3)  # let the cluster start and a pass settle into waiting for work
+        for _ in range(options.latency_samples):
+            with transaction.atomic():
+                task = enqueue(NOOP, {"stamp": True})
+            committed[task.id] = time.time()  # type: ignore[union-attr]
+            time.sleep(rand.uniform(0.01, 0.05))
+        drain_rate(unfinished, options.latency_samples, timeout=120)
+    called: dict[int, Any] = dict(Task.objects.values_list("id", "result"))
+    samples = [(called[i]["called_at"] - t) * 1000 for i, t in committed.items()]
+    report.add(
+        "(e) commit to first call",
+        f"p50 {percentile(samples, 0.5):,.0f} ms, p99 {percentile(samples, 0.99):,.0f} ms",
+        f"({len(samples)} tasks committed one by one to an idle cluster)",
+    )
+
+
+def big_table(options: Options, report: Report) -> None:
+    results: dict[str, tuple[float, float]] = {}
+    for label, finished_rows in (("empty table", 0), ("big table", options.big_table_rows)):
+        wipe()
+        if finished_rows:
+            fill_finished(finished_rows)
+        enqueue_noops(options.drain_tasks)
+        vacuum()
+        relay = Relay(threads=options.threads, batch_size=options.batch_size)
+        claims = timed_claims(relay)
+        started = time.perf_counter()
+        stats = relay.drain(max_batches=10**6)
+        rate = stats.succeeded / (time.perf_counter() - started)
+        results[label] = (statistics.median(claims), rate)
+    (empty_claim, empty_rate), (big_claim, big_rate) = results["empty table"], results["big table"]
+    report.add(
+        f"(f) claim of {options.batch_size}, median",
+        f"{empty_claim:.2f} ms empty, {big_claim:.2f} ms with "
+        f"{options.big_table_rows:,} finished rows",
+        f"({(big_claim / empty_claim - 1):+.0%})",
+    )
+    report.add(
+        "(f) drain rate, one relay in this process",
+        f"{empty_rate:,.0f} tasks/s empty, {big_rate:,.0f} tasks/s with "
+        f"{options.big_table_rows:,} finished rows",
+        f"({(big_rate / empty_rate - 1):+.0%})",
+    )
+    wipe()
+
+
+def fill_finished(rows: int) -> None:
+    columns = (
+        "kind, payload, idempotency_key, queue, state, attempts, max_attempts, available_at, "
+        "leased_by, last_error, correlation_id, created_at, updated_at, finished_at"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}'::jsonb, md5(g::text), "
+                "'default', 'succeeded', 1, 3, now(), '', '', '', now(), now(), now() "
+                "FROM generate_series(1, %s) AS g",
+                [NOOP, rows],
+            )
+        else:
+            cursor.execute(
+                f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < %s) "
+                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}', hex(randomblob(16)), "
+                "'default', 'succeeded', 1, 3, datetime('now'), '', '', '', datetime('now'), "
+                "datetime('now'), datetime('now') FROM g",
+                [rows, NOOP],
+            )
+
+
+def machine() -> str:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    version = ""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW server_version")
+            version = f"PostgreSQL {cursor.fetchone()[0]}"
+        else:
+            cursor.execute("SELECT sqlite_version()")
+            version = f"SQLite {cursor.fetchone()[0]}"
+    import django
+    import django_q
+
+    return (
+        f"{os.cpu_count()} CPUs ({model or platform.machine()}), Python "
+        f"{platform.python_version()}, Django {django.get_version()}, django-q2 "
+        f"{getattr(django_q, 'VERSION', '?')}, {version}"
+    )
+
+
+def run(options: Options, report: Report, *, only: set[str] | None = None) -> None:
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    naive = naive_baseline(options, report) if wanted("a") or wanted("b") else 1.0
+    if wanted("b"):
+        cluster_drain(options, report, naive)
+    if wanted("c"):
+        http_drain(options, report)
+    if wanted("d"):
+        enqueue_rate(options, report)
+    if wanted("e"):
+        latency(options, report)
+    if wanted("f"):
+        big_table(options, report)
