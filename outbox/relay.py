@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models.functions import Now
 
 from outbox.claim import ClaimedTask, Outcome, claim_due_tasks, record_outcomes, release_leases
@@ -245,7 +245,7 @@ class Relay:
         stats.claimed = len(tasks)
         if not tasks:
             return stats
-        with ThreadPoolExecutor(max_workers=min(self.threads, len(tasks))) as pool:
+        with _HandlerPool(min(self.threads, len(tasks))) as pool:
             outcomes = list(
                 pool.map(lambda t: run_task(t, policy=self.policy, worker=self.worker), tasks)
             )
@@ -281,49 +281,66 @@ class Relay:
         done: list[Outcome] = []
         last_flush = last_beat = time.monotonic()
         low_water = max(1, self.batch_size // 2)
-        with _Waiter(self.poll_seconds) as waiter, ThreadPoolExecutor(self.threads) as pool:
-            while True:
-                now = time.monotonic()
-                if cluster_stopping():
-                    self.stop_event.set()
-                claiming = now < claim_until and not self.stop_event.is_set()
-                tasks = []
-                if claiming and len(inflight) < low_water:
-                    tasks = self.claim(self.batch_size - len(inflight))
-                    stats.claimed += len(tasks)
-                    if len(tasks) == self.batch_size - len(inflight):
-                        stats.saw_backlog = True
-                        if self.on_backlog is not None:
-                            self.on_backlog()
-                    for task in tasks:
-                        future = pool.submit(run_task, task, policy=self.policy, worker=self.worker)
-                        inflight[future] = task
-                if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
-                    heartbeat()
-                    last_beat = now
-                if not inflight:
-                    self._flush(done, stats)
-                    if not claiming or (until_idle and not tasks):
+        pool = _HandlerPool(self.threads)
+        abandoned = False
+        claiming_ended: float | None = None
+        try:
+            with _Waiter(self.poll_seconds) as waiter:
+                while True:
+                    now = time.monotonic()
+                    if cluster_stopping():
+                        self.stop_event.set()
+                    claiming = now < claim_until and not self.stop_event.is_set()
+                    if not claiming and claiming_ended is None:
+                        claiming_ended = now
+                    tasks = []
+                    if claiming and len(inflight) < low_water:
+                        tasks = self.claim(self.batch_size - len(inflight))
+                        stats.claimed += len(tasks)
+                        if len(tasks) == self.batch_size - len(inflight):
+                            stats.saw_backlog = True
+                            if self.on_backlog is not None:
+                                self.on_backlog()
+                        for task in tasks:
+                            future = pool.submit(
+                                run_task, task, policy=self.policy, worker=self.worker
+                            )
+                            inflight[future] = task
+                    if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
+                        heartbeat()
+                        last_beat = now
+                    if not inflight:
+                        self._flush(done, stats)
+                        if not claiming or (until_idle and not tasks):
+                            self.wound_down.set()
+                            break
+                        waiter.wait(min(claim_until - now, 1.0), self.stop_event)
+                        continue
+                    if not claiming and not self.wound_down.is_set():
+                        self._give_back_unstarted(inflight, stats)
                         self.wound_down.set()
+                    finished, _ = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        del inflight[future]
+                        done.append(future.result())
+                    if (
+                        len(done) >= low_water
+                        or not inflight
+                        or time.monotonic() - last_flush > 0.05
+                    ):
+                        self._flush(done, stats)
+                        last_flush = time.monotonic()
+                    if (
+                        claiming_ended is not None
+                        and time.monotonic() > claiming_ended + self.max_task_seconds
+                    ):
+                        # Handlers that ignore their own timeouts: leave them; their leases
+                        # expire and another pass takes the tasks again.
+                        logger.error("relay pass abandons %d stuck attempts", len(inflight))
+                        abandoned = True
                         break
-                    waiter.wait(min(claim_until - now, 1.0), self.stop_event)
-                    continue
-                if not claiming and not self.wound_down.is_set():
-                    self._give_back_unstarted(inflight, stats)
-                    self.wound_down.set()
-                finished, _ = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del inflight[future]
-                    done.append(future.result())
-                if len(done) >= low_water or not inflight or time.monotonic() - last_flush > 0.05:
-                    self._flush(done, stats)
-                    last_flush = time.monotonic()
-                if not claiming and time.monotonic() > claim_until + self.max_task_seconds:
-                    # Handlers that ignore their own timeouts: leave them; their leases
-                    # expire and another pass takes the tasks again.
-                    logger.error("relay pass abandons %d stuck attempts", len(inflight))
-                    break
-            pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
         return stats
 
     def _flush(self, done: list[Outcome], stats: PassStats) -> None:
@@ -340,6 +357,38 @@ class Relay:
         for future in [f for f in inflight if f.cancelled()]:
             del inflight[future]
         stats.released += release_leases(unstarted)
+
+
+class _HandlerPool(ThreadPoolExecutor):
+    """Handler threads whose database connections are closed with the pool.
+
+    A handler may use the ORM; its thread then holds a connection that nothing would close
+    once the thread ends. Each thread lends its connections to the pool on first use.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        super().__init__(max_workers=threads, initializer=self._lend_connections)
+
+    def _lend_connections(self) -> None:
+        with self._lock:
+            for alias in connections:
+                conn = connections[alias]
+                conn.inc_thread_sharing()
+                self._connections.append(conn)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            self.close_connections()
+
+    def close_connections(self) -> None:
+        with self._lock:
+            lent, self._connections = self._connections, []
+        for conn in lent:
+            conn.close()
+            conn.dec_thread_sharing()
 
 
 class _Waiter:

@@ -335,3 +335,12 @@ def test_a_pass_runs_tasks_and_chains_its_successor(recording_handler):
 
 def test_database_vendor_is_one_we_support():
     assert connection.vendor in {"sqlite", "postgresql"}
+
+
+def test_migrations_schedule_the_keeper_and_the_prune():
+    from django_q.models import Schedule
+
+    schedules = dict(Schedule.objects.values_list("func", "minutes"))
+
+    assert schedules["outbox.relay.keep_passes_alive"] == 1
+    assert "outbox.services.prune_finished_tasks" in schedules

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from outbox.errors import Defer, PermanentError, TransientError
+from outbox.models import Task, TaskState
+from outbox.registry import TaskContext, get_handler
+from outbox.relay import Relay
+from tests.conftest import ticket
+from tickets import kinds
+from tickets.models import Ticket
+
+pytestmark = pytest.mark.django_db
+
+
+def context(task: Task, attempt: int = 1) -> TaskContext:
+    return TaskContext(
+        id=task.id,
+        kind=task.kind,
+        payload=task.payload,
+        idempotency_key=task.idempotency_key,
+        attempt=attempt,
+        max_attempts=task.max_attempts,
+        correlation_id=task.correlation_id,
+    )
+
+
+def run(task: Task, attempt: int = 1):
+    return get_handler(task.kind).func(context(task, attempt))
+
+
+def sheet_task(sheet: str, ticket_id: str = "t-1") -> Task:
+    return Task.objects.get(dedupe_key=f"sheet:{sheet}:{ticket_id}")
+
+
+def test_issuing_a_receipt_stores_its_number_on_the_ticket(post_tickets, gateway_url, fake_gateway):
+    post_tickets([ticket("t-1", amount="50.00", currency="EUR")], correlation_id="c-9")
+    task = Task.objects.get(kind=kinds.ISSUE_RECEIPT)
+
+    result = run(task)
+
+    [receipt] = fake_gateway.snapshot()["receipts"]
+    assert receipt["idempotency_key"] == task.idempotency_key
+    assert receipt["price"] == {"money_amount": "50.00", "money_currency": "EUR"}
+    assert receipt["correlation_id"] == "c-9"
+    stored = Ticket.objects.get()
+    assert stored.receipt_number == result["number"] == receipt["number"]
+    assert stored.receipt_issued_at is not None
+
+
+def test_a_repeated_receipt_call_gets_the_same_receipt(post_tickets, gateway_url, fake_gateway):
+    post_tickets([ticket("t-1")])
+    task = Task.objects.get(kind=kinds.ISSUE_RECEIPT)
+
+    first = run(task)
+    second = run(task, attempt=2)
+
+    assert first["number"] == second["number"]
+    assert len(fake_gateway.snapshot()["receipts"]) == 1
+
+
+def test_a_ticket_without_currency_is_billed_in_usd(post_tickets, gateway_url, fake_gateway):
+    post_tickets([ticket("t-1", currency=None)])
+
+    run(Task.objects.get(kind=kinds.ISSUE_RECEIPT))
+
+    assert fake_gateway.snapshot()["receipts"][0]["price"]["money_currency"] == "USD"
+
+
+def test_a_first_append_writes_the_row_without_reading_the_sheet(
+    post_tickets, gateway_url, fake_gateway
+):
+    post_tickets([ticket("t-1", email="ada@example.com", amount="5.00", currency="EUR")])
+
+    result = run(sheet_task(kinds.PRINT_SHEET))
+
+    assert result == {"sheet": kinds.PRINT_SHEET, "appended": True}
+    state = fake_gateway.snapshot()
+    assert state["sheets"][kinds.PRINT_SHEET] == [["t-1", "ada@example.com", "5.00", "EUR"]]
+    assert [c["method"] for c in state["calls"]] == ["POST"]
+
+
+def test_a_retry_after_a_500_that_wrote_the_row_does_not_append_it_again(
+    post_tickets, gateway_url, fake_gateway
+):
+    post_tickets([ticket("t-1", "canceled")])
+    task = sheet_task(kinds.REFUND_SHEET)
+    fake_gateway.configure({"fail_after_write_rate": 1.0})
+    with pytest.raises(TransientError):
+        run(task)
+    fake_gateway.configure({"fail_after_write_rate": 0.0})
+
+    result = run(task, attempt=2)
+
+    assert result["already_present"] is True
+    assert len(fake_gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
+
+
+def test_a_retry_after_a_500_that_did_not_write_appends_the_row(
+    post_tickets, gateway_url, fake_gateway
+):
+    post_tickets([ticket("t-1", "canceled")])
+    task = sheet_task(kinds.REFUND_SHEET)
+    fake_gateway.configure({"failure_rate": 1.0})
+    with pytest.raises(TransientError):
+        run(task)
+    fake_gateway.configure({"failure_rate": 0.0})
+
+    result = run(task, attempt=2)
+
+    assert result["appended"] is True
+    assert len(fake_gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
+
+
+def test_an_unknown_sheet_is_a_permanent_error(post_tickets, gateway_url):
+    post_tickets([ticket("t-1")])
+    task = sheet_task(kinds.PRINT_SHEET)
+    task.payload["sheet"] = "somewhere-else"
+
+    with pytest.raises(PermanentError, match="unknown sheet"):
+        run(task)
+
+
+def test_a_refund_request_enqueues_the_void_and_the_refund_once(client, post_tickets):
+    post_tickets([ticket("t-1")])
+
+    first = client.put("/ticket-refund/t-1", headers={"Correlation-ID": "r-1"})
+    again = client.put("/ticket-refund/t-1")
+
+    assert first.status_code == again.status_code == 202
+    assert {t["kind"] for t in first.json()["tasks"]} == {kinds.VOID_RECEIPT, kinds.REFUND_PAYMENT}
+    assert again.json()["tasks"] == []
+    tasks = Task.objects.filter(kind__in=[kinds.VOID_RECEIPT, kinds.REFUND_PAYMENT])
+    assert {t.correlation_id for t in tasks} == {"r-1"}
+    assert Ticket.objects.get().refund_requested_at is not None
+
+
+def test_a_refund_of_an_unknown_ticket_is_404_and_writes_nothing(client):
+    response = client.put("/ticket-refund/nope")
+
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+    assert Task.objects.count() == 0
+
+
+def test_a_void_waits_for_a_receipt_that_is_still_on_its_way(client, post_tickets, gateway_url):
+    post_tickets([ticket("t-1")])
+    client.put("/ticket-refund/t-1")
+    void = Task.objects.get(kind=kinds.VOID_RECEIPT)
+
+    with pytest.raises(Defer, match="receipt is not issued yet"):
+        run(void)
+
+
+def test_a_void_after_the_receipt_voids_it_once_with_its_key(
+    client, post_tickets, gateway_url, fake_gateway
+):
+    post_tickets([ticket("t-1")])
+    run(Task.objects.get(kind=kinds.ISSUE_RECEIPT))
+    client.put("/ticket-refund/t-1")
+    void = Task.objects.get(kind=kinds.VOID_RECEIPT)
+    refund = Task.objects.get(kind=kinds.REFUND_PAYMENT)
+
+    assert run(void) == {"voided": True}
+    run(void, attempt=2)
+    run(refund)
+
+    state = fake_gateway.snapshot()
+    assert [(v["ticket_id"], v["idempotent_id"]) for v in state["voids"]] == [
+        ("t-1", void.idempotency_key)
+    ]
+    assert [(r["payment_reference"], r["deduplication_id"]) for r in state["refunds"]] == [
+        ("t-1", refund.idempotency_key)
+    ]
+
+
+def test_a_ticket_canceled_before_any_receipt_has_nothing_to_void(
+    client, post_tickets, gateway_url
+):
+    post_tickets([ticket("t-1", "canceled")])
+    client.put("/ticket-refund/t-1")
+
+    result = run(Task.objects.get(kind=kinds.VOID_RECEIPT))
+
+    assert result["voided"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_delivers_every_effect_of_a_webhook_through_the_gateway(
+    post_tickets, gateway_url, fake_gateway
+):
+    post_tickets([ticket("t-1"), ticket("t-2", "canceled")])
+
+    stats = Relay(threads=4, batch_size=10).drain()
+
+    assert stats.succeeded == 3
+    assert set(Task.objects.values_list("state", flat=True)) == {TaskState.SUCCEEDED}
+    state = fake_gateway.snapshot()
+    assert [r["ticket_id"] for r in state["receipts"]] == ["t-1"]
+    assert [row[0] for row in state["sheets"][kinds.PRINT_SHEET]] == ["t-1"]
+    assert [row[0] for row in state["sheets"][kinds.REFUND_SHEET]] == ["t-2"]
+    with transaction.atomic():
+        assert Ticket.objects.get(ticket_id="t-1").receipt_number
