@@ -158,6 +158,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> set[int]:
                 continue
             if not _record_failure(item):
                 lost.add(item.task.id)
+        # A deferral is not a try (nothing was called): it leaves no Attempt row.
         Attempt.objects.bulk_create(
             [
                 Attempt(
@@ -171,6 +172,7 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> set[int]:
                     worker=item.worker[:200],
                 )
                 for item in outcomes
+                if not item.deferred
             ]
         )
     return lost

@@ -27,6 +27,9 @@ class OutboxSettings:
     backoff_cap_seconds: float = 600.0
     default_max_attempts: int = 25
     retention_days: int = 30
+    circuit_failures: int = 10
+    circuit_cooldown_seconds: float = 1.0
+    circuit_max_cooldown_seconds: float = 30.0
 
 
 def outbox_settings() -> OutboxSettings:

@@ -158,3 +158,21 @@ class RelayPass(models.Model):
 
     def __str__(self) -> str:
         return f"pass {self.id} on {self.worker}"
+
+
+class Circuit(models.Model):
+    """A destination's circuit breaker, shared by every pass of every cluster.
+
+    Closed while `opened_until` is empty; open until then; afterwards one probe call
+    (`probe_until` leases it) decides whether it closes or opens again for longer.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    opened_until = models.DateTimeField(null=True, blank=True)
+    cooldown_seconds = models.FloatField(default=1.0)
+    probe_until = models.DateTimeField(null=True, blank=True)
+    opened_count = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'closed' if self.opened_until is None else 'open'}"

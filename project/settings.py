@@ -65,6 +65,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(choices)}.")
+    return raw
+
+
 def env_url(name: str, default: str) -> str:
     raw = os.environ.get(name, default).rstrip("/")
     parts = urlsplit(raw)
@@ -117,6 +124,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     # Before django_q: its `qcluster` command extends django-q2's with a clean shutdown.
     "outbox",
     "django_q",
@@ -179,7 +189,30 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "tickets.views.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# The OpenAPI schema at /api/schema/ and its docs at /api/docs/; the Swagger UI assets come
+# from drf-spectacular-sidecar through staticfiles, so the page needs no CDN.
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "Tickets outbox",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "The seller's webhook (unauthenticated by contract) and the operators' read API "
+        "(token authentication, staff users only: `Authorization: Token <key>`; "
+        "`manage.py api_token USERNAME` prints a key)."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    # No validator badge: it would send the schema to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`; while the
+# token is empty, it answers only requests from the loopback address (docs/METRICS.md).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # The gateway hosting the receipts, payments and spreadsheets APIs (DESIGN.md section 2).
 GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")
@@ -204,6 +237,12 @@ OUTBOX: dict[str, Any] = {
     "BACKOFF_CAP_SECONDS": env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0),
     "DEFAULT_MAX_ATTEMPTS": env_int("OUTBOX_MAX_ATTEMPTS", 25, minimum=1),
     "RETENTION_DAYS": env_int("OUTBOX_RETENTION_DAYS", 30, minimum=1),
+    # Circuit breaker per destination: opens after this many transient failures in a row.
+    "CIRCUIT_FAILURES": env_int("OUTBOX_CIRCUIT_FAILURES", 10, minimum=1),
+    "CIRCUIT_COOLDOWN_SECONDS": env_float("OUTBOX_CIRCUIT_COOLDOWN_SECONDS", 1.0, minimum=0.1),
+    "CIRCUIT_MAX_COOLDOWN_SECONDS": env_float(
+        "OUTBOX_CIRCUIT_MAX_COOLDOWN_SECONDS", 30.0, minimum=0.1
+    ),
 }
 
 Q_CLUSTER: dict[str, Any] = {
@@ -221,6 +260,8 @@ Q_CLUSTER: dict[str, Any] = {
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# `json`: one JSON object per line (outbox.logging.JsonFormatter), for a log shipper.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -229,11 +270,12 @@ LOGGING: dict[str, Any] = {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
         },
+        "json": {"()": "outbox.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["correlation"],
         },
     },

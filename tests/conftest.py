@@ -40,6 +40,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_circuit_breakers() -> Iterator[None]:
+    """Breakers keep failure counts in memory; no test inherits another's."""
+    from outbox.circuit import reset_breakers
+
+    reset_breakers()
+    yield
+    reset_breakers()
+
+
 @pytest.fixture
 def postgres_only() -> None:
     if connection.vendor != "postgresql":

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
+from outbox.circuit import breaker_for
 from outbox.conf import outbox_settings
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.errors import PermanentError, TransientError
@@ -98,6 +99,8 @@ class GatewayClient:
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
         what = f"{method} {path}"
+        breaker = breaker_for(self.api)
+        breaker.before_call()  # raises CircuitOpen while the API rests after failures
         try:
             response = shared_session(self.api).request(
                 method,
@@ -107,19 +110,24 @@ class GatewayClient:
                 timeout=self.timeout,
             )
         except requests.Timeout as exc:
+            breaker.record_failure()
             raise TransientError(f"{what} timed out: {exc}") from exc
         except requests.RequestException as exc:
+            breaker.record_failure()
             raise TransientError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
         status = response.status_code
         if status < 400:
+            breaker.record_success()
             return response
         message = f"{what} answered {status}: {_error_text(response)}"
         if status in (408, 429) or status >= 500:
+            breaker.record_failure()
             raise TransientError(
                 message,
                 http_status=status,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
+        breaker.record_success()  # the API is up; it refused this request
         raise PermanentError(message, http_status=status)
 
 

@@ -19,6 +19,9 @@ from tickets.gateway import (
     retry_after_seconds,
 )
 
+# The client layer shares its circuit breakers through the database.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def gateway() -> FakeGateway:
