@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Prefetch,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.functions import Now, TruncHour
 from django.utils import timezone
 
@@ -34,6 +43,16 @@ class HourBucket:
     start: datetime
     succeeded: int
     failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """Cumulative counts: `counts[i]` tasks took at most `bounds[i]` seconds."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: int
+    sum_seconds: float
 
 
 def task_counts_by_kind() -> list[KindCounts]:
@@ -68,6 +87,70 @@ def oldest_due_task_age() -> timedelta | None:
         .values_list("age", flat=True)
         .first()
     )
+
+
+def attempt_counts_by_outcome() -> dict[str, int]:
+    """Attempts per outcome, every outcome present, zero or not."""
+    counts = dict.fromkeys(AttemptOutcome.values, 0)
+    rows = Attempt.objects.order_by().values_list("outcome").annotate(n=Count("id"))
+    for outcome, n in rows.values_list("outcome", "n"):
+        counts[outcome] = n
+    return counts
+
+
+def delivery_latency(
+    *, bounds: Sequence[float], window: timedelta, now: datetime | None = None
+) -> LatencyHistogram:
+    """Enqueue-to-success time (`finished_at - created_at`) of the tasks that succeeded in the
+    last `window`, as a cumulative histogram over `bounds` (seconds, ascending).
+
+    One aggregate query: the database counts each bucket, reading only the window's rows
+    through the `finished_at` index, however big the table is.
+    """
+    if list(bounds) != sorted(bounds):
+        raise ValueError("bounds must be ascending")
+    now = now or timezone.now()
+    latency = ExpressionWrapper(F("finished_at") - F("created_at"), output_field=DurationField())
+    # The state test sits in the aggregates, not the WHERE: with only the time range there,
+    # the `finished_at` index is the one way in (an equality on state would tempt the planner
+    # into the state index, which holds every task that ever succeeded).
+    succeeded = Q(state=TaskState.SUCCEEDED)
+    buckets = {
+        f"le_{index}": Count("id", filter=succeeded & Q(latency__lte=timedelta(seconds=bound)))
+        for index, bound in enumerate(bounds)
+    }
+    row = (
+        Task.objects.filter(finished_at__gt=now - window)
+        .annotate(latency=latency)
+        .aggregate(
+            total=Count("id", filter=succeeded),
+            latency_sum=Sum("latency", filter=succeeded),
+            **buckets,
+        )
+    )
+    latency_sum: timedelta | None = row["latency_sum"]
+    return LatencyHistogram(
+        bounds=tuple(bounds),
+        counts=tuple(row[f"le_{index}"] for index in range(len(bounds))),
+        total=row["total"],
+        sum_seconds=latency_sum.total_seconds() if latency_sum is not None else 0.0,
+    )
+
+
+def task_with_attempts(task_id: int) -> Task | None:
+    """The task with its attempts in the order they happened; None when there is none.
+
+    By id, not `number`: a retry numbers its attempts from 1 again.
+    """
+    attempts = Prefetch("attempt_set", queryset=Attempt.objects.order_by("id"))
+    return Task.objects.filter(id=task_id).prefetch_related(attempts).first()
+
+
+def tasks_with_dedupe_keys(keys: Sequence[str]) -> list[Task]:
+    """The tasks holding these dedupe keys (the unique index), by id."""
+    if not keys:
+        return []
+    return list(Task.objects.filter(dedupe_key__in=keys).order_by("id"))
 
 
 def succeeded_per_minute(*, minutes: int = 5, now: datetime | None = None) -> float:

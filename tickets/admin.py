@@ -22,7 +22,6 @@ from outbox.admin import ReadOnlyMixin, pretty_json
 from outbox.models import Attempt, Task
 from tickets import kinds
 from tickets.models import Ticket, WebhookDelivery
-from tickets.services import TicketIn
 
 STATE_COLOURS = {
     "pending": "#1565c0",
@@ -35,21 +34,7 @@ STATE_COLOURS = {
 
 def effect_dedupe_keys(ticket: Ticket) -> list[str]:
     """The dedupe key of every task this ticket can cause, whatever its status."""
-    ticket_in = TicketIn(
-        ticket_id=ticket.ticket_id,
-        status=ticket.status,
-        customer_email=ticket.customer_email,
-        amount=ticket.price_amount,
-        currency=ticket.price_currency,
-        booking_id=ticket.booking_id,
-    )
-    specs = [
-        kinds.issue_receipt_spec(ticket_in, ""),
-        kinds.sheet_row_spec(kinds.PRINT_SHEET, ticket_in, ""),
-        kinds.sheet_row_spec(kinds.REFUND_SHEET, ticket_in, ""),
-        *kinds.refund_specs(ticket, ""),
-    ]
-    return [spec.dedupe_key for spec in specs if spec.dedupe_key]
+    return kinds.dedupe_keys(ticket.ticket_id)
 
 
 def attach_tasks(tickets: Iterable[Ticket], *, with_attempts: bool = False) -> None:

@@ -23,6 +23,33 @@ def receipt_dedupe_key(ticket_id: str) -> str:
     return f"receipt:{ticket_id}"
 
 
+def sheet_dedupe_key(sheet: str, ticket_id: str) -> str:
+    return f"sheet:{sheet}:{ticket_id}"
+
+
+def void_dedupe_key(ticket_id: str) -> str:
+    return f"void:{ticket_id}"
+
+
+def refund_dedupe_key(ticket_id: str) -> str:
+    return f"refund:{ticket_id}"
+
+
+def dedupe_keys(ticket_id: str) -> list[str]:
+    """The dedupe key of every task a ticket can cause, whatever its status.
+
+    Tasks have no foreign key to tickets (the outbox knows nothing of them): these keys, on
+    the unique index, are how a ticket's tasks are found.
+    """
+    return [
+        receipt_dedupe_key(ticket_id),
+        sheet_dedupe_key(PRINT_SHEET, ticket_id),
+        sheet_dedupe_key(REFUND_SHEET, ticket_id),
+        void_dedupe_key(ticket_id),
+        refund_dedupe_key(ticket_id),
+    ]
+
+
 def issue_receipt_spec(ticket: TicketIn, correlation_id: str) -> TaskSpec:
     return TaskSpec(
         kind=ISSUE_RECEIPT,
@@ -46,7 +73,7 @@ def sheet_row_spec(sheet: str, ticket: TicketIn, correlation_id: str) -> TaskSpe
             "amount": str(ticket.amount),
             "currency": ticket.currency,
         },
-        dedupe_key=f"sheet:{sheet}:{ticket.ticket_id}",
+        dedupe_key=sheet_dedupe_key(sheet, ticket.ticket_id),
         correlation_id=correlation_id,
     )
 
@@ -57,13 +84,13 @@ def refund_specs(ticket: Ticket, correlation_id: str) -> list[TaskSpec]:
         TaskSpec(
             kind=VOID_RECEIPT,
             payload=payload,
-            dedupe_key=f"void:{ticket.ticket_id}",
+            dedupe_key=void_dedupe_key(ticket.ticket_id),
             correlation_id=correlation_id,
         ),
         TaskSpec(
             kind=REFUND_PAYMENT,
             payload=payload,
-            dedupe_key=f"refund:{ticket.ticket_id}",
+            dedupe_key=refund_dedupe_key(ticket.ticket_id),
             correlation_id=correlation_id,
         ),
     ]

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -86,12 +87,75 @@ def flatten_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
     return [{"field": path or "body", "message": str(detail)}]
 
 
+# The OpenAPI description of the answers below; the views build them as plain dicts.
+_ERROR_SCHEMA = inline_serializer(
+    "WebhookError",
+    {
+        "error": serializers.CharField(),
+        "errors": serializers.ListField(
+            child=serializers.DictField(child=serializers.CharField()),
+            required=False,
+            help_text="On a 400 for bad input: [{field, message}], one per bad field.",
+        ),
+    },
+)
+_CREATED_TASKS_SCHEMA = inline_serializer(
+    "CreatedTask", {"id": serializers.IntegerField(), "kind": serializers.CharField()}, many=True
+)
+
+
 class TicketsStatusView(APIView):
     """POST /tickets-status: the seller's webhook (DESIGN.md section 2)."""
 
     class InputSerializer(serializers.Serializer):
         tickets = TicketSerializer(many=True, allow_empty=False)
 
+        class Meta:
+            ref_name = "TicketsStatusRequest"
+
+    @extend_schema(
+        operation_id="tickets_status",
+        summary="The seller's webhook: confirmed and canceled tickets",
+        description=(
+            "Unauthenticated by contract. Records the tickets and the work they cause in one "
+            "transaction. A repeat (same Idempotency-Key, same body) gets the first answer "
+            "and writes nothing."
+        ),
+        request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Required; the same key with a different body is refused (422).",
+            ),
+            OpenApiParameter(
+                CORRELATION_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="Kept on everything the request causes; generated when missing.",
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "TicketsStatusAnswer",
+                {
+                    "correlation_id": serializers.CharField(),
+                    "tickets": inline_serializer(
+                        "TicketStatusAnswer",
+                        {"ticket_id": serializers.CharField(), "status": serializers.CharField()},
+                        many=True,
+                    ),
+                    "tasks": _CREATED_TASKS_SCHEMA,
+                },
+            ),
+            400: _ERROR_SCHEMA,
+            422: _ERROR_SCHEMA,
+        },
+        auth=[],
+        tags=["seller"],
+    )
     def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
@@ -137,6 +201,20 @@ class TicketsStatusView(APIView):
 class TicketRefundView(APIView):
     """PUT /ticket-refund/{ticket_id}: void the receipt and refund the payment, once."""
 
+    @extend_schema(
+        operation_id="ticket_refund",
+        summary="Void a ticket's receipt and refund its payment",
+        request=None,
+        responses={
+            202: inline_serializer(
+                "TicketRefundAnswer",
+                {"ticket_id": serializers.CharField(), "tasks": _CREATED_TASKS_SCHEMA},
+            ),
+            404: _ERROR_SCHEMA,
+        },
+        auth=[],
+        tags=["tickets"],
+    )
     def put(self, request: Request, ticket_id: str) -> Response:
         correlation_id = getattr(request._request, "correlation_id", "")
         try:

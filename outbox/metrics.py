@@ -1,0 +1,128 @@
+"""/metrics in the Prometheus text format, read from the database at scrape time.
+
+Every value comes from the tables, not from counters in a process: whichever web worker
+answers a scrape, and however many relay passes ran where, the numbers are the same.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from outbox.selectors import (
+    attempt_counts_by_outcome,
+    delivery_latency,
+    oldest_due_task_age,
+    task_counts_by_kind,
+)
+
+# Enqueue to success spans a call that takes milliseconds and a task that backed off for an
+# hour, so the buckets do too.
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+LATENCY_WINDOW = timedelta(hours=1)
+
+
+class OutboxCollector:
+    """Gauges of the outbox tables; four queries per scrape."""
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only, so registering the collector does not query the database.
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        tasks, attempts, oldest, latency = self._families()
+        for row in task_counts_by_kind():
+            for state, count in row.by_state.items():
+                tasks.add_metric([row.kind, state], count)
+        yield tasks
+
+        for outcome, count in attempt_counts_by_outcome().items():
+            attempts.add_metric([outcome], count)
+        yield attempts
+
+        age = oldest_due_task_age()
+        oldest.add_metric([], max(age.total_seconds(), 0.0) if age is not None else 0.0)
+        yield oldest
+
+        histogram = delivery_latency(bounds=LATENCY_BUCKETS, window=LATENCY_WINDOW)
+        buckets = [
+            (_bucket_label(bound), float(count))
+            for bound, count in zip(histogram.bounds, histogram.counts, strict=True)
+        ]
+        buckets.append(("+Inf", float(histogram.total)))
+        latency.add_metric([], buckets, histogram.sum_seconds)
+        yield latency
+
+    @staticmethod
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    ]:
+        return (
+            GaugeMetricFamily(
+                "outbox_tasks", "Tasks per kind and state.", labels=["kind", "state"]
+            ),
+            # A gauge, not a counter: pruning old tasks deletes their attempts, so it can fall.
+            GaugeMetricFamily(
+                "outbox_attempts_total",
+                "Attempts recorded in the Attempt table, per outcome.",
+                labels=["outcome"],
+            ),
+            GaugeMetricFamily(
+                "outbox_oldest_due_task_age_seconds",
+                "How long the longest-waiting due task has been due; 0 when none is.",
+            ),
+            HistogramMetricFamily(
+                "outbox_delivery_latency_seconds",
+                "Enqueue to success (finished_at - created_at) of the tasks that succeeded "
+                f"in the last {int(LATENCY_WINDOW.total_seconds())} seconds.",
+            ),
+        )
+
+
+def _bucket_label(bound: float) -> str:
+    return repr(float(bound))
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(OutboxCollector())
+
+
+def scrape_allowed(request: HttpRequest) -> bool:
+    """A bearer token equal to METRICS_TOKEN; without one configured, a loopback caller."""
+    expected: str = getattr(settings, "METRICS_TOKEN", "")
+    if expected:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), expected.encode()
+        )
+    return _is_loopback(request.META.get("REMOTE_ADDR", ""))
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not scrape_allowed(request):
+        return HttpResponse(
+            "forbidden: send Authorization: Bearer <METRICS_TOKEN>\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -1,0 +1,13 @@
+"""The outbox's operator endpoints: the task API and the Prometheus metrics."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from outbox.api import TaskDetailApi
+from outbox.metrics import metrics_view
+
+urlpatterns = [
+    path("api/tasks/<int:task_id>", TaskDetailApi.as_view(), name="api-task-detail"),
+    path("metrics", metrics_view, name="metrics"),
+]

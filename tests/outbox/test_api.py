@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def token_for(username: str, *, staff: bool, active: bool = True) -> str:
+    user = User.objects.create_user(username, password="x", is_staff=staff, is_active=active)
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def staff_client() -> Client:
+    return Client(headers={"Authorization": f"Token {token_for('op', staff=True)}"})
+
+
+def make_task(**fields) -> Task:
+    fields.setdefault("kind", "test.call")
+    return Task.objects.create(**fields)
+
+
+def test_an_anonymous_request_gets_401_with_a_token_challenge(client):
+    task = make_task()
+
+    response = client.get(f"/api/tasks/{task.id}")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert set(response.json()) == {"error"}
+
+
+def test_an_unknown_token_gets_401(client):
+    task = make_task()
+
+    response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": "Token nope"})
+
+    assert response.status_code == 401
+    assert "error" in response.json()
+
+
+def test_a_token_of_a_user_who_is_not_staff_gets_403(client):
+    task = make_task()
+    key = token_for("clerk", staff=False)
+
+    response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 403
+    assert set(response.json()) == {"error"}
+
+
+def test_a_token_of_an_inactive_staff_user_is_refused(client):
+    task = make_task()
+    key = token_for("gone", staff=True, active=False)
+
+    response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 401
+
+
+def test_a_session_login_is_not_enough_for_the_api(client):
+    task = make_task()
+    client.force_login(User.objects.create_superuser("admin", password="x"))
+
+    response = client.get(f"/api/tasks/{task.id}")
+
+    assert response.status_code == 401
+
+
+def test_a_staff_user_sees_the_task_and_every_attempt(staff_client):
+    task = make_task(
+        kind="test.call",
+        queue="critical",
+        state=TaskState.SUCCEEDED,
+        attempts=2,
+        max_attempts=5,
+        last_error="",
+        result={"number": "R-1"},
+        correlation_id="corr-9",
+        created_at=T0,
+        available_at=T0 + timedelta(seconds=4),
+        finished_at=T0 + timedelta(seconds=5),
+    )
+    Attempt.objects.create(
+        task=task,
+        number=1,
+        started_at=T0 + timedelta(seconds=1),
+        duration_ms=12.5,
+        outcome=AttemptOutcome.RETRY,
+        http_status=500,
+        error="gateway answered 500",
+    )
+    Attempt.objects.create(
+        task=task,
+        number=2,
+        started_at=T0 + timedelta(seconds=4),
+        duration_ms=3.0,
+        outcome=AttemptOutcome.SUCCEEDED,
+    )
+
+    response = staff_client.get(f"/api/tasks/{task.id}")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": task.id,
+        "kind": "test.call",
+        "state": "succeeded",
+        "queue": "critical",
+        "attempts": 2,
+        "max_attempts": 5,
+        "last_error": "",
+        "result": {"number": "R-1"},
+        "correlation_id": "corr-9",
+        "created_at": "2025-03-01T12:00:00Z",
+        "available_at": "2025-03-01T12:00:04Z",
+        "finished_at": "2025-03-01T12:00:05Z",
+        "attempt_history": [
+            {
+                "number": 1,
+                "started_at": "2025-03-01T12:00:01Z",
+                "duration_ms": 12.5,
+                "outcome": "retry",
+                "http_status": 500,
+                "error": "gateway answered 500",
+            },
+            {
+                "number": 2,
+                "started_at": "2025-03-01T12:00:04Z",
+                "duration_ms": 3.0,
+                "outcome": "succeeded",
+                "http_status": None,
+                "error": "",
+            },
+        ],
+    }
+
+
+def test_a_pending_task_has_no_finish_time_no_result_and_no_attempts(staff_client):
+    task = make_task()
+
+    body = staff_client.get(f"/api/tasks/{task.id}").json()
+
+    assert (body["state"], body["finished_at"], body["result"]) == ("pending", None, None)
+    assert body["attempt_history"] == []
+
+
+def test_attempts_are_listed_in_the_order_they_happened_when_a_retry_restarts_numbering(
+    staff_client,
+):
+    task = make_task(state=TaskState.PENDING, attempts=1)
+    for number, outcome in [(1, AttemptOutcome.RETRY), (2, AttemptOutcome.FAILED)]:
+        Attempt.objects.create(
+            task=task, number=number, started_at=T0, duration_ms=1.0, outcome=outcome
+        )
+    # An operator's retry numbers the next attempts from 1 again.
+    Attempt.objects.create(
+        task=task, number=1, started_at=T0, duration_ms=1.0, outcome=AttemptOutcome.RETRY
+    )
+
+    history = staff_client.get(f"/api/tasks/{task.id}").json()["attempt_history"]
+
+    assert [(a["number"], a["outcome"]) for a in history] == [
+        (1, "retry"),
+        (2, "failed"),
+        (1, "retry"),
+    ]
+
+
+def test_a_task_reads_in_a_fixed_number_of_queries_however_many_attempts(
+    staff_client, django_assert_num_queries
+):
+    task = make_task()
+    for number in range(1, 11):
+        Attempt.objects.create(
+            task=task, number=number, started_at=T0, duration_ms=1.0, outcome="retry"
+        )
+
+    # The token and its user, the task, its attempts.
+    with django_assert_num_queries(3):
+        response = staff_client.get(f"/api/tasks/{task.id}")
+
+    assert len(response.json()["attempt_history"]) == 10
+
+
+def test_an_unknown_task_is_a_404_with_an_error(staff_client):
+    response = staff_client.get("/api/tasks/987654")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "there is no task 987654"}
+
+
+def test_a_task_id_beyond_the_integer_range_is_a_404(staff_client):
+    response = staff_client.get(f"/api/tasks/{10**30}")
+
+    assert response.status_code == 404
+
+
+def test_the_schema_is_an_openapi_document_with_the_api_and_the_webhook(client):
+    response = client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    assert "get" in paths["/api/tasks/{task_id}"]
+    assert "get" in paths["/api/tickets/{ticket_id}"]
+    assert "post" in paths["/tickets-status"]
+    assert paths["/api/tasks/{task_id}"]["get"]["security"] == [{"tokenAuth": []}]
+    assert set(paths["/api/tasks/{task_id}"]["get"]["responses"]) == {
+        "200",
+        "401",
+        "403",
+        "404",
+    }
+    webhook = paths["/tickets-status"]["post"]
+    headers = {p["name"]: p for p in webhook["parameters"] if p["in"] == "header"}
+    assert headers["Idempotency-Key"]["required"] is True
+    task_fields = schema["components"]["schemas"]["TaskDetail"]["properties"]
+    assert {"state", "attempts", "attempt_history", "correlation_id"} <= set(task_fields)
+
+
+def test_the_docs_page_loads_swagger_ui_from_our_own_static_files(client):
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode().lower()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "/api/schema/" in html
+    # Swagger UI's validator badge would send the schema to validator.swagger.io.
+    assert '"validatorurl": null' in html
+    for external in ("cdn", "unpkg", "jsdelivr", "https://", "http://"):
+        assert external not in html

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from outbox.correlation import CorrelationIdFilter, correlation_scope
+from outbox.errors import TransientError
+from outbox.logging import JsonFormatter
+from outbox.relay import Relay
+from outbox.services import TaskSpec, enqueue_many
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def json_lines() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger writing through the JSON formatter and the correlation filter, as settings do."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(CorrelationIdFilter())
+    logger = logging.getLogger("tests.json")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_line_is_one_json_object_with_time_level_logger_and_message(json_lines):
+    logger, stream = json_lines
+
+    logger.warning("claimed %d tasks", 3)
+
+    [entry] = lines(stream)
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "tests.json"
+    assert entry["message"] == "claimed 3 tasks"
+    assert entry["correlation_id"] is None
+    assert datetime.fromisoformat(entry["time"]).utcoffset().total_seconds() == 0
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_the_correlation_id_of_the_current_scope_is_on_the_line(json_lines):
+    logger, stream = json_lines
+
+    with correlation_scope("corr-7"):
+        logger.info("hello")
+
+    assert lines(stream)[0]["correlation_id"] == "corr-7"
+
+
+def test_the_relay_extras_are_fields_of_the_line(json_lines):
+    logger, stream = json_lines
+
+    logger.info(
+        "task=12 done",
+        extra={
+            "correlation_id": "corr-9",
+            "task_id": 12,
+            "kind": "tickets.issue_receipt",
+            "ticket_id": "t-1",
+            "outcome": "succeeded",
+            "duration_ms": 4.2,
+        },
+    )
+
+    [entry] = lines(stream)
+    assert {k: entry[k] for k in ("correlation_id", "task_id", "kind", "ticket_id")} == {
+        "correlation_id": "corr-9",
+        "task_id": 12,
+        "kind": "tickets.issue_receipt",
+        "ticket_id": "t-1",
+    }
+    assert (entry["outcome"], entry["duration_ms"]) == ("succeeded", 4.2)
+
+
+def test_other_extras_and_customer_emails_stay_out_of_the_line(json_lines):
+    logger, stream = json_lines
+
+    logger.info(
+        "sheet refused row for ada.lovelace+tix@example.co.uk",
+        extra={"customer_email": "ada@example.com", "token": "s3cret"},
+    )
+
+    raw = stream.getvalue()
+    assert "example" not in raw
+    assert "s3cret" not in raw
+    assert lines(stream)[0]["message"] == "sheet refused row for [email]"
+
+
+def test_an_exception_is_written_into_the_same_line(json_lines):
+    logger, stream = json_lines
+
+    try:
+        raise ValueError("bad payload for bob@example.com")
+    except ValueError:
+        logger.exception("handler crashed")
+
+    [entry] = lines(stream)
+    assert "ValueError: bad payload for [email]" in entry["exception"]
+    assert "Traceback" in entry["exception"]
+
+
+@pytest.mark.django_db
+def test_the_relay_logs_each_attempt_as_json_with_its_task_fields(recording_handler):
+    def fail(task):
+        raise TransientError("gateway answered 503", http_status=503)
+
+    recording_handler("test.json_log", behaviour=fail)
+    with transaction.atomic():
+        [created] = enqueue_many(
+            [
+                TaskSpec(
+                    kind="test.json_log",
+                    payload={"ticket_id": "t-5", "customer_email": "eve@example.com"},
+                    correlation_id="corr-relay",
+                )
+            ]
+        )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(CorrelationIdFilter())
+    attempts_logger = logging.getLogger("outbox.attempts")
+    attempts_logger.addHandler(handler)
+    previous_level = attempts_logger.level
+    attempts_logger.setLevel(logging.INFO)
+    try:
+        Relay(threads=1, batch_size=10).run_once()
+    finally:
+        attempts_logger.removeHandler(handler)
+        attempts_logger.setLevel(previous_level)
+
+    [entry] = lines(stream)
+    assert entry["logger"] == "outbox.attempts"
+    assert entry["level"] == "WARNING"
+    assert entry["correlation_id"] == "corr-relay"
+    assert entry["task_id"] == created.id
+    assert entry["kind"] == "test.json_log"
+    assert entry["ticket_id"] == "t-5"
+    assert entry["outcome"] == "retry"
+    assert isinstance(entry["duration_ms"], float)
+    assert "eve@example.com" not in stream.getvalue()
+
+
+def run_with_log_format(log_format: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('outbox.probe').warning('probe %s', 1)"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DEBUG": "1",
+        "LOG_FORMAT": log_format,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_log_format_json_makes_the_console_write_json():
+    result = run_with_log_format("json")
+
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    entry = json.loads(line)
+    assert (entry["logger"], entry["message"]) == ("outbox.probe", "probe 1")
+
+
+def test_log_format_plain_is_the_classic_line():
+    result = run_with_log_format("plain")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("WARNING outbox.probe [-] probe 1")
+
+
+def test_an_unknown_log_format_fails_loudly():
+    result = run_with_log_format("xml")
+
+    assert result.returncode != 0
+    assert "LOG_FORMAT='xml' must be one of plain, json" in result.stderr

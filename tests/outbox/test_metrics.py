@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from outbox.metrics import LATENCY_BUCKETS
+from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+
+pytestmark = pytest.mark.django_db
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(client: Client, **kwargs) -> Samples:
+    response = client.get("/metrics", **kwargs)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def task(kind: str = "test.a", state: str = TaskState.PENDING, **fields) -> Task:
+    now = timezone.now()
+    # Not due unless a test says so: the oldest-due gauge must see only the tasks it means.
+    fields.setdefault("available_at", now + timedelta(hours=1))
+    return Task.objects.create(kind=kind, state=state, **fields)
+
+
+def succeeded(latency_seconds: float, *, finished_ago: timedelta = timedelta(minutes=5)) -> Task:
+    finished = timezone.now() - finished_ago
+    return task(
+        state=TaskState.SUCCEEDED,
+        created_at=finished - timedelta(seconds=latency_seconds),
+        finished_at=finished,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_token(settings):
+    settings.METRICS_TOKEN = ""
+
+
+def test_tasks_are_counted_per_kind_and_state(client):
+    task("test.a", TaskState.PENDING)
+    task("test.a", TaskState.PENDING)
+    task("test.a", TaskState.FAILED)
+    task("test.b", TaskState.RUNNING)
+
+    samples = scrape(client)
+
+    assert samples[("outbox_tasks", (("kind", "test.a"), ("state", "pending")))] == 2
+    assert samples[("outbox_tasks", (("kind", "test.a"), ("state", "failed")))] == 1
+    assert samples[("outbox_tasks", (("kind", "test.a"), ("state", "succeeded")))] == 0
+    assert samples[("outbox_tasks", (("kind", "test.b"), ("state", "running")))] == 1
+    assert samples[("outbox_tasks", (("kind", "test.b"), ("state", "pending")))] == 0
+
+
+def test_attempts_are_counted_per_outcome_from_the_attempt_table(client):
+    one = task()
+    outcomes = [AttemptOutcome.RETRY] * 3 + [AttemptOutcome.SUCCEEDED] * 2
+    for number, outcome in enumerate(outcomes, start=1):
+        Attempt.objects.create(
+            task=one, number=number, started_at=timezone.now(), duration_ms=1.0, outcome=outcome
+        )
+
+    samples = scrape(client)
+
+    assert samples[("outbox_attempts_total", (("outcome", "retry"),))] == 3
+    assert samples[("outbox_attempts_total", (("outcome", "succeeded"),))] == 2
+    assert samples[("outbox_attempts_total", (("outcome", "failed"),))] == 0
+    assert samples[("outbox_attempts_total", (("outcome", "lease_lost"),))] == 0
+
+
+def test_the_oldest_due_task_age_is_measured_from_when_it_became_due(client):
+    now = timezone.now()
+    task(available_at=now - timedelta(seconds=300), created_at=now - timedelta(days=1))
+    task(available_at=now - timedelta(seconds=30))
+    task(state=TaskState.FAILED, available_at=now - timedelta(days=2))
+
+    age = scrape(client)[("outbox_oldest_due_task_age_seconds", ())]
+
+    # The database clock ran on a little since `now`; no more than the test takes.
+    assert 300 <= age < 360
+
+
+def test_the_oldest_due_task_age_is_zero_when_nothing_is_due(client):
+    task()  # due in an hour
+
+    assert scrape(client)[("outbox_oldest_due_task_age_seconds", ())] == 0
+
+
+def test_the_latency_histogram_counts_recent_successes_per_bucket(client):
+    for seconds in (0.3, 2.0, 45.0, 2000.0):
+        succeeded(seconds)
+    succeeded(1.0, finished_ago=timedelta(hours=2))  # outside the window
+    task(
+        state=TaskState.FAILED,
+        created_at=timezone.now() - timedelta(seconds=10),
+        finished_at=timezone.now(),
+    )
+
+    samples = scrape(client)
+
+    def bucket(le: str) -> float:
+        return samples[("outbox_delivery_latency_seconds_bucket", (("le", le),))]
+
+    assert bucket("0.25") == 0
+    assert bucket("0.5") == 1
+    assert bucket("1.0") == 1
+    assert bucket("2.5") == 2
+    assert bucket("60.0") == 3
+    assert bucket("900.0") == 3
+    assert bucket("3600.0") == 4
+    assert bucket("+Inf") == 4
+    assert samples[("outbox_delivery_latency_seconds_count", ())] == 4
+    assert samples[("outbox_delivery_latency_seconds_sum", ())] == pytest.approx(2047.3)
+
+
+def test_every_bucket_is_present_when_nothing_succeeded(client):
+    samples = scrape(client)
+
+    for bound in LATENCY_BUCKETS:
+        assert samples[("outbox_delivery_latency_seconds_bucket", (("le", str(bound)),))] == 0
+    assert samples[("outbox_delivery_latency_seconds_count", ())] == 0
+    assert samples[("outbox_delivery_latency_seconds_sum", ())] == 0
+
+
+def test_a_scrape_costs_four_queries_however_many_rows(client, django_assert_num_queries):
+    for seconds in range(20):
+        succeeded(float(seconds))
+
+    with django_assert_num_queries(4):
+        client.get("/metrics")
+
+
+def test_the_text_names_every_metric_with_its_type(client):
+    text = client.get("/metrics").content.decode()
+
+    assert "# TYPE outbox_tasks gauge" in text
+    assert "# TYPE outbox_attempts_total gauge" in text
+    assert "# TYPE outbox_oldest_due_task_age_seconds gauge" in text
+    assert "# TYPE outbox_delivery_latency_seconds histogram" in text
+
+
+def test_a_remote_scrape_without_a_token_is_refused(client):
+    response = client.get("/metrics", REMOTE_ADDR="10.0.0.5")
+
+    assert response.status_code == 403
+    assert b"outbox_tasks" not in response.content
+
+
+def test_a_loopback_scrape_needs_no_token_while_none_is_configured(client):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+
+
+def test_a_remote_scrape_with_the_token_is_answered(client, settings):
+    settings.METRICS_TOKEN = "s3cret-metrics"
+    task()
+
+    samples = scrape(
+        client, REMOTE_ADDR="10.0.0.5", headers={"Authorization": "Bearer s3cret-metrics"}
+    )
+
+    assert samples[("outbox_tasks", (("kind", "test.a"), ("state", "pending")))] == 1
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer wrong", "Token s3cret-metrics", "s3cret-metrics", "Bearer ", ""],
+)
+def test_a_wrong_token_is_refused(client, settings, authorization):
+    settings.METRICS_TOKEN = "s3cret-metrics"
+
+    response = client.get(
+        "/metrics", REMOTE_ADDR="10.0.0.5", headers={"Authorization": authorization}
+    )
+
+    assert response.status_code == 403
+
+
+def test_once_a_token_is_configured_loopback_needs_it_too(client, settings):
+    # Behind a reverse proxy on the same host every request comes from 127.0.0.1.
+    settings.METRICS_TOKEN = "s3cret-metrics"
+
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+def test_metrics_answer_only_get(client):
+    assert client.post("/metrics").status_code == 405
