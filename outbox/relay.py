@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from django.db import connection, connections, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models.functions import Now
 
 from outbox.claim import ClaimedTask, Outcome, claim_due_tasks, record_outcomes, release_leases
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 attempt_logger = logging.getLogger("outbox.attempts")
 
 HEARTBEAT_SECONDS = 5.0
+# What a restart of the database or a killed connection raises; a pass rides it out.
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 PASS_STALE_SECONDS = 20.0
 _ERROR_LIMIT = 4000
 
@@ -295,7 +297,10 @@ class Relay:
                         claiming_ended = now
                     tasks = []
                     if claiming and len(inflight) < low_water:
-                        tasks = self.claim(self.batch_size - len(inflight))
+                        try:
+                            tasks = self.claim(self.batch_size - len(inflight))
+                        except DATABASE_TROUBLE:
+                            self._database_trouble("claim")
                         stats.claimed += len(tasks)
                         if len(tasks) == self.batch_size - len(inflight):
                             stats.saw_backlog = True
@@ -307,11 +312,14 @@ class Relay:
                             )
                             inflight[future] = task
                     if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
-                        heartbeat()
+                        try:
+                            heartbeat()
+                        except DATABASE_TROUBLE:
+                            self._database_trouble("heartbeat")
                         last_beat = now
                     if not inflight:
                         self._flush(done, stats)
-                        if not claiming or (until_idle and not tasks):
+                        if not claiming or (until_idle and not tasks and not done):
                             self.wound_down.set()
                             break
                         waiter.wait(min(claim_until - now, 1.0), self.stop_event)
@@ -341,12 +349,34 @@ class Relay:
                         break
         finally:
             pool.shutdown(wait=not abandoned, cancel_futures=True)
+            self._flush_before(done, stats, time.monotonic() + self.max_task_seconds)
         return stats
 
-    def _flush(self, done: list[Outcome], stats: PassStats) -> None:
+    def _flush(self, done: list[Outcome], stats: PassStats) -> bool:
+        """Record finished attempts; on a database outage keep them for the next try."""
+        if not done:
+            return True
+        try:
+            lost = record_outcomes(done)
+        except DATABASE_TROUBLE:
+            self._database_trouble(f"recording {len(done)} outcomes")
+            return False
+        stats.add(done, lost)
+        done.clear()
+        return True
+
+    def _flush_before(self, done: list[Outcome], stats: PassStats, deadline: float) -> None:
+        # Outcomes not written are not lost work, but their tasks would run again once their
+        # leases expire: keep trying while the leases still hold.
+        while not self._flush(done, stats) and time.monotonic() < deadline:
+            time.sleep(0.5)
         if done:
-            stats.add(done, record_outcomes(done))
-            done.clear()
+            logger.error("%d outcomes not recorded; their tasks will run again", len(done))
+
+    def _database_trouble(self, doing: str) -> None:
+        logger.warning("database unavailable while %s; retrying", doing, exc_info=True)
+        connection.close()
+        self.stop_event.wait(0.5)
 
     def _give_back_unstarted(
         self, inflight: dict[Future[Outcome], ClaimedTask], stats: PassStats
@@ -451,9 +481,13 @@ def run_pass(pass_id: str | None = None) -> dict[str, Any]:
         with _stop_on_signals(relay.stop_event):
             stats = relay.run(seconds=conf.pass_seconds, heartbeat=lambda: _beat(me))
     finally:
-        RelayPass.objects.filter(id=me).delete()
-        if not relay.stop_event.is_set() and (stats.saw_backlog or _live_passes() < 1):
-            spawn_passes(1)
+        try:
+            RelayPass.objects.filter(id=me).delete()
+            if not relay.stop_event.is_set() and (stats.saw_backlog or _live_passes() < 1):
+                spawn_passes(1)
+        except DATABASE_TROUBLE:
+            # The minute schedule and the next worker start bring the relay back.
+            logger.exception("could not hand over to the next relay pass")
     return {
         "claimed": stats.claimed,
         "succeeded": stats.succeeded,

@@ -344,3 +344,54 @@ def test_migrations_schedule_the_keeper_and_the_prune():
 
     assert schedules["outbox.relay.keep_passes_alive"] == 1
     assert "outbox.services.prune_finished_tasks" in schedules
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_survive_a_database_outage_while_they_are_recorded(
+    recording_handler, monkeypatch
+):
+    from django.db import OperationalError
+
+    from outbox import relay as relay_module
+
+    calls = recording_handler()
+    make(n=5)
+    real = relay_module.record_outcomes
+    failures = iter([True, True])
+
+    def flaky(outcomes):
+        if next(failures, False):
+            raise OperationalError("terminating connection due to administrator command")
+        return real(outcomes)
+
+    monkeypatch.setattr(relay_module, "record_outcomes", flaky)
+
+    stats = Relay(threads=2, batch_size=10, poll_seconds=0.01).run(seconds=0.3)
+
+    assert stats.succeeded == 5
+    assert len(calls) == 5  # recorded late, never run twice
+    assert Task.objects.filter(state=TaskState.SUCCEEDED).count() == 5
+    assert Attempt.objects.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_hits_a_database_outage_is_retried(recording_handler, monkeypatch):
+    from django.db import OperationalError
+
+    calls = recording_handler()
+    make(n=3)
+    runner = Relay(threads=2, batch_size=10, poll_seconds=0.01)
+    real = runner.claim
+    failures = iter([True])
+
+    def flaky(limit):
+        if next(failures, False):
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(limit)
+
+    monkeypatch.setattr(runner, "claim", flaky)
+
+    stats = runner.run(seconds=1.0)
+
+    assert stats.succeeded == 3
+    assert len(calls) == 3
