@@ -50,7 +50,8 @@ def assert_exactly_once(stack: Stack, ticket_ids: list[str]) -> None:
     printed = Counter(row[0] for row in state["sheets"].get("tickets-to-print", []))
     missing = set(ticket_ids) - set(receipts)
     doubled = {t: n for t, n in receipts.items() if n > 1}
-    assert not missing and not doubled, f"receipts missing {missing}, doubled {doubled}"
+    assert not missing, f"receipts missing for {missing}"
+    assert not doubled, f"receipts doubled: {doubled}"
     assert printed == Counter(ticket_ids), "one print row per ticket"
     states = stack.db.task_states()
     assert set(states) == {"succeeded"}, f"every task succeeded: {states}"
