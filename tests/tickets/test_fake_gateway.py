@@ -19,22 +19,9 @@ import requests
 from django.core.management import CommandError, call_command
 
 from tickets import fake_gateway
-from tickets.fake_gateway import FakeGateway, FaultConfig, start_in_thread
 
 PRINT = "/spreadsheets-api/sheets/tickets-to-print/rows"
 MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
-
-
-@pytest.fixture
-def gateway() -> FakeGateway:
-    return FakeGateway(FaultConfig(seed=0))
-
-
-@pytest.fixture
-def base_url(gateway: FakeGateway) -> Iterator[str]:
-    server, url = start_in_thread(gateway)
-    yield url
-    server.stop()
 
 
 @pytest.fixture

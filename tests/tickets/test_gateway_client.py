@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -11,7 +10,6 @@ from django.utils import timezone
 from django.utils.http import http_date
 
 from outbox.errors import PermanentError, TransientError
-from tickets.fake_gateway import FakeGateway, FaultConfig, start_in_thread
 from tickets.gateway import (
     PaymentsClient,
     ReceiptsClient,
@@ -21,18 +19,6 @@ from tickets.gateway import (
 
 # The client layer shares its circuit breakers through the database.
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def gateway() -> FakeGateway:
-    return FakeGateway(FaultConfig(seed=0))
-
-
-@pytest.fixture
-def base_url(gateway: FakeGateway) -> Iterator[str]:
-    server, url = start_in_thread(gateway)
-    yield url
-    server.stop()
 
 
 def issue(client: ReceiptsClient, ticket_id: str = "t-1", key: str = "key-1") -> dict:

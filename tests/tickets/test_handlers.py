@@ -34,13 +34,13 @@ def sheet_task(sheet: str, ticket_id: str = "t-1") -> Task:
     return Task.objects.get(dedupe_key=f"sheet:{sheet}:{ticket_id}")
 
 
-def test_issuing_a_receipt_stores_its_number_on_the_ticket(post_tickets, gateway_url, fake_gateway):
+def test_issuing_a_receipt_stores_its_number_on_the_ticket(post_tickets, gateway_url, gateway):
     post_tickets([ticket("t-1", amount="50.00", currency="EUR")], correlation_id="c-9")
     task = Task.objects.get(kind=kinds.ISSUE_RECEIPT)
 
     result = run(task)
 
-    [receipt] = fake_gateway.snapshot()["receipts"]
+    [receipt] = gateway.snapshot()["receipts"]
     assert receipt["idempotency_key"] == task.idempotency_key
     assert receipt["price"] == {"money_amount": "50.00", "money_currency": "EUR"}
     assert receipt["correlation_id"] == "c-9"
@@ -49,7 +49,7 @@ def test_issuing_a_receipt_stores_its_number_on_the_ticket(post_tickets, gateway
     assert stored.receipt_issued_at is not None
 
 
-def test_a_repeated_receipt_call_gets_the_same_receipt(post_tickets, gateway_url, fake_gateway):
+def test_a_repeated_receipt_call_gets_the_same_receipt(post_tickets, gateway_url, gateway):
     post_tickets([ticket("t-1")])
     task = Task.objects.get(kind=kinds.ISSUE_RECEIPT)
 
@@ -57,60 +57,58 @@ def test_a_repeated_receipt_call_gets_the_same_receipt(post_tickets, gateway_url
     second = run(task, attempt=2)
 
     assert first["number"] == second["number"]
-    assert len(fake_gateway.snapshot()["receipts"]) == 1
+    assert len(gateway.snapshot()["receipts"]) == 1
 
 
-def test_a_ticket_without_currency_is_billed_in_usd(post_tickets, gateway_url, fake_gateway):
+def test_a_ticket_without_currency_is_billed_in_usd(post_tickets, gateway_url, gateway):
     post_tickets([ticket("t-1", currency=None)])
 
     run(Task.objects.get(kind=kinds.ISSUE_RECEIPT))
 
-    assert fake_gateway.snapshot()["receipts"][0]["price"]["money_currency"] == "USD"
+    assert gateway.snapshot()["receipts"][0]["price"]["money_currency"] == "USD"
 
 
 def test_a_first_append_writes_the_row_without_reading_the_sheet(
-    post_tickets, gateway_url, fake_gateway
+    post_tickets, gateway_url, gateway
 ):
     post_tickets([ticket("t-1", email="ada@example.com", amount="5.00", currency="EUR")])
 
     result = run(sheet_task(kinds.PRINT_SHEET))
 
     assert result == {"sheet": kinds.PRINT_SHEET, "appended": True}
-    state = fake_gateway.snapshot()
+    state = gateway.snapshot()
     assert state["sheets"][kinds.PRINT_SHEET] == [["t-1", "ada@example.com", "5.00", "EUR"]]
     assert [c["method"] for c in state["calls"]] == ["POST"]
 
 
 def test_a_retry_after_a_500_that_wrote_the_row_does_not_append_it_again(
-    post_tickets, gateway_url, fake_gateway
+    post_tickets, gateway_url, gateway
 ):
     post_tickets([ticket("t-1", "canceled")])
     task = sheet_task(kinds.REFUND_SHEET)
-    fake_gateway.configure({"fail_after_write_rate": 1.0})
+    gateway.configure({"fail_after_write_rate": 1.0})
     with pytest.raises(TransientError):
         run(task)
-    fake_gateway.configure({"fail_after_write_rate": 0.0})
+    gateway.configure({"fail_after_write_rate": 0.0})
 
     result = run(task, attempt=2)
 
     assert result["already_present"] is True
-    assert len(fake_gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
+    assert len(gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
 
 
-def test_a_retry_after_a_500_that_did_not_write_appends_the_row(
-    post_tickets, gateway_url, fake_gateway
-):
+def test_a_retry_after_a_500_that_did_not_write_appends_the_row(post_tickets, gateway_url, gateway):
     post_tickets([ticket("t-1", "canceled")])
     task = sheet_task(kinds.REFUND_SHEET)
-    fake_gateway.configure({"failure_rate": 1.0})
+    gateway.configure({"failure_rate": 1.0})
     with pytest.raises(TransientError):
         run(task)
-    fake_gateway.configure({"failure_rate": 0.0})
+    gateway.configure({"failure_rate": 0.0})
 
     result = run(task, attempt=2)
 
     assert result["appended"] is True
-    assert len(fake_gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
+    assert len(gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
 
 
 def test_an_unknown_sheet_is_a_permanent_error(post_tickets, gateway_url):
@@ -154,7 +152,7 @@ def test_a_void_waits_for_a_receipt_that_is_still_on_its_way(client, post_ticket
 
 
 def test_a_void_after_the_receipt_voids_it_once_with_its_key(
-    client, post_tickets, gateway_url, fake_gateway
+    client, post_tickets, gateway_url, gateway
 ):
     post_tickets([ticket("t-1")])
     run(Task.objects.get(kind=kinds.ISSUE_RECEIPT))
@@ -166,7 +164,7 @@ def test_a_void_after_the_receipt_voids_it_once_with_its_key(
     run(void, attempt=2)
     run(refund)
 
-    state = fake_gateway.snapshot()
+    state = gateway.snapshot()
     assert [(v["ticket_id"], v["idempotent_id"]) for v in state["voids"]] == [
         ("t-1", void.idempotency_key)
     ]
@@ -188,7 +186,7 @@ def test_a_ticket_canceled_before_any_receipt_has_nothing_to_void(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_relay_delivers_every_effect_of_a_webhook_through_the_gateway(
-    post_tickets, gateway_url, fake_gateway
+    post_tickets, gateway_url, gateway
 ):
     post_tickets([ticket("t-1"), ticket("t-2", "canceled")])
 
@@ -196,7 +194,7 @@ def test_the_relay_delivers_every_effect_of_a_webhook_through_the_gateway(
 
     assert stats.succeeded == 3
     assert set(Task.objects.values_list("state", flat=True)) == {TaskState.SUCCEEDED}
-    state = fake_gateway.snapshot()
+    state = gateway.snapshot()
     assert [r["ticket_id"] for r in state["receipts"]] == ["t-1"]
     assert [row[0] for row in state["sheets"][kinds.PRINT_SHEET]] == ["t-1"]
     assert [row[0] for row in state["sheets"][kinds.REFUND_SHEET]] == ["t-2"]
