@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models.functions import Now
@@ -40,6 +40,7 @@ from outbox.retry import RetryPolicy
 from outbox.services import NOTIFY_CHANNEL
 from outbox.shutdown import cluster_stopping
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 attempt_logger = logging.getLogger("outbox.attempts")
 
@@ -248,9 +249,7 @@ class Relay:
         if not tasks:
             return stats
         with _HandlerPool(min(self.threads, len(tasks))) as pool:
-            outcomes = list(
-                pool.map(lambda t: run_task(t, policy=self.policy, worker=self.worker), tasks)
-            )
+            outcomes = list(pool.map(lambda t: pool.run(t, self.policy, self.worker), tasks))
         stats.add(outcomes, record_outcomes(outcomes))
         return stats
 
@@ -307,9 +306,7 @@ class Relay:
                             if self.on_backlog is not None:
                                 self.on_backlog()
                         for task in tasks:
-                            future = pool.submit(
-                                run_task, task, policy=self.policy, worker=self.worker
-                            )
+                            future = pool.submit(pool.run, task, self.policy, self.worker)
                             inflight[future] = task
                     if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
                         try:
@@ -390,35 +387,19 @@ class Relay:
 
 
 class _HandlerPool(ThreadPoolExecutor):
-    """Handler threads whose database connections are closed with the pool.
+    """Handler threads that give their database connection back after every task.
 
-    A handler may use the ORM; its thread then holds a connection that nothing would close
-    once the thread ends. Each thread lends its connections to the pool on first use.
+    A handler may use the ORM; holding a connection per thread would cost a cluster one
+    connection per thread. Closed after each task, it goes back to the process's pool
+    (PostgreSQL) or is reopened cheaply (SQLite).
     """
 
-    def __init__(self, threads: int) -> None:
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
-        super().__init__(max_workers=threads, initializer=self._lend_connections)
-
-    def _lend_connections(self) -> None:
-        with self._lock:
-            for alias in connections:
-                conn = connections[alias]
-                conn.inc_thread_sharing()
-                self._connections.append(conn)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait:
-            self.close_connections()
-
-    def close_connections(self) -> None:
-        with self._lock:
-            lent, self._connections = self._connections, []
-        for conn in lent:
-            conn.close()
-            conn.dec_thread_sharing()
+    def run(self, task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outcome:
+        try:
+            return run_task(task, policy=policy, worker=worker)
+        finally:
+            for conn in connections.all(initialized_only=True):
+                conn.close()
 
 
 class _Waiter:
@@ -472,7 +453,7 @@ class _Waiter:
 def run_pass(pass_id: str | None = None) -> dict[str, Any]:
     """One bounded relay pass; the django-q2 task that keeps the outbox drained."""
     conf = outbox_settings()
-    me = _register_pass(pass_id)
+    me = _retrying(lambda: _register_pass(pass_id))
     if me is None:
         return {"skipped": "enough passes are running"}
     relay = Relay.from_settings(on_backlog=_spawn_on_backlog())
@@ -482,9 +463,7 @@ def run_pass(pass_id: str | None = None) -> dict[str, Any]:
             stats = relay.run(seconds=conf.pass_seconds, heartbeat=lambda: _beat(me))
     finally:
         try:
-            RelayPass.objects.filter(id=me).delete()
-            if not relay.stop_event.is_set() and (stats.saw_backlog or _live_passes() < 1):
-                spawn_passes(1)
+            _retrying(lambda: _hand_over(me, relay.stop_event.is_set(), stats.saw_backlog))
         except DATABASE_TROUBLE:
             # The minute schedule and the next worker start bring the relay back.
             logger.exception("could not hand over to the next relay pass")
@@ -496,6 +475,26 @@ def run_pass(pass_id: str | None = None) -> dict[str, Any]:
         "lease_lost": stats.lease_lost,
         "released": stats.released,
     }
+
+
+def _retrying(action: Callable[[], T], *, tries: int = 5) -> T:
+    """Run a short database action, riding out a killed connection or a restart."""
+    for attempt in range(1, tries + 1):
+        try:
+            return action()
+        except DATABASE_TROUBLE:
+            if attempt == tries:
+                raise
+            logger.warning("database unavailable; trying again", exc_info=True)
+            connection.close()
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _hand_over(me: uuid.UUID, stopping: bool, saw_backlog: bool) -> None:
+    RelayPass.objects.filter(id=me).delete()
+    if not stopping and (saw_backlog or _live_passes() < 1):
+        spawn_passes(1)
 
 
 def _register_pass(pass_id: str | None) -> uuid.UUID | None:

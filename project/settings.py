@@ -98,6 +98,18 @@ def database_from_url(url: str) -> dict[str, Any]:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     elif engine == "django.db.backends.postgresql":
+        # A pool per process (psycopg_pool): the relay's handler threads borrow a connection
+        # for one task at a time, so a cluster holds a few connections, not one per thread.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "pool": {
+                "min_size": 1,
+                "max_size": env_int("DATABASE_POOL_SIZE", 8, minimum=1),
+                "timeout": 30,
+            }
+        }
+        # With a pool this checks each connection on checkout: one killed while idle (a
+        # database restart) is replaced instead of failing the next query.
         config["CONN_HEALTH_CHECKS"] = True
     else:
         raise ImproperlyConfigured(
@@ -115,6 +127,31 @@ if not SECRET_KEY:
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+
+# HTTPS only while DEBUG is off; each can be turned off (docs/SECURITY.md). Behind a proxy that
+# terminates TLS, name the header it sets (SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto, value
+# `https`): only when the proxy always sets it and strips the client's own.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers probe over plain HTTP and do not follow redirects.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header and not (
+    _proxy_ssl_header.isascii() and _proxy_ssl_header.replace("-", "").isalnum()
+):
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} must be a header name such as "
+        "X-Forwarded-Proto."
+    )
+SECURE_PROXY_SSL_HEADER = (
+    (f"HTTP_{_proxy_ssl_header.upper().replace('-', '_')}", "https") if _proxy_ssl_header else None
+)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# The admin's login form behind a proxy on another origin: https://admin.example.com,...
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -216,6 +253,13 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # The gateway hosting the receipts, payments and spreadsheets APIs (DESIGN.md section 2).
 GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")
+
+# The seller's webhook (docs/SECURITY.md). With WEBHOOK_SECRET set (`whsec_` + base64 key, as
+# the Standard Webhooks spec), POST /tickets-status needs a valid signature; a malformed secret
+# stops start-up (tickets.apps). Without it the unsigned contract of DESIGN.md section 2 holds.
+WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
+WEBHOOK_MAX_TICKETS = env_int("WEBHOOK_MAX_TICKETS", 1000, minimum=1)
 
 # The outbox relay. A pass claims and runs tasks for OUTBOX_PASS_SECONDS, then returns and
 # chains its successor; it must end well before django-q2's timeout, itself below retry.

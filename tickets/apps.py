@@ -7,4 +7,8 @@ class TicketsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tickets import handlers  # noqa: F401  (registers the outbox handlers)
+        from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
+        from tickets.webhook_auth import WebhookVerifier
+
+        # A malformed WEBHOOK_SECRET stops start-up, rather than refusing every webhook later.
+        WebhookVerifier.from_settings()

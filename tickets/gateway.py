@@ -23,6 +23,7 @@ from outbox.circuit import breaker_for
 from outbox.conf import outbox_settings
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.errors import PermanentError, TransientError
+from outbox.logging import redact
 
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0
@@ -69,7 +70,7 @@ def json_body(response: requests.Response, what: str) -> Any:
     except ValueError:
         raise TransientError(
             f"{what} answered {response.status_code} with a body that is not JSON: "
-            f"{response.text[:200]}",
+            f"{_snippet(response.text, 200)}",
             http_status=response.status_code,
         ) from None
 
@@ -78,10 +79,16 @@ def _error_text(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500]
+        return _snippet(response.text, 500)
     if isinstance(body, dict) and "error" in body:
-        return str(body["error"])[:500]
-    return response.text[:500]
+        return _snippet(str(body["error"]), 500)
+    return _snippet(response.text, 500)
+
+
+def _snippet(text: str, limit: int) -> str:
+    """An API's text for an error, which is stored and logged: an API may echo a row or a
+    request, so customer emails go first (before the cut, so none is left half-redacted)."""
+    return redact(text)[:limit]
 
 
 @dataclass
@@ -158,7 +165,7 @@ class ReceiptsClient(GatewayClient):
         )
         body = json_body(response, "PUT /receipts-api/receipts")
         if not isinstance(body, dict) or not body.get("number"):
-            raise TransientError(f"receipt answer without a number: {response.text[:200]}")
+            raise TransientError(f"receipt answer without a number: {_snippet(response.text, 200)}")
         return body
 
     def void(self, *, ticket_id: str, reason: str, idempotent_id: str, correlation_id: str) -> None:
@@ -212,5 +219,7 @@ class SpreadsheetsClient(GatewayClient):
         body = json_body(response, f"GET /spreadsheets-api/sheets/{sheet}/rows")
         rows = body.get("rows") if isinstance(body, dict) else None
         if not isinstance(rows, list):
-            raise TransientError(f"sheet {sheet} answered without rows: {response.text[:200]}")
+            raise TransientError(
+                f"sheet {sheet} answered without rows: {_snippet(response.text, 200)}"
+            )
         return rows

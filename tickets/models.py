@@ -44,3 +44,18 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.idempotency_key
+
+
+class WebhookMessage(models.Model):
+    """A signed webhook's `webhook-id`, so a replay of the message writes nothing.
+
+    Written in the transaction of the delivery it led to; `idempotency_key` finds that
+    delivery, whose first answer a replay gets (docs/SECURITY.md).
+    """
+
+    webhook_id = models.CharField(max_length=255, unique=True)
+    idempotency_key = models.CharField(max_length=255)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.webhook_id

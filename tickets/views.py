@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
@@ -29,6 +31,13 @@ from tickets.services import (
     ticket_refund_request,
     tickets_status_receive,
 )
+from tickets.webhook_auth import (
+    WebhookAuthError,
+    WebhookIdReused,
+    tickets_status_receive_once,
+    webhook_authenticate,
+)
+from tickets.webhook_body import parse_json, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +122,14 @@ class TicketsStatusView(APIView):
         class Meta:
             ref_name = "TicketsStatusRequest"
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Read per request; DRF counts the list before validating any ticket (the stubs
+            # lack ListSerializer.max_length).
+            tickets = self.fields["tickets"]
+            assert isinstance(tickets, serializers.ListSerializer)
+            tickets.max_length = settings.WEBHOOK_MAX_TICKETS  # type: ignore[attr-defined]
+
     @extend_schema(
         operation_id="tickets_status",
         summary="The seller's webhook: confirmed and canceled tickets",
@@ -157,12 +174,20 @@ class TicketsStatusView(APIView):
         tags=["seller"],
     )
     def post(self, request: Request) -> Response:
+        # The size is bounded and the signature checked on the raw bytes before any parsing;
+        # a refusal (413, 401, 415, 400) writes nothing (docs/SECURITY.md).
+        body = read_body(request._request, limit=settings.WEBHOOK_MAX_BODY_BYTES)
+        try:
+            webhook_id = webhook_authenticate(headers=request.headers, body=body)
+        except WebhookAuthError as exc:
+            return _error(status.HTTP_401_UNAUTHORIZED, str(exc))
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
             return _error(status.HTTP_400_BAD_REQUEST, "the Idempotency-Key header is required")
         if len(key) > 255:
             return _error(status.HTTP_400_BAD_REQUEST, "Idempotency-Key is longer than 255")
-        serializer = self.InputSerializer(data=request.data)
+        data = parse_json(body, content_type=request.content_type)
+        serializer = self.InputSerializer(data=data)
         if not serializer.is_valid():
             errors = flatten_errors(serializer.errors)
             summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
@@ -184,14 +209,19 @@ class TicketsStatusView(APIView):
         correlation_id = getattr(request._request, "correlation_id", "") or clean_correlation_id(
             None
         )
+        receive = (
+            partial(tickets_status_receive_once, webhook_id=webhook_id)
+            if webhook_id
+            else tickets_status_receive
+        )
         try:
-            answer = tickets_status_receive(
+            answer = receive(
                 idempotency_key=key,
-                body_digest=body_hash(request.data),
+                body_digest=body_hash(data),
                 tickets=tickets,
                 correlation_id=correlation_id,
             )
-        except IdempotencyKeyReused as exc:
+        except (IdempotencyKeyReused, WebhookIdReused) as exc:
             return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
         response = Response(answer.body, status=status.HTTP_200_OK)
         response[CORRELATION_HEADER] = answer.correlation_id

@@ -61,7 +61,7 @@ class Database:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.rows(sql, params)[0][0]
@@ -93,16 +93,20 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def manage(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def manage(
+        self, *args: str, check: bool = True, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
             env={**self.env, **env},
             capture_output=True,
             text=True,
-            check=check,
             timeout=600,
         )
+        if check and result.returncode != 0:
+            pytest.fail(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        return result
 
     def start_gateway(self, *flags: str) -> str:
         port = free_port()
@@ -213,7 +217,9 @@ FAST_RELAY = {
 
 
 @pytest.fixture
-def stack(e2e_database: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(
+    e2e_database: Database, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     env = {
         **os.environ,
         "DEBUG": "1",

@@ -347,9 +347,7 @@ def test_migrations_schedule_the_keeper_and_the_prune():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outcomes_survive_a_database_outage_while_they_are_recorded(
-    recording_handler, monkeypatch
-):
+def test_outcomes_survive_a_database_outage_while_they_are_recorded(recording_handler, monkeypatch):
     from django.db import OperationalError
 
     from outbox import relay as relay_module

@@ -71,13 +71,15 @@ def test_a_sqlite_url_gets_wal_a_busy_timeout_and_immediate_transactions(tmp_pat
     assert "journal_mode=WAL" in config["OPTIONS"]["init_command"]
 
 
-def test_a_postgres_url_keeps_connections_with_health_checks():
+def test_a_postgres_url_gets_a_bounded_connection_pool(monkeypatch):
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "5")
+
     config = database_from_url("postgres://app:secret@db.example:5432/tickets")
 
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert (config["NAME"], config["HOST"], config["PORT"]) == ("tickets", "db.example", 5432)
-    assert config["CONN_MAX_AGE"] > 0
-    assert config["CONN_HEALTH_CHECKS"] is True
+    assert config["CONN_MAX_AGE"] == 0  # the pool keeps the connections
+    assert config["OPTIONS"]["pool"]["max_size"] == 5
 
 
 def test_an_unsupported_database_url_is_refused():
