@@ -2,6 +2,7 @@
 # Sets everything up and runs the whole test suite, lint and type checks included.
 # DATABASE_URL=postgres://... runs it against PostgreSQL (the PostgreSQL-only tests too).
 source "$(dirname "$0")/setup.sh"
+bash scripts/system-deps.sh
 export DEBUG=1
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -613,6 +613,10 @@ class FakeGatewayServer:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels open keep-alive connections; ending here is the point, and
+            # re-raising would make asyncio log a traceback per connection.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

@@ -1,6 +1,6 @@
 """A person from accounting retries a dead receipt task in the admin, in a real browser.
 
-Playwright (sync API) drives Debian's chromium, /usr/bin/chromium (`scripts/browser.sh`
+Playwright (sync API) drives Debian's chromium, /usr/bin/chromium (`scripts/system-deps.sh`
 installs it; Playwright's own browser download is never used), against gunicorn, with
 qcluster and the fake gateway running as real processes.
 """
@@ -47,7 +47,7 @@ def require_chromium() -> None:
     if not CHROMIUM.is_file():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests drive Debian's chromium. "
-            "Install it with `bash scripts/browser.sh` (apt-get install chromium).",
+            "Install it with `bash scripts/system-deps.sh` (apt-get install chromium).",
             pytrace=False,
         )
 
