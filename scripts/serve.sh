@@ -55,8 +55,8 @@ cat <<INFO
     curl -i http://127.0.0.1:${PORT}/tickets-status -H 'Content-Type: application/json' \\
       -H 'Idempotency-Key: demo-1' -d '{"tickets": [{"ticket_id": "demo-1", "status": "confirmed",
       "customer_email": "ada@example.com", "price": {"amount": "50.00", "currency": "EUR"}}]}'
-    .venv/bin/python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
-    .venv/bin/python manage.py outbox_status
+    DEBUG=1 .venv/bin/python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
+    DEBUG=1 .venv/bin/python manage.py outbox_status
 
   Ctrl-C stops everything.
 INFO
