@@ -35,19 +35,21 @@ def insert_ignoring_conflicts(
         return []
     columns = list(rows[0])
     fields = {name: _concrete(model, name) for name in columns}
-    postgres = connection.vendor == "postgresql"
+    table = connection.ops.quote_name(model._meta.db_table)
+    quoted = ", ".join(connection.ops.quote_name(fields[name].column or name) for name in columns)
+    tail = (
+        f"ON CONFLICT ({connection.ops.quote_name(conflict_field)}) DO NOTHING "
+        f"RETURNING {', '.join(returning)}"
+    )
+    if connection.vendor == "postgresql":
+        return _insert_unnest(table, quoted, tail, rows, columns, fields, db_now_if_null)
     row_sql = []
     for name in columns:
         if name in db_now_if_null:
-            cast = "::timestamptz" if postgres else ""
-            row_sql.append(f"COALESCE(%s{cast}, {db_now_sql()})")
+            row_sql.append(f"COALESCE(%s, {db_now_sql()})")
         else:
             row_sql.append("%s")
     one_row = f"({', '.join(row_sql)})"
-    table = connection.ops.quote_name(model._meta.db_table)
-    quoted = ", ".join(
-        connection.ops.quote_name(fields[name].get_attname_column()[1] or name) for name in columns
-    )
     chunk = max(1, _MAX_PARAMS // len(columns))
     returned: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
@@ -59,13 +61,44 @@ def insert_ignoring_conflicts(
                 for name in columns
             ]
             cursor.execute(
-                f"INSERT INTO {table} ({quoted}) VALUES {', '.join([one_row] * len(part))} "
-                f"ON CONFLICT ({connection.ops.quote_name(conflict_field)}) DO NOTHING "
-                f"RETURNING {', '.join(returning)}",
+                f"INSERT INTO {table} ({quoted}) VALUES {', '.join([one_row] * len(part))} {tail}",
                 params,
             )
             returned.extend(cursor.fetchall())
     return returned
+
+
+def _insert_unnest(
+    table: str,
+    quoted: str,
+    tail: str,
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    fields: dict[str, models.Field[Any, Any]],
+    db_now_if_null: tuple[str, ...],
+) -> list[tuple[Any, ...]]:
+    # One array per column: the statement stays a few hundred characters whatever the row
+    # count, so psycopg never re-parses thousands of placeholders, and there is one statement.
+    arrays = []
+    selected = []
+    for index, name in enumerate(columns):
+        field = fields[name]
+        if isinstance(field, models.JSONField):
+            values = [field.get_db_prep_save(row[name], connection) for row in rows]
+        else:
+            values = [row[name] for row in rows]  # psycopg adapts str, int, Decimal, datetime
+        arrays.append(values)
+        column = f"c{index}"
+        selected.append(f"COALESCE({column}, {db_now_sql()})" if name in db_now_if_null else column)
+    types = ", ".join(f"%s::{fields[name].db_type(connection)}[]" for name in columns)
+    aliases = ", ".join(f"c{index}" for index in range(len(columns)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({quoted}) SELECT {', '.join(selected)} "
+            f"FROM unnest({types}) AS u({aliases}) {tail}",
+            arrays,
+        )
+        return cursor.fetchall()
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
