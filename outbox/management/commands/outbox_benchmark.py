@@ -96,26 +96,38 @@ class Command(BaseCommand):
         self.stdout.write(f"Machine: {machine()}")
         run(Options(**sizes), report, only=only)
         if not options["no_write"]:
-            command = "python manage.py outbox_benchmark " + " ".join(
-                arg for arg in sys.argv[2:] if not arg.startswith("--database-url")
-            )
+            command = " ".join(["python manage.py outbox_benchmark", *_shown_arguments()])
             write_section(Path(options["output"]), report, command.strip(), machine())
             self.stdout.write(f"Wrote {options['output']}")
+
+
+def _shown_arguments() -> list[str]:
+    """The command line as run, with the database always named by --database-url."""
+    shown = ["--database-url", _redacted(connection.settings_dict, settings.DATABASE_URL)]
+    skip = False
+    for arg in sys.argv[2:]:
+        if skip:
+            skip = False
+        elif arg == "--database-url":
+            skip = True
+        elif not arg.startswith("--database-url="):
+            shown.append(arg)
+    return shown
+
+
+def _redacted(settings_dict: dict[str, Any], url: str) -> str:
+    password = settings_dict.get("PASSWORD")
+    return url.replace(f":{password}@", ":***@") if password else url
 
 
 def write_section(path: Path, report: Report, command: str, about: str) -> None:
     title = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}[report.vendor]
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    env_hint = (
-        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/outbox_bench"
-        if report.vendor == "postgresql"
-        else "DATABASE_URL=sqlite:///var/bench.sqlite3"
-    )
     rows = "\n".join(f"| {figure} | {value} | {note} |" for figure, value, note in report.lines)
     section = (
         f"<!-- {report.vendor}:start -->\n## {title}\n\n"
         f"Measured {when} on {about}.\n\n"
-        f"```\nDEBUG=1 {env_hint} {command}\n```\n\n"
+        f"```\nDEBUG=1 {command}\n```\n\n"
         f"| Figure | Result | Notes |\n|---|---|---|\n{rows}\n"
         f"<!-- {report.vendor}:end -->\n"
     )
