@@ -92,13 +92,28 @@ def _insert_unnest(
         selected.append(f"COALESCE({column}, {db_now_sql()})" if name in db_now_if_null else column)
     types = ", ".join(f"%s::{fields[name].db_type(connection)}[]" for name in columns)
     aliases = ", ".join(f"c{index}" for index in range(len(columns)))
-    with connection.cursor() as cursor:
+    with _server_binding_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({quoted}) SELECT {', '.join(selected)} "
             f"FROM unnest({types}) AS u({aliases}) {tail}",
             arrays,
         )
         return cursor.fetchall()
+
+
+def _server_binding_cursor() -> Any:
+    """A cursor that sends the arrays as bound parameters (binary), not as SQL text.
+
+    Django's PostgreSQL cursors bind client-side: the arrays would be rendered and escaped
+    into the statement. Wrapped by Django, it is still logged and counted like any other.
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
