@@ -31,6 +31,16 @@ logger = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "outbox_task"
 
 
+def wake_relay() -> None:
+    """Tell waiting relay passes there is work (PostgreSQL; SQLite passes poll).
+
+    NOTIFY is transactional: it is delivered at commit, never for work that rolled back.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One task to enqueue. `dedupe_key` makes a second enqueue of the same effect a no-op."""
@@ -96,10 +106,8 @@ def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
         return []
     rows = [_row_for(spec) for spec in specs]
     created = _insert_ignoring_duplicates(rows)
-    if created and connection.vendor == "postgresql":
-        # Delivered at commit, never before: a relay waiting on LISTEN wakes at once.
-        with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    if created:
+        wake_relay()
     by_key = {task_key: task for task_key, task in created}
     return [by_key[row["idempotency_key"]] for row in rows if row["idempotency_key"] in by_key]
 
@@ -178,9 +186,8 @@ def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> in
             lease_expires_at=None,
             updated_at=Now(),
         )
-    if changed and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    if changed:
+        wake_relay()
     return changed
 
 
@@ -204,9 +211,8 @@ def kind_pause(*, kind: str, by: str = "") -> bool:
 def kind_resume(*, kind: str) -> bool:
     """Claim tasks of `kind` again; returns False when it was not paused."""
     deleted, _ = PausedKind.objects.filter(kind=kind).delete()
-    if deleted and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    if deleted:
+        wake_relay()
     return bool(deleted)
 
 
