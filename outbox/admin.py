@@ -101,14 +101,8 @@ class ReadOnlyMixin:
         return False
 
 
-class AttemptInline(ReadOnlyMixin, admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    # By id, not number: a retry starts numbering again at 1, and the history is chronological.
-    ordering = ("id",)
-    fields = ("number", "started_at", "duration", "outcome", "http_status", "error_text", "worker")
-    readonly_fields = fields
+class AttemptColumns:
+    """How an attempt's duration and error read, in the inline and in the attempts list."""
 
     @admin.display(description="duration")
     def duration(self, attempt: Attempt) -> str:
@@ -117,6 +111,16 @@ class AttemptInline(ReadOnlyMixin, admin.TabularInline):
     @admin.display(description="error")
     def error_text(self, attempt: Attempt) -> SafeString | str:
         return pre_text(attempt.error)
+
+
+class AttemptInline(AttemptColumns, ReadOnlyMixin, admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    # By id: the history in the order it happened.
+    ordering = ("id",)
+    fields = ("number", "started_at", "duration", "outcome", "http_status", "error_text", "worker")
+    readonly_fields = fields
 
 
 @admin.register(Task)
@@ -506,7 +510,7 @@ class HourChart:
 
 
 @admin.register(Attempt)
-class AttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AttemptAdmin(AttemptColumns, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "task_link", "number", "started_at", "duration", "outcome", "http_status")
     list_filter = ("outcome", "http_status")
     search_fields = ("task__id__exact",)
@@ -530,14 +534,6 @@ class AttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def task_link(self, attempt: Attempt) -> SafeString:
         url = reverse("admin:outbox_task_change", args=[attempt.task_id])
         return format_html('<a href="{}">{}</a>', url, attempt.task)
-
-    @admin.display(description="duration")
-    def duration(self, attempt: Attempt) -> str:
-        return f"{attempt.duration_ms:.1f} ms"
-
-    @admin.display(description="error")
-    def error_text(self, attempt: Attempt) -> SafeString | str:
-        return pre_text(attempt.error)
 
 
 @admin.register(PausedKind)
