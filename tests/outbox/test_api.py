@@ -153,25 +153,27 @@ def test_a_pending_task_has_no_finish_time_no_result_and_no_attempts(staff_clien
     assert body["attempt_history"] == []
 
 
-def test_attempts_are_listed_in_the_order_they_happened_when_a_retry_restarts_numbering(
+def test_attempts_are_listed_in_the_order_they_happened_across_an_operators_retry(
     staff_client,
 ):
-    task = make_task(state=TaskState.PENDING, attempts=1)
-    for number, outcome in [(1, AttemptOutcome.RETRY), (2, AttemptOutcome.FAILED)]:
+    task = make_task(state=TaskState.PENDING, attempts=3)
+    # Two tries, the task failed, an operator retried it: the third try keeps counting.
+    for number, outcome in [
+        (3, AttemptOutcome.RETRY),
+        (1, AttemptOutcome.RETRY),
+        (2, AttemptOutcome.FAILED),
+    ]:
         Attempt.objects.create(
             task=task, number=number, started_at=T0, duration_ms=1.0, outcome=outcome
         )
-    # An operator's retry numbers the next attempts from 1 again.
-    Attempt.objects.create(
-        task=task, number=1, started_at=T0, duration_ms=1.0, outcome=AttemptOutcome.RETRY
-    )
+    Attempt.objects.filter(number=3).update(id=10_000)  # written last
 
     history = staff_client.get(f"/api/tasks/{task.id}").json()["attempt_history"]
 
     assert [(a["number"], a["outcome"]) for a in history] == [
         (1, "retry"),
         (2, "failed"),
-        (1, "retry"),
+        (3, "retry"),
     ]
 
 
