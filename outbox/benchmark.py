@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 
 import outbox
+from outbox.apps import BENCHMARK_ENV
 from outbox.errors import TransientError
 from outbox.models import Task, TaskState
 from outbox.relay import Relay
@@ -201,7 +202,13 @@ class Cluster:
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
-            env={**os.environ, "LOG_LEVEL": "WARNING", "Q_LOG_LEVEL": "WARNING", **self.env},
+            env={
+                **os.environ,
+                "LOG_LEVEL": "WARNING",
+                "Q_LOG_LEVEL": "WARNING",
+                BENCHMARK_ENV: "1",
+                **self.env,
+            },
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
