@@ -163,9 +163,12 @@ RETRYABLE_STATES = (TaskState.FAILED, TaskState.PENDING)
 
 @transaction.atomic
 def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> int:
-    """Make failed or waiting tasks due now with a fresh attempt budget; same idempotency key.
+    """Make failed, waiting or canceled tasks due now with a fresh attempt budget.
 
-    `include_succeeded` runs succeeded tasks again too (its own permission in the admin).
+    The idempotency key stays. Callers narrow `tasks` to the states they mean (the admin's
+    "Retry now" to failed and pending, `replay_tasks` to its --state): this function only
+    refuses the states it must. `include_succeeded` runs succeeded tasks again too (its own
+    permission in the admin).
     A running task is left alone: its lease owner is still working on it.
     """
     states = [*RETRYABLE_STATES, TaskState.CANCELED]
