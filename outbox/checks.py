@@ -44,14 +44,27 @@ def check_relay_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="outbox.E003",
             )
         )
-    if conf.lease_seconds <= budget:
+    from outbox.lease import MIN_CALL_SECONDS, SAFETY_MARGIN_SECONDS
+
+    # Right before a renewal is due, the lease must still outlive a whole call.
+    needed = conf.call_seconds + conf.renew_seconds + SAFETY_MARGIN_SECONDS
+    if conf.lease_seconds < needed:
         errors.append(
             Error(
-                f"OUTBOX_LEASE_SECONDS ({conf.lease_seconds:g}s) must exceed "
-                f"OUTBOX_PASS_SECONDS + OUTBOX_MAX_TASK_SECONDS ({budget:g}s).",
-                hint="A pass holds a claimed task at most that long; a shorter lease lets "
-                "another pass run it at the same time.",
+                f"OUTBOX_LEASE_SECONDS ({conf.lease_seconds:g}s) must be at least "
+                f"OUTBOX_CALL_SECONDS + OUTBOX_RENEW_SECONDS + {SAFETY_MARGIN_SECONDS:g}s "
+                f"({needed:g}s).",
+                hint="A call starts only while the lease outlives its deadline; a shorter lease "
+                "would refuse calls between renewals.",
                 id="outbox.E004",
+            )
+        )
+    if conf.call_seconds < MIN_CALL_SECONDS:
+        errors.append(
+            Error(
+                f"OUTBOX_CALL_SECONDS ({conf.call_seconds:g}s) must be at least "
+                f"{MIN_CALL_SECONDS:g}s.",
+                id="outbox.E006",
             )
         )
     workers = q.get("workers", 1)

@@ -55,6 +55,7 @@ class CircuitBreaker:
         self.base_cooldown = cooldown or conf.circuit_cooldown_seconds
         self.max_cooldown = max_cooldown or conf.circuit_max_cooldown_seconds
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._failures = 0
         self._view = _View()
         self._probing = False
@@ -134,6 +135,16 @@ class CircuitBreaker:
             view = self._view
             if now - view.refreshed_at < REFRESH_SECONDS:
                 return view
+        # Single flight: one thread per process reads the database, the others go on with the
+        # view they have (at most REFRESH_SECONDS old) instead of each taking a connection.
+        if not self._refreshing.acquire(blocking=False):
+            return view
+        try:
+            return self._refresh(now)
+        finally:
+            self._refreshing.release()
+
+    def _refresh(self, now: float) -> _View:
         remaining = (
             Circuit.objects.filter(name=self.name, opened_until__isnull=False)
             .annotate(

@@ -7,13 +7,15 @@ matches that token, so a pass that lost its lease cannot overwrite the new owner
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import (
     Case,
     DateTimeField,
@@ -26,8 +28,16 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
+from outbox.lease import Lease
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
 from outbox.sql import db_now_sql
+from outbox.storable import storable_json, storable_text
+
+logger = logging.getLogger(__name__)
+
+# What a restart of the database or a killed connection raises: not the outcome's fault, so it
+# is not isolated; the caller keeps the outcomes and writes them once the database is back.
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,7 @@ class ClaimedTask:
     correlation_id: str
     created_at: datetime | None
     lease_token: uuid.UUID
+    lease: Lease
 
 
 @dataclass(slots=True)
@@ -106,6 +117,9 @@ def claim_due_tasks(
     )
     lease_param: Any = lease_seconds if postgres else f"+{lease_seconds:.3f} seconds"
     all_params = [token_param, lease_param, worker[:200], *params, limit]
+    # The lease is reckoned from before the statement is sent: never later than the database's
+    # own start, so the local estimate cannot outlive the row.
+    sent_at = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, all_params)
         rows = cursor.fetchall()
@@ -125,10 +139,56 @@ def claim_due_tasks(
                 correlation_id=correlation_id,
                 created_at=created_at,
                 lease_token=token,
+                # One Lease per task: a task can be lost alone (an operator's action, say).
+                lease=Lease.starting(token, lease_seconds, sent_at),
             )
         )
     claimed.sort(key=lambda task: task.id)
     return claimed
+
+
+def renew_leases(tasks: Sequence[ClaimedTask]) -> set[int]:
+    """Extend the leases of tasks whose handlers still run, fenced by their tokens.
+
+    Returns the ids that are no longer ours; their `Lease` is marked lost, so their handlers
+    start no further external call.
+    """
+    if not tasks:
+        return set()
+    postgres = connection.vendor == "postgresql"
+    now = db_now_sql()
+    table = _table()
+    if postgres:
+        expires = f"{now} + %s * interval '1 second'"
+    else:
+        expires = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)"
+    by_lease: dict[tuple[uuid.UUID, float], list[ClaimedTask]] = {}
+    for task in tasks:
+        by_lease.setdefault((task.lease_token, task.lease.seconds), []).append(task)
+    kept: set[int] = set()
+    sent_at = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        for (token, seconds), group in by_lease.items():
+            ids = [task.id for task in group]
+            marks = ", ".join(["%s"] * len(ids))
+            cursor.execute(
+                f"UPDATE {table} SET lease_expires_at = {expires} "
+                f"WHERE id IN ({marks}) AND lease_token = %s AND state = 'running' RETURNING id",
+                [
+                    seconds if postgres else f"+{seconds:.3f} seconds",
+                    *ids,
+                    token if postgres else token.hex,
+                ],
+            )
+            kept.update(row[0] for row in cursor.fetchall())
+    lost = set()
+    for task in tasks:
+        if task.id in kept:
+            task.lease.renewed(sent_at)
+        else:
+            task.lease.lose()
+            lost.add(task.id)
+    return lost
 
 
 def _as_aware(value: Any) -> datetime | None:
@@ -142,13 +202,65 @@ def _owned(task: ClaimedTask) -> Any:
     return Task.objects.filter(id=task.id, lease_token=task.lease_token, state=TaskState.RUNNING)
 
 
-def record_outcomes(outcomes: Sequence[Outcome]) -> set[int]:
+def record_outcomes(outcomes: list[Outcome]) -> set[int]:
     """Write outcomes and their Attempt rows in one transaction; fenced by lease token.
 
     Returns the ids whose lease was lost: their writes were refused and their Attempt says so.
+    Text and results are made storable first. If the batch still cannot be written for a
+    reason other than a lost database, each outcome is written on its own, so one poisoned
+    outcome cannot take the others with it. A lost database raises; in that case the outcomes
+    already written have been removed from `outcomes`, and the caller keeps the rest.
     """
     if not outcomes:
         return set()
+    for item in outcomes:
+        item.error = storable_text(item.error)
+        item.result = storable_json(item.result)
+    try:
+        lost = _record(outcomes)
+    except DATABASE_TROUBLE:
+        raise
+    except Exception:
+        logger.exception("could not record %d outcomes together; recording each", len(outcomes))
+    else:
+        outcomes.clear()
+        return lost
+    lost = set()
+    while outcomes:
+        item = outcomes[0]
+        try:
+            lost |= _record_one_isolated(item)
+        except DATABASE_TROUBLE:
+            raise
+        del outcomes[0]
+    return lost
+
+
+def _record_one_isolated(item: Outcome) -> set[int]:
+    try:
+        return _record([item])
+    except DATABASE_TROUBLE:
+        raise
+    except Exception as exc:
+        logger.exception("the outcome of task %s could not be stored", item.task.id)
+        problem = storable_text(f"{exc.__class__.__name__}: {exc}", limit=500)
+    # Keep what happened (the outcome); drop what could not be stored (the result, the text).
+    fallback = replace(
+        item,
+        result=None,
+        error=f"the outcome could not be stored as reported ({problem}); "
+        f"first line: {storable_text(item.error.splitlines()[0] if item.error else '', 300)}",
+    )
+    try:
+        return _record([fallback])
+    except DATABASE_TROUBLE:
+        raise
+    except Exception:
+        logger.exception("task %s is left to its lease: its outcome cannot be stored", item.task.id)
+        return set()
+
+
+def _record(outcomes: Sequence[Outcome]) -> set[int]:
     lost: set[int] = set()
     with transaction.atomic():
         succeeded = [o for o in outcomes if o.outcome == AttemptOutcome.SUCCEEDED]
@@ -197,29 +309,42 @@ def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:
                 default=Value(None, output_field=result_field),
                 output_field=result_field,
             )
+        # The token stays on the row: it names the lease that finished the task, so a stale
+        # holder's refused success can be told from the owner's.
         updated = Task.objects.filter(
             id__in=ids, lease_token=token, state=TaskState.RUNNING
         ).update(
             state=TaskState.SUCCEEDED,
             result=result,
             last_error="",
-            lease_token=None,
             lease_expires_at=None,
             finished_at=Now(),
             updated_at=Now(),
         )
         if updated != len(ids):
             # Rare: find out which leases were lost, so their attempts are labelled honestly.
-            still_ours = set(
+            ours = set(
                 Task.objects.filter(
-                    id__in=ids, state=TaskState.SUCCEEDED, lease_token__isnull=True
+                    id__in=ids, state=TaskState.SUCCEEDED, lease_token=token
                 ).values_list("id", flat=True)
             )
-            lost |= set(ids) - still_ours
+            lost |= set(ids) - ours
     return lost
 
 
 def _record_failure(item: Outcome) -> bool:
+    if item.outcome == AttemptOutcome.LEASE_LOST:
+        # The handler stopped before its call (LeaseLost): nothing happened; due again now,
+        # for whichever pass holds it next.
+        updated = _owned(item.task).update(
+            state=TaskState.PENDING,
+            available_at=Now(),
+            last_error=item.error,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=Now(),
+        )
+        return bool(updated)
     if item.outcome == AttemptOutcome.RETRY and item.retry_in is not None:
         available_at = ExpressionWrapper(
             Now() + Value(_seconds(item.retry_in)), output_field=DateTimeField()
@@ -234,8 +359,9 @@ def _record_failure(item: Outcome) -> bool:
             updated_at=Now(),
         )
     else:
+        final = TaskState.CANCELED if item.outcome == AttemptOutcome.CANCELED else TaskState.FAILED
         updated = _owned(item.task).update(
-            state=TaskState.FAILED,
+            state=final,
             last_error=item.error,
             lease_token=None,
             lease_expires_at=None,

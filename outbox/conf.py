@@ -13,7 +13,14 @@ from django.core.exceptions import ImproperlyConfigured
 class OutboxSettings:
     pass_seconds: float = 20.0
     max_task_seconds: float = 15.0
-    lease_seconds: float = 60.0
+    # A lease is renewed every renew_seconds while its handler runs, so it can be short: a
+    # dead node's tasks run again elsewhere soon after it stops renewing.
+    lease_seconds: float = 12.0
+    renew_seconds: float = 2.0
+    # The total deadline of one external call; it starts only if the lease outlives it.
+    call_seconds: float = 8.0
+    # A kind this worker has no handler for (a rolling deploy) waits this long for one that has.
+    unknown_kind_retry_seconds: float = 60.0
     batch_size: int = 200
     threads: int = 32
     max_passes: int = 3

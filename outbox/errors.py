@@ -1,4 +1,5 @@
-"""The two errors a handler raises to tell the engine what to do next."""
+"""The engine's errors: what a handler raises to say what happens next, and what the engine
+raises at a caller that broke a rule."""
 
 from __future__ import annotations
 
@@ -52,3 +53,25 @@ class Defer(TaskError):
     """
 
     permanent = False
+
+
+class Cancel(TaskError):
+    """Nothing to do, now or later: the task is canceled with this reason, and not retried.
+
+    For a task whose cause was withdrawn (a receipt for a ticket that was refunded before the
+    receipt was issued). Its attempt records the reason.
+    """
+
+    permanent = True
+
+
+class LeaseLost(OutboxError):
+    """The task's lease is gone, or too close to expiring for another external call.
+
+    Raised before the call is started, never during it: nothing was sent. The task is given
+    back (or already belongs to another pass).
+    """
+
+
+class ValueTooLong(OutboxError, ValueError):
+    """A value is longer than its column: refused, never truncated."""

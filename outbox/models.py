@@ -116,7 +116,10 @@ class AttemptOutcome(models.TextChoices):
     FAILED = "failed", "Failed"
     """A permanent error, or the last attempt failed; the task is dead."""
     LEASE_LOST = "lease_lost", "Lease lost"
-    """The handler ran but another pass owned the task by the time its outcome was written."""
+    """Another pass owned the task by the time the outcome was written, or the lease was too
+    short to start a call (nothing was sent)."""
+    CANCELED = "canceled", "Canceled"
+    """The handler found nothing to do, ever (its cause was withdrawn); the task is canceled."""
 
 
 class Attempt(models.Model):

@@ -27,28 +27,35 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
-from django.db import InterfaceError, OperationalError, connection, connections, transaction
+from django.db import connection, connections, transaction
 from django.db.models.functions import Now
 
-from outbox.claim import ClaimedTask, Outcome, claim_due_tasks, record_outcomes, release_leases
+from outbox.claim import (
+    DATABASE_TROUBLE,
+    ClaimedTask,
+    Outcome,
+    claim_due_tasks,
+    record_outcomes,
+    release_leases,
+    renew_leases,
+)
 from outbox.conf import outbox_settings
 from outbox.correlation import correlation_scope
-from outbox.errors import Defer, TaskError, UnknownTaskKind
+from outbox.errors import Cancel, Defer, LeaseLost, TaskError, UnknownTaskKind
+from outbox.lease import holding
 from outbox.models import AttemptOutcome, RelayPass
 from outbox.registry import TaskContext, get_handler
 from outbox.retry import RetryPolicy
 from outbox.services import NOTIFY_CHANNEL
 from outbox.shutdown import cluster_stopping
+from outbox.storable import storable_text
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 attempt_logger = logging.getLogger("outbox.attempts")
 
 HEARTBEAT_SECONDS = 5.0
-# What a restart of the database or a killed connection raises; a pass rides it out.
-DATABASE_TROUBLE = (OperationalError, InterfaceError)
 PASS_STALE_SECONDS = 20.0
-_ERROR_LIMIT = 4000
 
 
 def worker_name() -> str:
@@ -68,7 +75,13 @@ def draw_queue_order(weights: dict[str, int], rand: random.Random | None = None)
     return order
 
 
-def run_task(task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
+def run_task(
+    task: ClaimedTask,
+    *,
+    policy: RetryPolicy,
+    worker: str,
+    unknown_kind_retry_seconds: float = 60.0,
+) -> Outcome:
     """Run one handler and classify what happened. Never raises."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -79,8 +92,10 @@ def run_task(task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
         duration_ms=0.0,
         worker=worker,
     )
-    with correlation_scope(task.correlation_id):
+    with correlation_scope(task.correlation_id), holding(task.lease):
         try:
+            if task.lease.lost:
+                raise LeaseLost("the pass gave the task up before its handler started")
             if task.attempt > task.max_attempts:
                 # Only a lease that expired again and again gets here: its pass died each time.
                 raise _LeaseExpiredTooOften(
@@ -104,10 +119,29 @@ def run_task(task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
             outcome.retry_in = exc.retry_after if exc.retry_after is not None else 5.0
             outcome.deferred = True
             outcome.error = f"deferred: {exc}"
+        except Cancel as exc:
+            outcome.outcome = AttemptOutcome.CANCELED
+            outcome.error = str(exc)
         except TaskError as exc:
             outcome.http_status = exc.http_status
             _fail(outcome, policy, str(exc), permanent=exc.permanent, retry_after=exc.retry_after)
-        except (UnknownTaskKind, _LeaseExpiredTooOften) as exc:
+        except LeaseLost as exc:
+            outcome.outcome = AttemptOutcome.LEASE_LOST
+            outcome.error = f"not started: {exc}"
+        except UnknownTaskKind as exc:
+            # A rolling deploy: this worker is older than the task. Put it back for one that
+            # knows the kind; the attempt budget bounds the wait.
+            logger.warning(
+                "%s on %s; task %s goes back to wait for one that has", exc, worker, task.id
+            )
+            _fail(
+                outcome,
+                policy,
+                f"{exc} on {worker}; waiting for a worker that has one",
+                permanent=False,
+                retry_after=unknown_kind_retry_seconds,
+            )
+        except _LeaseExpiredTooOften as exc:
             _fail(outcome, policy, str(exc), permanent=True)
         except Exception:
             # A bug in a handler is retried like a transient error, with its traceback kept.
@@ -130,7 +164,7 @@ def _fail(
     retry_after: float | None = None,
 ) -> None:
     task = outcome.task
-    outcome.error = error[-_ERROR_LIMIT:]
+    outcome.error = storable_text(error)
     delay = policy.next_delay(
         attempt=task.attempt,
         max_attempts=task.max_attempts,
@@ -202,9 +236,11 @@ class Relay:
 
     batch_size: int = 200
     threads: int = 32
-    lease_seconds: float = 60.0
+    lease_seconds: float = 12.0
+    renew_seconds: float = 2.0
     poll_seconds: float = 0.05
     max_task_seconds: float = 15.0
+    unknown_kind_retry_seconds: float = 60.0
     queue_weights: dict[str, int] = field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
     )
@@ -223,8 +259,10 @@ class Relay:
             "batch_size": conf.batch_size,
             "threads": conf.threads,
             "lease_seconds": conf.lease_seconds,
+            "renew_seconds": conf.renew_seconds,
             "poll_seconds": conf.poll_seconds,
             "max_task_seconds": conf.max_task_seconds,
+            "unknown_kind_retry_seconds": conf.unknown_kind_retry_seconds,
             "queue_weights": dict(conf.queue_weights),
             "policy": RetryPolicy(
                 base_seconds=conf.backoff_base_seconds, cap_seconds=conf.backoff_cap_seconds
@@ -241,6 +279,14 @@ class Relay:
             queue_order=draw_queue_order(self.queue_weights, self.rand),
         )
 
+    def _execute(self, pool: _HandlerPool, task: ClaimedTask) -> Outcome:
+        return pool.run(
+            task,
+            policy=self.policy,
+            worker=self.worker,
+            unknown_kind_retry_seconds=self.unknown_kind_retry_seconds,
+        )
+
     def run_once(self, *, limit: int | None = None) -> PassStats:
         """Claim one batch, run it to the end, record it. Deterministic: no waiting."""
         stats = PassStats()
@@ -249,8 +295,9 @@ class Relay:
         if not tasks:
             return stats
         with _HandlerPool(min(self.threads, len(tasks))) as pool:
-            outcomes = list(pool.map(lambda t: pool.run(t, self.policy, self.worker), tasks))
-        stats.add(outcomes, record_outcomes(outcomes))
+            outcomes = list(pool.map(lambda t: self._execute(pool, t), tasks))
+        batch = list(outcomes)
+        stats.add(batch, record_outcomes(outcomes))
         return stats
 
     def drain(self, *, max_batches: int = 1000) -> PassStats:
@@ -273,14 +320,15 @@ class Relay:
     ) -> PassStats:
         """Claim and run for `seconds`, keeping the pool busy; then finish and return.
 
-        On stop (SIGTERM) it stops claiming, finishes the attempts already running, and gives
-        back the leases of tasks it claimed but had not started.
+        While handlers run, their leases are renewed every `renew_seconds`. On stop (SIGTERM)
+        it stops claiming, finishes the attempts already running, and gives back the leases
+        of tasks it claimed but had not started.
         """
         stats = PassStats()
         claim_until = time.monotonic() + seconds
         inflight: dict[Future[Outcome], ClaimedTask] = {}
         done: list[Outcome] = []
-        last_flush = last_beat = time.monotonic()
+        last_flush = last_beat = last_renew = time.monotonic()
         low_water = max(1, self.batch_size // 2)
         pool = _HandlerPool(self.threads)
         abandoned = False
@@ -306,8 +354,12 @@ class Relay:
                             if self.on_backlog is not None:
                                 self.on_backlog()
                         for task in tasks:
-                            future = pool.submit(pool.run, task, self.policy, self.worker)
-                            inflight[future] = task
+                            inflight[pool.submit(self._execute, pool, task)] = task
+                    if now - last_renew >= self.renew_seconds:
+                        # Outcomes not yet written hold their leases too: an expired one would
+                        # let another pass run the task again.
+                        self._renew([*inflight.values(), *(o.task for o in done)], stats)
+                        last_renew = now
                     if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
                         try:
                             heartbeat()
@@ -339,9 +391,17 @@ class Relay:
                         claiming_ended is not None
                         and time.monotonic() > claiming_ended + self.max_task_seconds
                     ):
-                        # Handlers that ignore their own timeouts: leave them; their leases
-                        # expire and another pass takes the tasks again.
-                        logger.error("relay pass abandons %d stuck attempts", len(inflight))
+                        # Handlers stuck outside their calls' deadlines (a bug): no further
+                        # call may start, and whatever call is in flight ends by its deadline,
+                        # before the unrenewed lease lets another pass take the task.
+                        for task in inflight.values():
+                            task.lease.lose()
+                        logger.error(
+                            "relay pass abandons %d stuck attempts (tasks %s); their leases "
+                            "expire and other passes take them again",
+                            len(inflight),
+                            ", ".join(str(task.id) for task in inflight.values()),
+                        )
                         abandoned = True
                         break
         finally:
@@ -349,17 +409,35 @@ class Relay:
             self._flush_before(done, stats, time.monotonic() + self.max_task_seconds)
         return stats
 
+    def _renew(self, tasks: list[ClaimedTask], stats: PassStats) -> None:
+        if not tasks:
+            return
+        try:
+            lost = renew_leases(tasks)
+        except DATABASE_TROUBLE:
+            # Not renewed: the local estimates run down, and handlers stop starting calls
+            # before the leases can expire.
+            self._database_trouble("renewing leases")
+            return
+        if lost:
+            logger.warning(
+                "relay pass lost the leases of tasks %s; their handlers start no further call",
+                ", ".join(str(task_id) for task_id in sorted(lost)),
+            )
+
     def _flush(self, done: list[Outcome], stats: PassStats) -> bool:
         """Record finished attempts; on a database outage keep them for the next try."""
         if not done:
             return True
+        batch = list(done)
         try:
             lost = record_outcomes(done)
         except DATABASE_TROUBLE:
+            # Outcomes written one by one before the outage have left `done`.
+            stats.add(batch[: len(batch) - len(done)], set())
             self._database_trouble(f"recording {len(done)} outcomes")
             return False
-        stats.add(done, lost)
-        done.clear()
+        stats.add(batch, lost)
         return True
 
     def _flush_before(self, done: list[Outcome], stats: PassStats, deadline: float) -> None:
@@ -394,9 +472,21 @@ class _HandlerPool(ThreadPoolExecutor):
     (PostgreSQL) or is reopened cheaply (SQLite).
     """
 
-    def run(self, task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outcome:
+    def run(
+        self,
+        task: ClaimedTask,
+        *,
+        policy: RetryPolicy,
+        worker: str,
+        unknown_kind_retry_seconds: float,
+    ) -> Outcome:
         try:
-            return run_task(task, policy=policy, worker=worker)
+            return run_task(
+                task,
+                policy=policy,
+                worker=worker,
+                unknown_kind_retry_seconds=unknown_kind_retry_seconds,
+            )
         finally:
             for conn in connections.all(initialized_only=True):
                 conn.close()

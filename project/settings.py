@@ -266,7 +266,10 @@ WEBHOOK_MAX_TICKETS = env_int("WEBHOOK_MAX_TICKETS", 1000, minimum=1)
 OUTBOX: dict[str, Any] = {
     "PASS_SECONDS": env_float("OUTBOX_PASS_SECONDS", 20.0, minimum=1.0),
     "MAX_TASK_SECONDS": env_float("OUTBOX_MAX_TASK_SECONDS", 15.0, minimum=1.0),
-    "LEASE_SECONDS": env_float("OUTBOX_LEASE_SECONDS", 60.0, minimum=1.0),
+    "LEASE_SECONDS": env_float("OUTBOX_LEASE_SECONDS", 12.0, minimum=1.0),
+    "RENEW_SECONDS": env_float("OUTBOX_RENEW_SECONDS", 2.0, minimum=0.1),
+    "CALL_SECONDS": env_float("OUTBOX_CALL_SECONDS", 8.0, minimum=0.5),
+    "UNKNOWN_KIND_RETRY_SECONDS": env_float("OUTBOX_UNKNOWN_KIND_RETRY_SECONDS", 60.0, minimum=1.0),
     "BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 200, minimum=1),
     "THREADS": env_int("OUTBOX_THREADS", 32, minimum=1),
     "MAX_PASSES": env_int("OUTBOX_MAX_PASSES", 3, minimum=1),

@@ -7,6 +7,8 @@ keeping the API's own error text. Handlers never touch `requests`.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from dataclasses import dataclass
 from datetime import UTC
@@ -18,11 +20,13 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from outbox.circuit import breaker_for
 from outbox.conf import outbox_settings
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.errors import PermanentError, TransientError
+from outbox.lease import before_external_call
 from outbox.logging import redact
 
 CONNECT_TIMEOUT = 3.05
@@ -30,6 +34,70 @@ READ_TIMEOUT = 10.0
 
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
+
+# Connections a call in this thread takes from the pool, so its watchdog can cut them.
+_watched = threading.local()
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        holder = getattr(_watched, "connections", None)
+        if holder is not None:
+            holder.append(conn)
+        return conn
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        holder = getattr(_watched, "connections", None)
+        if holder is not None:
+            holder.append(conn)
+        return conn
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections a watchdog can cut at a call's total deadline.
+
+    `requests` has only per-operation timeouts: an API that trickles a byte every few seconds
+    keeps a call alive for ever. The deadline is what lets a lease bound every call.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPConnectionPool,
+            "https": _WatchedHTTPSConnectionPool,
+        }
+
+
+class _Watchdog:
+    """Shuts the call's sockets down when the deadline passes; the call then raises."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = threading.Event()
+        self.connections: list[Any] = []
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        _watched.connections = self.connections
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _watched.connections = None
+
+    def _fire(self) -> None:
+        self.fired.set()
+        for conn in list(self.connections):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def shared_session(name: str) -> requests.Session:
@@ -39,7 +107,7 @@ def shared_session(name: str) -> requests.Session:
         if session is None:
             session = requests.Session()
             size = max(10, int(outbox_settings().threads))
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
+            adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             _sessions[name] = session
@@ -108,19 +176,27 @@ class GatewayClient:
         what = f"{method} {path}"
         breaker = breaker_for(self.api)
         breaker.before_call()  # raises CircuitOpen while the API rests after failures
+        # Raises LeaseLost (nothing sent) when the task's lease would not outlive the call;
+        # gives this thread's database connection back before the network wait.
+        deadline = before_external_call()
+        connect, read = self.timeout
         try:
-            response = shared_session(self.api).request(
-                method,
-                url,
-                json=json,
-                headers={CORRELATION_HEADER: correlation_id} if correlation_id else None,
-                timeout=self.timeout,
-            )
-        except requests.Timeout as exc:
-            breaker.record_failure()
-            raise TransientError(f"{what} timed out: {exc}") from exc
+            with _Watchdog(deadline) as watchdog:
+                response = shared_session(self.api).request(
+                    method,
+                    url,
+                    json=json,
+                    headers={CORRELATION_HEADER: correlation_id} if correlation_id else None,
+                    timeout=(min(connect, deadline), min(read, deadline)),
+                )
         except requests.RequestException as exc:
             breaker.record_failure()
+            if watchdog.fired.is_set():
+                raise TransientError(
+                    f"{what} did not finish within its {deadline:.1f}s deadline"
+                ) from exc
+            if isinstance(exc, requests.Timeout):
+                raise TransientError(f"{what} timed out: {exc}") from exc
             raise TransientError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
         status = response.status_code
         if status < 400:

@@ -173,7 +173,9 @@ def test_the_owner_records_success_with_its_result_and_an_attempt(recording_hand
     assert rows[tasks[0].id].result == {"number": "R-1"}
     assert rows[tasks[1].id].result is None
     assert all(r.state == TaskState.SUCCEEDED and r.finished_at for r in rows.values())
-    assert all(r.lease_token is None for r in rows.values())
+    # The token stays: it names the lease that finished the task.
+    assert all(r.lease_token == tasks[0].lease_token for r in rows.values())
+    assert all(r.lease_expires_at is None for r in rows.values())
     assert Attempt.objects.filter(outcome=AttemptOutcome.SUCCEEDED).count() == 2
 
 

@@ -166,12 +166,29 @@ def test_a_deferred_task_waits_without_spending_an_attempt(recording_handler):
     assert 25.0 <= seconds_until_due(task_id) <= 31.0
 
 
-def test_an_unknown_kind_fails_permanently(recording_handler):
+def test_a_kind_this_worker_does_not_know_waits_for_a_worker_that_does(recording_handler):
+    # A rolling deploy: the task was enqueued by a newer release than this worker runs.
     recording_handler("test.gone")
-    make("test.gone")
+    [task_id] = make("test.gone")
     from outbox import registry
 
     registry.unregister("test.gone")
+
+    relay(unknown_kind_retry_seconds=60.0).run_once()
+
+    task = Task.objects.get()
+    assert (task.state, task.attempts) == (TaskState.PENDING, 1)
+    assert "no handler is registered" in task.last_error
+    assert 55.0 <= seconds_until_due(task_id) <= 61.0
+
+
+def test_a_kind_no_worker_ever_knows_fails_once_its_attempts_are_spent(recording_handler):
+    recording_handler("test.gone")
+    make("test.gone", max_attempts=2)
+    from outbox import registry
+
+    registry.unregister("test.gone")
+    Task.objects.update(attempts=1)
 
     relay().run_once()
 
@@ -283,7 +300,8 @@ def test_prune_removes_finished_tasks_older_than_the_retention_with_their_attemp
         ({"timeout": 90, "retry": 90, "workers": 4}, {}, "outbox.E002"),
         ({"retry": 90, "workers": 4}, {}, "outbox.E001"),
         ({"timeout": 30, "retry": 90, "workers": 4}, {"PASS_SECONDS": 20}, "outbox.E003"),
-        ({"timeout": 60, "retry": 90, "workers": 4}, {"LEASE_SECONDS": 30}, "outbox.E004"),
+        ({"timeout": 60, "retry": 90, "workers": 4}, {"LEASE_SECONDS": 9}, "outbox.E004"),
+        ({"timeout": 60, "retry": 90, "workers": 4}, {"CALL_SECONDS": 0.1}, "outbox.E006"),
         ({"timeout": 60, "retry": 90, "workers": 3}, {"MAX_PASSES": 3}, "outbox.E005"),
     ],
 )
