@@ -6,6 +6,8 @@ from typing import Any
 
 from django.db import connection, models
 
+from outbox.errors import ValueTooLong
+
 # Both PostgreSQL (65535) and SQLite >= 3.32 (32766) take far more than Django's default 999.
 _MAX_PARAMS = 30000
 
@@ -35,6 +37,7 @@ def insert_ignoring_conflicts(
         return []
     columns = list(rows[0])
     fields = {name: _concrete(model, name) for name in columns}
+    _refuse_too_long(model, rows, fields)
     table = connection.ops.quote_name(model._meta.db_table)
     quoted = ", ".join(connection.ops.quote_name(fields[name].column or name) for name in columns)
     tail = (
@@ -114,6 +117,26 @@ def _server_binding_cursor() -> Any:
     if connection.queries_logged:
         return connection.make_debug_cursor(raw)
     return connection.make_cursor(raw)
+
+
+def _refuse_too_long(
+    model: type[models.Model], rows: list[dict[str, Any]], fields: dict[str, models.Field[Any, Any]]
+) -> None:
+    # PostgreSQL's `::varchar(n)[]` cast truncates silently and SQLite stores any length: two
+    # long keys sharing a prefix would collide on one database and not the other. Refuse.
+    limits = {
+        name: field.max_length
+        for name, field in fields.items()
+        if isinstance(field, models.CharField) and field.max_length
+    }
+    for row in rows:
+        for name, limit in limits.items():
+            value = row[name]
+            if isinstance(value, str) and len(value) > limit:
+                raise ValueTooLong(
+                    f"{model._meta.label}.{name} is {len(value)} characters long, more than "
+                    f"its {limit}: {value[:40]!r}..."
+                )
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:

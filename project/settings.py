@@ -261,6 +261,11 @@ WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
 WEBHOOK_MAX_TICKETS = env_int("WEBHOOK_MAX_TICKETS", 1000, minimum=1)
 
+# A sheet append whose outcome was unclear (a 5xx, a timeout, a cut connection, a worker that
+# died) is retried only after this long, and reads the sheet first: the sheets API has no
+# idempotency key, and a slow write may land after the client gave up.
+SHEET_SETTLE_SECONDS = env_float("SHEET_SETTLE_SECONDS", 60.0, minimum=0.0)
+
 # The outbox relay. A pass claims and runs tasks for OUTBOX_PASS_SECONDS, then returns and
 # chains its successor; it must end well before django-q2's timeout, itself below retry.
 OUTBOX: dict[str, Any] = {

@@ -44,6 +44,12 @@ MAX_HEAD_BYTES = 64 * 1024
 INSPECTION_PREFIX = "/fake-gateway/"
 MAX_LATENCY_MS = 600_000
 
+# What a broken proxy in front of an API may answer: HTML, a NUL, bytes that are not UTF-8.
+GARBAGE_BODY = (
+    b"<html><body><h1>502 Bad Gateway</h1>\x00\xff\xfe\xc3\x28 upstream \xed\xa0\x80"
+    b" reset\x00</body></html>"
+)
+
 _RATES = ("failure_rate", "fail_after_write_rate", "rate_limit_rate")
 _SHEET_ROWS = re.compile(r"^/spreadsheets-api/sheets/([^/]+)/rows$")
 
@@ -67,6 +73,10 @@ class FaultConfig:
     failure_rate: float = 0.0
     fail_after_write_rate: float = 0.0
     latency_ms: float = 0.0
+    # Extra wait before a sheet append is written: the row lands after a client that gave up.
+    append_latency_ms: float = 0.0
+    # 5xx answers carry an HTML page with NUL and bytes that are not UTF-8, as a broken proxy's.
+    garbage_bodies: bool = False
     rate_limit_rate: float = 0.0
     retry_after_seconds: int = 1
     down: tuple[str, ...] = ()
@@ -103,13 +113,15 @@ def _validated(name: str, value: Any) -> Any:
         if not 0.0 <= rate <= 1.0:
             raise ConfigError(name, f"{name} must be between 0 and 1, got {value!r}")
         return rate
-    if name == "latency_ms":
+    if name in ("latency_ms", "append_latency_ms"):
         latency = number()
         if not 0.0 <= latency <= MAX_LATENCY_MS:
-            raise ConfigError(
-                name, f"latency_ms must be between 0 and {MAX_LATENCY_MS}, got {value!r}"
-            )
+            raise ConfigError(name, f"{name} must be between 0 and {MAX_LATENCY_MS}, got {value!r}")
         return latency
+    if name == "garbage_bodies":
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"garbage_bodies must be true or false, got {value!r}")
+        return value
     if name == "retry_after_seconds":
         # Retry-After carries whole seconds (RFC 9110 delay-seconds).
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -245,11 +257,14 @@ class FakeGateway:
                 "config": self._config.as_json(),
             }
 
-    def latency_seconds(self, path: str) -> float:
+    def latency_seconds(self, path: str, method: str = "GET") -> float:
         """The injected latency for a call to `path`: the server waits it out before `handle`."""
         if path.startswith(INSPECTION_PREFIX):
             return 0.0
-        return self._config.latency_ms / 1000
+        config = self._config
+        if method == "POST" and _SHEET_ROWS.match(path):
+            return (config.latency_ms + config.append_latency_ms) / 1000
+        return config.latency_ms / 1000
 
     def handle(self, method: str, target: str, body: bytes, correlation_id: str | None) -> Reply:
         """Answer one HTTP request (injected latency is the server's job)."""
@@ -281,9 +296,11 @@ class FakeGateway:
             else:
                 status, payload = reply.status, None
             self._record_call(method, path, api, correlation_id, status)
-        if reply is not None:
-            return reply
-        return json_reply(status, payload)
+        if reply is None:
+            reply = json_reply(status, payload)
+        if config.garbage_bodies and reply.status >= 500:
+            return Reply(reply.status, GARBAGE_BODY, reply.headers)
+        return reply
 
     def _route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Operation]] | Reply:
         allowed: tuple[str, ...]
@@ -657,7 +674,7 @@ class FakeGatewayServer:
         body = await reader.readexactly(length) if length else b""
         path = target.partition("?")[0]
         correlation_id = headers.get(CORRELATION_HEADER.lower())
-        delay = self.gateway.latency_seconds(path)
+        delay = self.gateway.latency_seconds(path, method)
         if delay:
             await asyncio.sleep(delay)
         try:

@@ -6,11 +6,12 @@ import threading
 import time
 from typing import Any
 
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 import outbox
-from outbox.errors import Defer, PermanentError
-from outbox.models import FINISHED_STATES, Task
+from outbox.errors import Cancel, Defer, PermanentError, TransientError
+from outbox.models import FINISHED_STATES, Attempt, AttemptOutcome, Task
 from tickets import kinds
 from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient
 from tickets.models import Ticket
@@ -20,6 +21,18 @@ from tickets.services import ticket_receipt_record
 @outbox.handler(kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30)
 def issue_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
+    refunded_at = (
+        Ticket.objects.filter(ticket_id=p["ticket_id"])
+        .values_list("refund_requested_at", flat=True)
+        .first()
+    )
+    if refunded_at is not None:
+        # The refund canceled this task if it was waiting; an operator's retry, or a try that
+        # had failed before the refund, ends here: nothing would ever void this receipt.
+        raise Cancel(
+            f"ticket {p['ticket_id']} was refunded at {refunded_at.isoformat()}: no receipt is "
+            "issued for a refunded ticket"
+        )
     receipt = ReceiptsClient().issue(
         ticket_id=p["ticket_id"],
         amount=p["amount"],
@@ -81,36 +94,76 @@ class _SheetRead:
 sheet_reader = SheetReader()
 
 
+def sheet_settle_seconds() -> float:
+    return float(getattr(settings, "SHEET_SETTLE_SECONDS", 60.0))
+
+
 @outbox.handler(kinds.APPEND_ROW, queue="default", max_attempts=30)
 def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     sheet = p["sheet"]
     if sheet not in (kinds.PRINT_SHEET, kinds.REFUND_SHEET):
         raise PermanentError(f"unknown sheet {sheet!r}")
+    settle = sheet_settle_seconds()
     # The sheets API has no idempotency key: after any try whose outcome we did not see, look
-    # before appending again.
-    if task.attempt > 1 and p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
-        return {"sheet": sheet, "appended": False, "already_present": True}
-    SpreadsheetsClient().append_row(
-        sheet=sheet,
-        columns=[p["ticket_id"], p["customer_email"], p["amount"], p["currency"]],
-        correlation_id=task.correlation_id,
-    )
+    # before appending again, and only once a slow write of that try has had time to land.
+    if task.attempt > 1:
+        if _previous_try_vanished(task):
+            raise TransientError(
+                f"try {task.attempt - 1} ended without an outcome (its worker stopped or lost "
+                f"the task): waiting {settle:g}s for a write it may have made to land, then "
+                "reading the sheet before appending",
+                retry_after=settle,
+            )
+        if p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
+            return {"sheet": sheet, "appended": False, "already_present": True}
+    try:
+        SpreadsheetsClient().append_row(
+            sheet=sheet,
+            columns=[p["ticket_id"], p["customer_email"], p["amount"], p["currency"]],
+            correlation_id=task.correlation_id,
+        )
+    except TransientError as exc:
+        # A 5xx, a timeout or a cut connection does not prove the row was not written.
+        raise TransientError(
+            f"{exc.message}; the row may have been written: the next try waits {settle:g}s, "
+            "then reads the sheet first",
+            http_status=exc.http_status,
+            retry_after=max(settle, exc.retry_after or 0.0),
+        ) from exc
     return {"sheet": sheet, "appended": True}
+
+
+def _previous_try_vanished(task: outbox.TaskContext) -> bool:
+    """The try before this one left no outcome of its own: its worker died or lost the lease
+    mid-call, and a write it sent may still land. A recorded try already waited to settle."""
+    previous = (
+        Attempt.objects.filter(task_id=task.id, number=task.attempt - 1)
+        .values_list("outcome", flat=True)
+        .first()
+    )
+    return previous is None or previous == AttemptOutcome.LEASE_LOST
 
 
 @outbox.handler(kinds.VOID_RECEIPT, queue="default", max_attempts=30)
 def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     ticket_id = task.payload["ticket_id"]
-    has_receipt = Ticket.objects.filter(ticket_id=ticket_id).exclude(receipt_number="").exists()
-    if not has_receipt:
-        receipt_task = (
-            Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))
-            .values_list("state", flat=True)
-            .first()
-        )
-        if receipt_task is not None and receipt_task not in FINISHED_STATES:
-            raise Defer("the receipt is not issued yet", retry_after=5.0)
+    # The receipt task first, the ticket second: its handler writes the number before the
+    # task can finish, so a finished task read first means the number read next is final.
+    receipt_task = (
+        Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))
+        .values_list("state", "attempts")
+        .first()
+    )
+    if receipt_task is not None and receipt_task[0] not in FINISHED_STATES:
+        raise Defer("the receipt task has not finished yet", retry_after=5.0)
+    number = (
+        Ticket.objects.filter(ticket_id=ticket_id).values_list("receipt_number", flat=True).first()
+    )
+    # A receipt task that tried and then failed or was canceled may have written a receipt
+    # whose answer never arrived: void it too (the API records a void by ticket).
+    tried = receipt_task is not None and receipt_task[1] > 0
+    if not number and not tried:
         return {"voided": False, "reason": "no receipt was issued for this ticket"}
     ReceiptsClient().void(
         ticket_id=ticket_id,
@@ -118,7 +171,7 @@ def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
         idempotent_id=task.idempotency_key,
         correlation_id=task.correlation_id,
     )
-    return {"voided": True}
+    return {"voided": True, "receipt_number": number or None}
 
 
 @outbox.handler(kinds.REFUND_PAYMENT, queue="default", max_attempts=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from outbox.services import TaskSpec
@@ -17,6 +18,16 @@ REFUND_PAYMENT = "tickets.refund_payment"
 
 PRINT_SHEET = "tickets-to-print"
 REFUND_SHEET = "tickets-to-refund"
+
+
+# Fixed for ever: the idempotency keys sent to the APIs derive from it.
+_EFFECT_NAMESPACE = uuid.UUID("6f1c1f4e-7d0a-4c57-9a5e-2f0b8d3c9e11")
+
+
+def effect_idempotency_key(dedupe_key: str) -> str:
+    """The key the APIs see for one effect: a function of the effect's identity (ticket and
+    effect) alone, so a task re-created by hand, or after a prune, sends the same key."""
+    return uuid.uuid5(_EFFECT_NAMESPACE, dedupe_key).hex
 
 
 def receipt_dedupe_key(ticket_id: str) -> str:
@@ -59,6 +70,7 @@ def issue_receipt_spec(ticket: TicketIn, correlation_id: str) -> TaskSpec:
             "currency": ticket.currency,
         },
         dedupe_key=receipt_dedupe_key(ticket.ticket_id),
+        idempotency_key=effect_idempotency_key(receipt_dedupe_key(ticket.ticket_id)),
         correlation_id=correlation_id,
     )
 
@@ -74,6 +86,7 @@ def sheet_row_spec(sheet: str, ticket: TicketIn, correlation_id: str) -> TaskSpe
             "currency": ticket.currency,
         },
         dedupe_key=sheet_dedupe_key(sheet, ticket.ticket_id),
+        idempotency_key=effect_idempotency_key(sheet_dedupe_key(sheet, ticket.ticket_id)),
         correlation_id=correlation_id,
     )
 
@@ -85,12 +98,14 @@ def refund_specs(ticket: Ticket, correlation_id: str) -> list[TaskSpec]:
             kind=VOID_RECEIPT,
             payload=payload,
             dedupe_key=void_dedupe_key(ticket.ticket_id),
+            idempotency_key=effect_idempotency_key(void_dedupe_key(ticket.ticket_id)),
             correlation_id=correlation_id,
         ),
         TaskSpec(
             kind=REFUND_PAYMENT,
             payload=payload,
             dedupe_key=refund_dedupe_key(ticket.ticket_id),
+            idempotency_key=effect_idempotency_key(refund_dedupe_key(ticket.ticket_id)),
             correlation_id=correlation_id,
         ),
     ]

@@ -14,7 +14,8 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from outbox.services import EnqueuedTask, TaskSpec, enqueue_many
+from outbox.models import Task
+from outbox.services import EnqueuedTask, TaskSpec, enqueue_many, tasks_cancel
 from outbox.sql import insert_ignoring_conflicts
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
@@ -79,24 +80,37 @@ def tickets_status_receive(
                 )
             return IntakeAnswer(delivery.response, delivery.correlation_id, replayed=True)
 
-        visited = _upsert_tickets(tickets)
-        specs = _effects(tickets, visited, correlation_id)
-        created_tasks = enqueue_many(specs)
-        body = _answer(tickets, visited, created_tasks, correlation_id)
+        held = _upsert_tickets(tickets)
+        created_tasks = enqueue_many(_effects(held, correlation_id))
+        body = _answer(held, created_tasks, correlation_id)
         delivery.response = body
         delivery.save(update_fields=["response"])
     return IntakeAnswer(body, correlation_id, replayed=False)
 
 
-def _upsert_tickets(tickets: Sequence[TicketIn]) -> dict[str, list[str]]:
-    """Apply the state machine; returns, per ticket id, the states it held in this request."""
+@dataclass(slots=True)
+class _Held:
+    """A ticket as this delivery found or created it, and the states it entered now."""
+
+    stored: TicketIn
+    created: bool
+    visited: list[str]
+
+    @property
+    def entered(self) -> list[str]:
+        # A new ticket enters its first state; a known one only the states it moves to now.
+        return self.visited if self.created else self.visited[1:]
+
+
+def _upsert_tickets(tickets: Sequence[TicketIn]) -> dict[str, _Held]:
+    """Apply the state machine; returns, per ticket id, what it held and entered in this request."""
     first: dict[str, TicketIn] = {}
     for ticket in tickets:
         first.setdefault(ticket.ticket_id, ticket)
     # Sorted, so two deliveries touching the same tickets lock them in the same order.
     ids = sorted(first)
     now = timezone.now()
-    insert_ignoring_conflicts(
+    inserted = insert_ignoring_conflicts(
         Ticket,
         [
             {
@@ -113,74 +127,111 @@ def _upsert_tickets(tickets: Sequence[TicketIn]) -> dict[str, list[str]]:
             for t in (first[i] for i in ids)
         ],
         conflict_field="ticket_id",
-        returning=["id"],
+        returning=["ticket_id"],
     )
-    current = dict(
+    created = {row[0] for row in inserted}
+    held: dict[str, _Held] = {}
+    for tid, status, email, amount, currency, booking in (
         Ticket.objects.select_for_update()
         .filter(ticket_id__in=ids)
         .order_by("ticket_id")
-        .values_list("ticket_id", "status")
-    )
-    visited: dict[str, list[str]] = {tid: [status] for tid, status in current.items()}
+        .values_list(
+            "ticket_id", "status", "customer_email", "price_amount", "price_currency", "booking_id"
+        )
+    ):
+        stored = TicketIn(tid, status, email, amount, currency, booking)
+        held[tid] = _Held(stored=stored, created=tid in created, visited=[status])
     for ticket in tickets:
-        state = current[ticket.ticket_id]
+        entry = held[ticket.ticket_id]
+        state = entry.visited[-1]
         if ticket.status == state:
             continue
         if state == TicketStatus.CONFIRMED and ticket.status == TicketStatus.CANCELED:
-            current[ticket.ticket_id] = TicketStatus.CANCELED
-            visited[ticket.ticket_id].append(TicketStatus.CANCELED)
+            entry.visited.append(TicketStatus.CANCELED)
+            _log_differences(entry.stored, ticket)
         else:
             logger.info(
                 "ticket %s is canceled; a later %s changes nothing", ticket.ticket_id, ticket.status
             )
-    to_cancel = [tid for tid, states in visited.items() if len(states) > 1]
+    to_cancel = [tid for tid, entry in held.items() if len(entry.visited) > 1]
     if to_cancel:
         Ticket.objects.filter(ticket_id__in=to_cancel, status=TicketStatus.CONFIRMED).update(
             status=TicketStatus.CANCELED, updated_at=Now()
         )
-    return visited
+    return held
 
 
-def _effects(
-    tickets: Sequence[TicketIn], visited: dict[str, list[str]], correlation_id: str
-) -> list[TaskSpec]:
+def _log_differences(stored: TicketIn, message: TicketIn) -> None:
+    """A cancel that disagrees with the stored ticket: the stored ticket wins, and it is said."""
+    differing = [
+        name
+        for name, ours, theirs in (
+            ("customer_email", stored.customer_email, message.customer_email),
+            ("price.amount", stored.amount, message.amount),
+            ("price.currency", stored.currency, message.currency),
+        )
+        if ours != theirs
+    ]
+    if differing:
+        logger.warning(
+            "ticket %s was canceled with a different %s than it was sold with; the refund row "
+            "uses the stored ticket",
+            stored.ticket_id,
+            ", ".join(differing),
+        )
+
+
+def _effects(held: dict[str, _Held], correlation_id: str) -> list[TaskSpec]:
+    """One task per effect of a transition this delivery made; none for a state already held,
+    so a repeat of an old message finds nothing to do whatever has been pruned since."""
     specs: list[TaskSpec] = []
-    seen: set[str] = set()
-    for ticket in tickets:
-        if ticket.ticket_id in seen:
-            continue
-        seen.add(ticket.ticket_id)
-        states = visited[ticket.ticket_id]
-        if TicketStatus.CONFIRMED in states:
+    for entry in held.values():
+        ticket, entered = entry.stored, entry.entered
+        if TicketStatus.CONFIRMED in entered:
             specs.append(kinds.issue_receipt_spec(ticket, correlation_id))
             specs.append(kinds.sheet_row_spec(kinds.PRINT_SHEET, ticket, correlation_id))
-        if TicketStatus.CANCELED in states:
+        if TicketStatus.CANCELED in entered:
             specs.append(kinds.sheet_row_spec(kinds.REFUND_SHEET, ticket, correlation_id))
     return specs
 
 
 def _answer(
-    tickets: Sequence[TicketIn],
-    visited: dict[str, list[str]],
-    created: list[EnqueuedTask],
-    correlation_id: str,
+    held: dict[str, _Held], created: list[EnqueuedTask], correlation_id: str
 ) -> dict[str, Any]:
     return {
         "correlation_id": correlation_id,
-        "tickets": [{"ticket_id": tid, "status": states[-1]} for tid, states in visited.items()],
+        "tickets": [{"ticket_id": tid, "status": entry.visited[-1]} for tid, entry in held.items()],
         "tasks": [{"id": task.id, "kind": task.kind} for task in created],
     }
 
 
+RECEIPT_WITHDRAWN = "the ticket was refunded before its receipt was issued"
+
+
 def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[EnqueuedTask]:
-    """Void the receipt and refund the payment, once per ticket however often it is asked."""
+    """Void the receipt and refund the payment: once per ticket, however often it is asked.
+
+    The ticket's `refund_requested_at`, not a task row, says it was asked: a repeat after the
+    tasks were pruned finds it set and enqueues nothing. A receipt not issued yet never will
+    be: its waiting task is canceled here, and the receipt handler refuses a refunded ticket.
+    """
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().filter(ticket_id=ticket_id).first()
         if ticket is None:
             raise TicketNotFound(f"ticket {ticket_id!r} is not known")
-        if ticket.refund_requested_at is None:
-            ticket.refund_requested_at = timezone.now()
-            ticket.save(update_fields=["refund_requested_at", "updated_at"])
+        if ticket.refund_requested_at is not None:
+            logger.info(
+                "refund of ticket %s was already requested at %s; nothing more to do",
+                ticket_id,
+                ticket.refund_requested_at.isoformat(),
+            )
+            return []
+        ticket.refund_requested_at = timezone.now()
+        ticket.save(update_fields=["refund_requested_at", "updated_at"])
+        tasks_cancel(
+            tasks=Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id)),
+            reason=RECEIPT_WITHDRAWN,
+        )
         return enqueue_many(kinds.refund_specs(ticket, correlation_id))
 
 

@@ -209,6 +209,10 @@ FAST_RELAY = {
     "OUTBOX_PASS_SECONDS": "2",
     "OUTBOX_MAX_TASK_SECONDS": "3",
     "OUTBOX_LEASE_SECONDS": "6",
+    "OUTBOX_RENEW_SECONDS": "1",
+    "OUTBOX_CALL_SECONDS": "3",
+    # A sheet append whose outcome was unclear waits this long before reading the sheet.
+    "SHEET_SETTLE_SECONDS": "1.5",
     "OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
     "OUTBOX_BACKOFF_CAP_SECONDS": "0.5",
     "Q_TIMEOUT": "10",

@@ -543,6 +543,8 @@ def test_control_merges_changes_into_the_running_config(http, base_url):
         "failure_rate": 0.25,
         "fail_after_write_rate": 0.0,
         "latency_ms": 10.0,
+        "append_latency_ms": 0.0,
+        "garbage_bodies": False,
         "rate_limit_rate": 0.0,
         "retry_after_seconds": 1,
         "down": ["payments"],

@@ -52,6 +52,18 @@ class Command(BaseCommand):
             "--latency-ms", type=float, help="Milliseconds added to every API call."
         )
         parser.add_argument(
+            "--append-latency-ms",
+            type=float,
+            help="Milliseconds more before a sheet append is written (a slow write that lands "
+            "after the client gave up).",
+        )
+        parser.add_argument(
+            "--garbage-bodies",
+            action="store_true",
+            default=None,
+            help="Answer every 5xx with an HTML page holding NUL and bytes that are not UTF-8.",
+        )
+        parser.add_argument(
             "--down",
             action="append",
             metavar="API",
@@ -93,6 +105,8 @@ def fault_config_from_options(options: dict[str, Any]) -> FaultConfig:
             "rate_limit_rate",
             "retry_after_seconds",
             "latency_ms",
+            "append_latency_ms",
+            "garbage_bodies",
         )
         if options.get(name) is not None
     }
