@@ -1,0 +1,232 @@
+"""Leases held while handlers run, calls refused when a lease cannot outlive them, and
+outcomes that reach the database whatever an API answered."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.functions import Now
+from django.test import override_settings
+
+from outbox.claim import Outcome, claim_due_tasks, record_outcomes, renew_leases
+from outbox.errors import LeaseLost, TransientError, ValueTooLong
+from outbox.lease import Lease, before_external_call, holding
+from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from outbox.relay import Relay
+from outbox.services import TaskSpec, enqueue, enqueue_many
+
+pytestmark = pytest.mark.django_db
+
+
+def make(kind: str = "test.record", n: int = 1) -> list[int]:
+    with transaction.atomic():
+        return [t.id for t in enqueue_many([TaskSpec(kind=kind) for _ in range(n)])]
+
+
+def claim(worker: str = "w1", lease: float = 12.0):
+    return claim_due_tasks(limit=10, worker=worker, lease_seconds=lease, queue_order=["default"])
+
+
+def expire(task_id: int) -> None:
+    Task.objects.filter(id=task_id).update(lease_expires_at=Now())
+
+
+def seconds_left(task_id: int) -> float:
+    row = Task.objects.annotate(now=Now()).get(id=task_id)
+    assert row.lease_expires_at is not None
+    return (row.lease_expires_at - row.now).total_seconds()
+
+
+def test_a_renewed_lease_is_not_taken_by_another_worker(recording_handler):
+    recording_handler()
+    [task_id] = make()
+    [held] = claim(lease=12.0)
+    expire(task_id)  # the handler has run as long as the lease
+
+    assert renew_leases([held]) == set()
+
+    assert seconds_left(task_id) > 10.0
+    assert claim(worker="w2") == []
+    assert not held.lease.lost
+
+
+def test_a_lease_another_worker_took_is_not_renewed_and_its_handler_is_told(recording_handler):
+    recording_handler()
+    [task_id] = make()
+    [stale] = claim(worker="w1")
+    expire(task_id)
+    [fresh] = claim(worker="w2")
+
+    assert renew_leases([stale]) == {task_id}
+
+    assert stale.lease.lost
+    row = Task.objects.get(id=task_id)
+    assert (row.lease_token, row.leased_by) == (fresh.lease_token, "w2")
+
+
+def test_a_handler_whose_lease_was_lost_does_not_start_its_call(recording_handler):
+    called: list[int] = []
+
+    def call_the_api(task):
+        before_external_call()
+        called.append(task.id)
+
+    recording_handler(behaviour=call_the_api)
+    [task_id] = make()
+    [task] = claim()
+    task.lease.lose()
+
+    from outbox.relay import run_task
+    from outbox.retry import RetryPolicy
+
+    outcome = run_task(task, policy=RetryPolicy(), worker="w1")
+    record_outcomes([outcome])
+
+    assert called == []
+    attempt = Attempt.objects.get(task_id=task_id)
+    assert attempt.outcome == AttemptOutcome.LEASE_LOST
+    assert "not started" in attempt.error
+    assert Task.objects.get(id=task_id).state == TaskState.PENDING
+
+
+def test_a_call_does_not_start_when_the_lease_would_expire_before_its_deadline():
+    short = Lease.starting(uuid.uuid4(), 1.2, time.monotonic())
+
+    with holding(short), pytest.raises(LeaseLost, match="too little"):
+        before_external_call(limit=8.0)
+
+
+@override_settings(OUTBOX={"CALL_SECONDS": 8.0})
+def test_a_calls_deadline_ends_before_its_lease_does():
+    lease = Lease.starting(uuid.uuid4(), 5.0, time.monotonic())
+
+    with holding(lease):
+        budget = before_external_call()
+
+    assert 3.0 < budget <= 4.0  # the lease's 5 s, less the safety margin; not the 8 s limit
+    assert before_external_call() == 8.0  # outside a handler: the configured limit
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_gives_its_database_connection_back_before_a_call():
+    # With more handler threads than pooled connections, one held across a network wait
+    # makes another thread wait for a connection. (SQLite's in-memory test database cannot
+    # be closed; a file database is.)
+    Task.objects.exists()
+    assert connection.connection is not None
+
+    with transaction.atomic():
+        before_external_call()
+        assert connection.connection is not None, "a transaction's connection is kept"
+    before_external_call()
+
+    assert connection.connection is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_holders_success_is_labelled_lease_lost_even_after_the_owner_succeeded(
+    recording_handler,
+):
+    recording_handler()
+    [task_id] = make()
+    [stale] = claim(worker="w1")
+    expire(task_id)
+    [owner] = claim(worker="w2")
+    now = datetime.now(UTC)
+
+    assert record_outcomes([Outcome(owner, AttemptOutcome.SUCCEEDED, now, 1.0, "w2")]) == set()
+    lost = record_outcomes([Outcome(stale, AttemptOutcome.SUCCEEDED, now, 1.0, "w1")])
+
+    assert lost == {task_id}
+    outcomes = list(
+        Attempt.objects.filter(task_id=task_id).order_by("id").values_list("worker", "outcome")
+    )
+    assert outcomes == [("w2", AttemptOutcome.SUCCEEDED), ("w1", AttemptOutcome.LEASE_LOST)]
+
+
+GARBAGE = "<html>\x00 502 Bad Gateway \udce9\ud800 upstream reset\x00</html>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_page_with_nul_and_bad_bytes_is_stored_beside_its_batchs_successes(
+    recording_handler,
+):
+    def answer_garbage(task):
+        if task.payload["n"] == 1:
+            raise TransientError(GARBAGE, http_status=502)
+        return {"echo": "fine\x00"}
+
+    recording_handler(behaviour=answer_garbage)
+    with transaction.atomic():
+        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]  # type: ignore[union-attr]
+
+    stats = Relay(threads=3, batch_size=10).run_once()
+
+    assert (stats.succeeded, stats.retried) == (2, 1)
+    rows = {t.id: t for t in Task.objects.all()}
+    garbled = rows[ids[1]]
+    assert garbled.state == TaskState.PENDING
+    assert "502 Bad Gateway" in garbled.last_error
+    assert "\x00" not in garbled.last_error
+    assert garbled.last_error.encode("utf-8")  # valid UTF-8 on both databases
+    assert rows[ids[0]].result == {"echo": "fine\ufffd"}
+    assert Attempt.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_that_cannot_be_stored_does_not_take_its_batch_with_it(recording_handler):
+    def answer(task):
+        return {"unstorable": object()} if task.payload["n"] == 1 else {"ok": True}
+
+    recording_handler(behaviour=answer)
+    with transaction.atomic():
+        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]  # type: ignore[union-attr]
+
+    Relay(threads=3, batch_size=10).run_once()
+
+    rows = {t.id: t for t in Task.objects.all()}
+    assert {row.state for row in rows.values()} == {TaskState.SUCCEEDED}
+    assert rows[ids[0]].result == rows[ids[2]].result == {"ok": True}
+    assert rows[ids[1]].result is None
+    poisoned = Attempt.objects.get(task_id=ids[1])
+    assert "could not be stored" in poisoned.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_keeps_the_lease_of_a_handler_slower_than_the_lease(recording_handler):
+    taken_by_others: list[int] = []
+    release = threading.Event()
+
+    def slow(task):
+        # Another worker tries to take the task while this handler is still running.
+        for _ in range(6):
+            time.sleep(0.25)
+            taken_by_others.extend(t.id for t in claim(worker="other"))
+        release.set()
+        return {"done": True}
+
+    recording_handler(behaviour=slow)
+    make()
+    relay = Relay(threads=2, batch_size=10, lease_seconds=0.6, renew_seconds=0.1)
+
+    stats = relay.run(seconds=0.2, until_idle=True)
+
+    assert release.is_set()
+    assert taken_by_others == []
+    assert (stats.succeeded, stats.lease_lost) == (1, 0)
+
+
+def test_an_over_long_dedupe_key_is_refused_on_both_databases(recording_handler):
+    recording_handler()
+    prefix = "x" * 320
+
+    with pytest.raises(ValueTooLong, match="dedupe_key is 321 characters"), transaction.atomic():
+        enqueue("test.record", dedupe_key=prefix + "a")
+
+    assert Task.objects.count() == 0
