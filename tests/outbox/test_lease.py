@@ -230,3 +230,31 @@ def test_an_over_long_dedupe_key_is_refused_on_both_databases(recording_handler)
         enqueue("test.record", dedupe_key=prefix + "a")
 
     assert Task.objects.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_more_handler_threads_than_pooled_connections_never_wait_on_each_others_calls(
+    recording_handler,
+):
+    from django.conf import settings
+
+    pool_size = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
+    threads = pool_size * 2
+    # Every handler must be inside its "network call" at the same moment. If a thread kept
+    # its connection across the call, only `pool_size` of them could get there: the rest
+    # would wait for a connection, and the barrier would break.
+    in_call = threading.Barrier(threads, timeout=20)
+
+    def read_call_read(task):
+        Task.objects.filter(id=task.id).exists()
+        before_external_call()
+        in_call.wait()
+        return {"seen": Task.objects.filter(id=task.id).exists()}
+
+    recording_handler(behaviour=read_call_read)
+    make(n=threads)
+
+    stats = Relay(threads=threads, batch_size=threads).run_once()
+
+    assert stats.succeeded == threads
