@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from django.utils.http import http_date
 
@@ -243,3 +245,54 @@ def test_a_success_whose_body_is_not_json_is_a_transient_error():
         server.server_close()
 
     assert caught.value.http_status == 200
+
+
+class TricklingServer:
+    """Answers 200 and then sends its body one byte at a time, each well inside a read
+    timeout: per-read timeouts never fire, and the call would last for ever."""
+
+    def __init__(self, *, head_too: bool = False) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.head_too = head_too
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+            )
+            data = head + b" " * 500 if self.head_too else b" " * 500
+            if not self.head_too:
+                conn.sendall(head)
+            for byte in data:
+                if self.stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("head_too", [False, True], ids=["body", "head"])
+@override_settings(OUTBOX={"CALL_SECONDS": 1.0})
+def test_a_trickling_api_is_cut_off_at_the_calls_total_deadline(head_too):
+    server = TricklingServer(head_too=head_too)
+    try:
+        with pytest.raises(TransientError, match=r"did not finish within its 1\.0s deadline"):
+            SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
+    finally:
+        server.close()
