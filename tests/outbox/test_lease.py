@@ -164,7 +164,7 @@ def test_an_error_page_with_nul_and_bad_bytes_is_stored_beside_its_batchs_succes
 
     recording_handler(behaviour=answer_garbage)
     with transaction.atomic():
-        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]  # type: ignore[union-attr]
+        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]
 
     stats = Relay(threads=3, batch_size=10).run_once()
 
@@ -186,7 +186,7 @@ def test_an_outcome_that_cannot_be_stored_does_not_take_its_batch_with_it(record
 
     recording_handler(behaviour=answer)
     with transaction.atomic():
-        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]  # type: ignore[union-attr]
+        ids = [enqueue("test.record", {"n": n}).id for n in range(3)]
 
     Relay(threads=3, batch_size=10).run_once()
 
