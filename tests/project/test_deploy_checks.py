@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import pytest
@@ -41,6 +42,9 @@ def production_env(**overrides: str) -> dict[str, str]:
         ALLOWED_HOSTS="tickets.example.com",
         WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
+    # Production needs a DATABASE_URL; `check` does not connect, so any file path will do
+    # when the suite itself runs on SQLite.
+    env.setdefault("DATABASE_URL", f"sqlite:///{tempfile.gettempdir()}/deploy-check.sqlite3")
     env.update(overrides)
     return {k: v for k, v in env.items() if v != ""}
 
