@@ -351,9 +351,8 @@ LOGGING: dict[str, Any] = {
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "outbox.correlation.CorrelationIdFilter"}},
     "formatters": {
-        "plain": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
-        },
+        # Both escape control characters in every field (outbox.logging).
+        "plain": {"()": "outbox.logging.PlainFormatter"},
         "json": {"()": "outbox.logging.JsonFormatter"},
     },
     "handlers": {
