@@ -287,6 +287,10 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# /api/schema/ and /api/docs/ need a staff login (admin session or API token); 1 publishes
+# them to anyone (project/api_docs.py).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
+
 # /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`; while the
 # token is empty, it answers only requests from the loopback address (docs/METRICS.md).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
