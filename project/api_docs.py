@@ -7,6 +7,7 @@ that logged in at /admin/) or with the API's token (`Authorization: Token <key>`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -16,17 +17,25 @@ from django.http import HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
+from rest_framework.views import APIView
 
 
-class _StaffUnlessPublic:
+class _StaffUnlessPublic(APIView):
     """Token first: an anonymous request is a 401 with a `WWW-Authenticate: Token` challenge.
 
     The setting is read per request, so `override_settings` works in tests.
     """
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes: Sequence[type[BaseAuthentication]] = [
+        TokenAuthentication,
+        SessionAuthentication,
+    ]
 
     def get_permissions(self) -> list[BasePermission]:
         return [AllowAny()] if settings.API_DOCS_PUBLIC else [IsAdminUser()]
@@ -39,7 +48,9 @@ class StaffSchemaView(_StaffUnlessPublic, SpectacularAPIView):
 class StaffSwaggerView(_StaffUnlessPublic, SpectacularSwaggerView):
     """GET /api/docs/: a browser without a login is sent to the admin's login page."""
 
-    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+    # DRF's dispatch takes any HttpResponseBase from here (finalize_response checks that);
+    # its stub says Response.
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:  # type: ignore[override]
         request: Any = self.request
         if (
             isinstance(exc, exceptions.NotAuthenticated)
