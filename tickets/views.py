@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -23,7 +24,8 @@ from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.correlation import clean_correlation_id
 from outbox.plaintext import describe, first_control_character
 from tickets.models import TicketStatus
-from tickets.selectors import active_tickets
+from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
+from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
 from tickets.services import (
     IdempotencyKeyReused,
     TicketIn,
@@ -258,18 +260,24 @@ class TicketsStatusView(APIView):
         return response
 
 
-class TicketRefundView(APIView):
+class TicketRefundView(SellerEndpointView):
     """PUT /ticket-refund/{ticket_id}: void the receipt and refund the payment, once."""
+
+    staff_permission = "tickets.request_refund"
 
     @extend_schema(
         operation_id="ticket_refund",
         summary="Void a ticket's receipt and refund its payment",
+        description=seller_endpoint_auth_note("tickets.request_refund"),
         request=None,
         responses={
             202: inline_serializer(
                 "TicketRefundAnswer",
                 {"ticket_id": serializers.CharField(), "tasks": _CREATED_TASKS_SCHEMA},
             ),
+            400: _ERROR_SCHEMA,
+            401: _ERROR_SCHEMA,
+            403: _ERROR_SCHEMA,
             404: _ERROR_SCHEMA,
         },
         auth=[],
@@ -294,9 +302,66 @@ class TicketRefundView(APIView):
         )
 
 
-@require_GET
-def tickets_list(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(active_tickets(), safe=False)
+class AsciiIntegerField(serializers.IntegerField):
+    """A query parameter of ASCII digits: int() alone also reads "١٢" and " 12 "."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            raise serializers.ValidationError("must be a whole number in ASCII digits")
+        return super().to_internal_value(data)
+
+
+class TicketsListView(SellerEndpointView):
+    """GET /tickets: tickets that are not canceled, a page at a time.
+
+    The body keeps the contract's shape, a bare list; the next page is in a `Link` header
+    (RFC 8288), so a client that reads only the body still gets the first page.
+    """
+
+    staff_permission = "tickets.view_ticket"
+
+    class QuerySerializer(serializers.Serializer):
+        limit = AsciiIntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=MAX_PAGE_SIZE)
+        cursor = AsciiIntegerField(min_value=0, default=0)
+
+    @extend_schema(
+        operation_id="tickets_list",
+        summary="Tickets that are not canceled, a page at a time",
+        description=seller_endpoint_auth_note("tickets.view_ticket")
+        + f' At most {MAX_PAGE_SIZE} a page; `Link: </tickets?...>; rel="next"` names the '
+        "next page while there is one.",
+        parameters=[QuerySerializer],
+        responses={
+            200: inline_serializer(
+                "TicketListEntry",
+                {
+                    "ticket_id": serializers.CharField(),
+                    "customer_email": serializers.EmailField(),
+                    "price": inline_serializer(
+                        "TicketListPrice",
+                        {"amount": serializers.CharField(), "currency": serializers.CharField()},
+                    ),
+                },
+                many=True,
+            ),
+            400: _ERROR_SCHEMA,
+            401: _ERROR_SCHEMA,
+            403: _ERROR_SCHEMA,
+        },
+        auth=[],
+        tags=["tickets"],
+    )
+    def get(self, request: Request) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            return _invalid(flatten_errors(query.errors))
+        limit: int = query.validated_data["limit"]
+        page = active_tickets_page(limit=limit, cursor=query.validated_data["cursor"])
+        response = Response(page.rows)
+        if page.next_cursor is not None:
+            next_url = f"{request.path}?{urlencode({'limit': limit, 'cursor': page.next_cursor})}"
+            response["Link"] = f'<{next_url}>; rel="next"'
+        return response
 
 
 @require_GET
