@@ -1,6 +1,6 @@
 """Who may call `PUT /ticket-refund/{id}` and `GET /tickets` once WEBHOOK_SECRET is set.
 
-By contract (DESIGN.md section 2) both endpoints are open, and they stay open while no
+By the wire contract both endpoints are open, and they stay open while no
 secret is set (development, the seller's test harness; `check --deploy` warns, tickets.W002).
 With a secret, a request needs one of:
 
@@ -132,7 +132,7 @@ class SellerEndpointView(APIView):
 def seller_endpoint_auth_note(permission: str) -> str:
     """The OpenAPI description of how such an endpoint is authenticated."""
     return (
-        "Open while WEBHOOK_SECRET is unset (DESIGN.md section 2). With it: the seller's "
+        "Open while WEBHOOK_SECRET is unset (the wire contract). With it: the seller's "
         "Standard Webhooks signature over `{webhook-id}.{webhook-timestamp}.{METHOD} {path}`, "
         f"or a staff user's token with the permission `{permission}`; else 401/403."
     )
