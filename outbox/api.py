@@ -1,7 +1,8 @@
 """The operators' read API of the outbox: a staff user's token, whatever the global defaults.
 
 The project's DRF defaults are unauthenticated (the seller's webhook is, by contract), so
-every view here names its authentication and permission classes itself.
+every view here names its authentication and permission classes itself. Being staff is not
+enough: each read needs the model's `view_*` permission, as the admin's changelist does.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import DjangoModelPermissions, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from outbox.models import AttemptOutcome, Queue, TaskState
+from outbox.models import AttemptOutcome, Queue, Task, TaskState
 from outbox.selectors import task_with_attempts
 
 
@@ -53,16 +54,44 @@ AUTH_ERRORS = {
 }
 
 
+class DjangoModelViewPermissions(DjangoModelPermissions):
+    """DjangoModelPermissions with reads guarded too: GET needs `<app>.view_<model>`.
+
+    DRF's own class lets any authenticated user read; here a staff user without the view
+    permission is refused, and the 403 names the permission that is missing.
+    """
+
+    perms_map = {
+        **DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
+    }
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not super().has_permission(request, view):
+            queryset = self._queryset(view)
+            missing = [
+                perm
+                for perm in self.get_required_permissions(request.method or "GET", queryset.model)
+                if request.user is None or not request.user.has_perm(perm)
+            ]
+            self.message = f"this needs the permission {', '.join(missing)}"
+            return False
+        return True
+
+
 class StaffApiView(APIView):
-    """A view for staff users presenting `Authorization: Token <key>`.
+    """A view for staff users presenting `Authorization: Token <key>`, with the model's
+    `view_*` permission (`queryset` names the model).
 
     TokenAuthentication is the first (only) authenticator, so DRF answers an anonymous
     request 401 with a `WWW-Authenticate: Token` header; a valid token of a user who is not
-    staff gets 403.
+    staff, or lacks the view permission, gets 403.
     """
 
     authentication_classes = [TokenAuthentication]
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAdminUser, DjangoModelViewPermissions]
 
 
 def not_found(message: str) -> Response:
@@ -71,6 +100,9 @@ def not_found(message: str) -> Response:
 
 class TaskDetailApi(StaffApiView):
     """GET /api/tasks/{id}: one task, its state and every attempt so far."""
+
+    # Names the model whose view permission is needed (outbox.view_task); never evaluated.
+    queryset = Task.objects.none()
 
     class OutputSerializer(serializers.Serializer):
         class AttemptSerializer(serializers.Serializer):

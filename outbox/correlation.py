@@ -36,7 +36,8 @@ def correlation_scope(correlation_id: str) -> Iterator[None]:
 
 def clean_correlation_id(raw: str | None) -> str:
     """The caller's id when it is a sane token, else a fresh one (it goes in headers and logs)."""
-    if raw and _VALID.match(raw):
+    # fullmatch: `$` of match() would let one trailing newline through into the logs.
+    if raw and _VALID.fullmatch(raw):
         return raw
     return new_correlation_id()
 

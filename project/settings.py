@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,21 +73,50 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+# `scheme://user:password@`: everything between the first ':' after the scheme and the last
+# '@' of the authority is the password, whatever it holds (an unencoded '/', '#' or '@' even
+# makes urlsplit read part of it as the host, port or path, so the mask works on the text).
+_USERINFO = re.compile(r"^(?P<head>[^:/?#]*://[^:@]*:)(?P<password>.*)@", re.DOTALL)
+_SECRET_QUERY = re.compile(r"(?i)((?:pass|password|secret|token|key)[^=&]*=)[^&]*")
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (and any password-like query value) replaced by ***.
+
+    Configuration errors quote the URL so the operator sees which value is wrong; they
+    must never quote the secret in it (docs/SECURITY.md).
+    """
+    masked = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", url, count=1)
+    return _SECRET_QUERY.sub(lambda m: f"{m[1]}{MASK}", masked)
+
+
 def env_url(name: str, default: str) -> str:
     raw = os.environ.get(name, default).rstrip("/")
-    parts = urlsplit(raw)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in {"http", "https"} and bool(parts.netloc)
+    except ValueError:  # e.g. an unbalanced '[' in the host
+        valid = False
+    if not valid:
         raise ImproperlyConfigured(
-            f"{name}={raw!r} must be an http(s) URL such as http://host:8081."
+            f"{name}={mask_url(raw)!r} must be an http(s) URL such as http://host:8081."
         )
     return raw
 
 
 def database_from_url(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry for a URL. Every error names DATABASE_URL on one line, with
+    the password masked: the parser's own message is not quoted, as it can echo part of it
+    (a password with an unencoded '#' is read as the port, "not an integer: '<part>'")."""
     try:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
-    except (ValueError, KeyError) as exc:
-        raise ImproperlyConfigured(f"DATABASE_URL={url!r} cannot be parsed: {exc}") from None
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={mask_url(url)!r} cannot be parsed: expected "
+            "postgres://user:password@host:5432/name or sqlite:///path, with a numeric port "
+            "and the password's special characters percent-encoded."
+        ) from None
     engine = config["ENGINE"]
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
@@ -113,7 +143,8 @@ def database_from_url(url: str) -> dict[str, Any]:
         config["CONN_HEALTH_CHECKS"] = True
     else:
         raise ImproperlyConfigured(
-            f"DATABASE_URL scheme of {url!r} is not supported; use postgres:// or sqlite://."
+            f"DATABASE_URL={mask_url(url)!r}: the scheme is not supported; use postgres:// or "
+            "sqlite://."
         )
     config["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or None}
     return config
@@ -200,7 +231,16 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# Development keeps a SQLite file in the project; a production service must say where its
+# data lives, rather than start silently on a file inside the app directory.
+DATABASE_URL = env_str("DATABASE_URL", "").strip()
+if not DATABASE_URL:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be set when DEBUG is off, e.g. "
+            "postgres://user:password@host:5432/name."
+        )
+    DATABASE_URL = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -246,6 +286,10 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# /api/schema/ and /api/docs/ need a staff login (admin session or API token); 1 publishes
+# them to anyone (project/api_docs.py).
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 
 # /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`; while the
 # token is empty, it answers only requests from the loopback address (docs/METRICS.md).
@@ -319,9 +363,8 @@ LOGGING: dict[str, Any] = {
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "outbox.correlation.CorrelationIdFilter"}},
     "formatters": {
-        "plain": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
-        },
+        # Both escape control characters in every field (outbox.logging).
+        "plain": {"()": "outbox.logging.PlainFormatter"},
         "json": {"()": "outbox.logging.JsonFormatter"},
     },
     "handlers": {

@@ -56,6 +56,19 @@ def postgres_only() -> None:
         pytest.fail("this test needs PostgreSQL: run it with DATABASE_URL=postgres://...")
 
 
+def grant(user: Any, *perms: str) -> Any:
+    """Give `user` the permissions named `app_label.codename`; the user, fresh from the
+    database (Django caches a user's permissions on the instance)."""
+    from django.contrib.auth.models import Permission
+
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return type(user).objects.get(pk=user.pk)
+
+
 def ticket(
     ticket_id: str = "t-1",
     status: str = "confirmed",

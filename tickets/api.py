@@ -38,6 +38,9 @@ def ticket_detail(ticket_id: str) -> TicketDetail | None:
 class TicketDetailApi(StaffApiView):
     """GET /api/tickets/{ticket_id}: the ticket, its receipt and the state of its tasks."""
 
+    # Names the model whose view permission is needed (tickets.view_ticket); never evaluated.
+    queryset = Ticket.objects.none()
+
     class OutputSerializer(serializers.Serializer):
         class PriceSerializer(serializers.Serializer):
             amount = serializers.DecimalField(

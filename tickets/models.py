@@ -25,6 +25,9 @@ class Ticket(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["customer_email"], name="tickets_email")]
+        # Who may ask for a refund by token when the seller's endpoints are signed
+        # (docs/SECURITY.md); `view_ticket` (Django's default) guards the reads.
+        permissions = [("request_refund", "Can request a ticket's refund")]
 
     def __str__(self) -> str:
         return f"{self.ticket_id} ({self.status})"

@@ -5,7 +5,7 @@ from tickets import api, views
 urlpatterns = [
     path("tickets-status", views.TicketsStatusView.as_view(), name="tickets-status"),
     path("ticket-refund/<str:ticket_id>", views.TicketRefundView.as_view(), name="ticket-refund"),
-    path("tickets", views.tickets_list, name="tickets"),
+    path("tickets", views.TicketsListView.as_view(), name="tickets"),
     path("health", views.health, name="health"),
     path("api/tickets/<str:ticket_id>", api.TicketDetailApi.as_view(), name="api-ticket-detail"),
 ]

@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -21,8 +22,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.correlation import clean_correlation_id
+from outbox.plaintext import describe, first_control_character
 from tickets.models import TicketStatus
-from tickets.selectors import active_tickets
+from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
+from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
 from tickets.services import (
     IdempotencyKeyReused,
     TicketIn,
@@ -41,15 +44,48 @@ from tickets.webhook_body import parse_json, read_body
 
 logger = logging.getLogger(__name__)
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+# ASCII digits, at most two decimals: "50", "50.5", "50.50". Decimal() alone also takes
+# "-0" (stored 0.00 but sent on as "-0.00"), "١٢" (Arabic-Indic digits, read as 12),
+# "5e1", "+50" and padding; none is how a price is written, so each is refused.
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
+
+
+def plain_text_error(value: str) -> str | None:
+    """Why `value` is not plain text (it holds a control character), or None."""
+    char = first_control_character(value)
+    if char is None:
+        return None
+    return f"must be plain text: {describe(char)} is a control character"
+
+
+class PlainTextField(serializers.CharField):
+    """An identifier: refused whole when it holds a control character anywhere.
+
+    CharField trims only the ends, and only whitespace, so `t-1\\nforged` would reach the
+    database and the logs; checked before trimming, so a trailing one is refused too.
+    """
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if isinstance(data, str) and (reason := plain_text_error(data)) is not None:
+            raise serializers.ValidationError(reason)
+        return super().run_validation(data)
 
 
 class DecimalStringField(serializers.DecimalField):
-    """A decimal that must arrive as a string: money never travels as a JSON float."""
+    """A decimal that must arrive as a canonical string: money never travels as a JSON float.
+
+    What is stored and what the APIs are sent is then the same two-decimal string.
+    """
 
     def to_internal_value(self, data: Any) -> Decimal:
         if not isinstance(data, str):
             raise serializers.ValidationError('must be a decimal string such as "50.00"')
+        if not _AMOUNT.fullmatch(data):
+            raise serializers.ValidationError(
+                'must be ASCII digits with at most two decimals, such as "50" or "50.00" '
+                "(no sign, exponent or spaces)"
+            )
         return super().to_internal_value(data)
 
 
@@ -58,19 +94,17 @@ class PriceSerializer(serializers.Serializer):
     currency = serializers.CharField(required=False, default="USD")
 
     def validate_currency(self, value: str) -> str:
-        if not _CURRENCY.match(value):
+        if not _CURRENCY.fullmatch(value):
             raise serializers.ValidationError("must be a 3-letter ISO 4217 code such as EUR")
         return value
 
 
 class TicketSerializer(serializers.Serializer):
-    ticket_id = serializers.CharField(max_length=255, allow_blank=False)
+    ticket_id = PlainTextField(max_length=255, allow_blank=False)
     status = serializers.ChoiceField(choices=TicketStatus.values)
     customer_email = serializers.EmailField(max_length=254)
     price = PriceSerializer()
-    booking_id = serializers.CharField(
-        max_length=255, required=False, allow_blank=True, allow_null=True
-    )
+    booking_id = PlainTextField(max_length=255, required=False, allow_blank=True, allow_null=True)
 
 
 def flatten_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
@@ -181,7 +215,10 @@ class TicketsStatusView(APIView):
             webhook_id = webhook_authenticate(headers=request.headers, body=body)
         except WebhookAuthError as exc:
             return _error(status.HTTP_401_UNAUTHORIZED, str(exc))
-        key = request.headers.get("Idempotency-Key", "").strip()
+        raw_key = request.headers.get("Idempotency-Key", "")
+        if (refused := _plain_text_headers(request, raw_key=raw_key)) is not None:
+            return refused
+        key = raw_key.strip()
         if not key:
             return _error(status.HTTP_400_BAD_REQUEST, "the Idempotency-Key header is required")
         if len(key) > 255:
@@ -189,12 +226,7 @@ class TicketsStatusView(APIView):
         data = parse_json(body, content_type=request.content_type)
         serializer = self.InputSerializer(data=data)
         if not serializer.is_valid():
-            errors = flatten_errors(serializer.errors)
-            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-            return Response(
-                {"error": f"invalid request: {summary}", "errors": errors},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            return _invalid(flatten_errors(serializer.errors))
         tickets = [
             TicketIn(
                 ticket_id=t["ticket_id"],
@@ -228,24 +260,34 @@ class TicketsStatusView(APIView):
         return response
 
 
-class TicketRefundView(APIView):
+class TicketRefundView(SellerEndpointView):
     """PUT /ticket-refund/{ticket_id}: void the receipt and refund the payment, once."""
+
+    staff_permission = "tickets.request_refund"
 
     @extend_schema(
         operation_id="ticket_refund",
         summary="Void a ticket's receipt and refund its payment",
+        description=seller_endpoint_auth_note("tickets.request_refund"),
         request=None,
         responses={
             202: inline_serializer(
                 "TicketRefundAnswer",
                 {"ticket_id": serializers.CharField(), "tasks": _CREATED_TASKS_SCHEMA},
             ),
+            400: _ERROR_SCHEMA,
+            401: _ERROR_SCHEMA,
+            403: _ERROR_SCHEMA,
             404: _ERROR_SCHEMA,
         },
         auth=[],
         tags=["tickets"],
     )
     def put(self, request: Request, ticket_id: str) -> Response:
+        if (reason := plain_text_error(ticket_id)) is not None:
+            return _invalid([{"field": "ticket_id", "message": reason}])
+        if (refused := _plain_text_headers(request)) is not None:
+            return refused
         correlation_id = getattr(request._request, "correlation_id", "")
         try:
             tasks = ticket_refund_request(ticket_id=ticket_id, correlation_id=correlation_id)
@@ -260,9 +302,66 @@ class TicketRefundView(APIView):
         )
 
 
-@require_GET
-def tickets_list(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(active_tickets(), safe=False)
+class AsciiIntegerField(serializers.IntegerField):
+    """A query parameter of ASCII digits: int() alone also reads "١٢" and " 12 "."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            raise serializers.ValidationError("must be a whole number in ASCII digits")
+        return super().to_internal_value(data)
+
+
+class TicketsListView(SellerEndpointView):
+    """GET /tickets: tickets that are not canceled, a page at a time.
+
+    The body keeps the contract's shape, a bare list; the next page is in a `Link` header
+    (RFC 8288), so a client that reads only the body still gets the first page.
+    """
+
+    staff_permission = "tickets.view_ticket"
+
+    class QuerySerializer(serializers.Serializer):
+        limit = AsciiIntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=MAX_PAGE_SIZE)
+        cursor = AsciiIntegerField(min_value=0, default=0)
+
+    @extend_schema(
+        operation_id="tickets_list",
+        summary="Tickets that are not canceled, a page at a time",
+        description=seller_endpoint_auth_note("tickets.view_ticket")
+        + f' At most {MAX_PAGE_SIZE} a page; `Link: </tickets?...>; rel="next"` names the '
+        "next page while there is one.",
+        parameters=[QuerySerializer],
+        responses={
+            200: inline_serializer(
+                "TicketListEntry",
+                {
+                    "ticket_id": serializers.CharField(),
+                    "customer_email": serializers.EmailField(),
+                    "price": inline_serializer(
+                        "TicketListPrice",
+                        {"amount": serializers.CharField(), "currency": serializers.CharField()},
+                    ),
+                },
+                many=True,
+            ),
+            400: _ERROR_SCHEMA,
+            401: _ERROR_SCHEMA,
+            403: _ERROR_SCHEMA,
+        },
+        auth=[],
+        tags=["tickets"],
+    )
+    def get(self, request: Request) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            return _invalid(flatten_errors(query.errors))
+        limit: int = query.validated_data["limit"]
+        page = active_tickets_page(limit=limit, cursor=query.validated_data["cursor"])
+        response = Response(page.rows)
+        if page.next_cursor is not None:
+            next_url = f"{request.path}?{urlencode({'limit': limit, 'cursor': page.next_cursor})}"
+            response["Link"] = f'<{next_url}>; rel="next"'
+        return response
 
 
 @require_GET
@@ -278,6 +377,32 @@ def health(request: HttpRequest) -> HttpResponse:
 
 def _error(code: int, message: str) -> Response:
     return Response({"error": message}, status=code)
+
+
+def _invalid(errors: list[dict[str, str]]) -> Response:
+    """400 in the validation shape: a summary and every bad field by name."""
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return Response(
+        {"error": f"invalid request: {summary}", "errors": errors},
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
+def _plain_text_headers(request: Request, *, raw_key: str | None = None) -> Response | None:
+    """A 400 naming the identifier header that holds a control character, else None.
+
+    The correlation middleware would swap such a Correlation-ID for a fresh one; the caller
+    is told instead, as it is for a body field, so its ids mean the same on both sides.
+    """
+    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER, "")}
+    if raw_key is not None:
+        headers = {"Idempotency-Key": raw_key, **headers}
+    errors = [
+        {"field": name, "message": reason}
+        for name, value in headers.items()
+        if (reason := plain_text_error(value)) is not None
+    ]
+    return _invalid(errors) if errors else None
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -8,20 +8,35 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def token_for(username: str, *, staff: bool, active: bool = True) -> str:
+def token_for(
+    username: str, *, staff: bool, active: bool = True, perms: tuple[str, ...] = ()
+) -> str:
     user = User.objects.create_user(username, password="x", is_staff=staff, is_active=active)
-    return Token.objects.create(user=user).key
+    return Token.objects.create(user=grant(user, *perms)).key
 
 
 @pytest.fixture
 def staff_client() -> Client:
-    return Client(headers={"Authorization": f"Token {token_for('op', staff=True)}"})
+    return Client(
+        headers={
+            "Authorization": f"Token {token_for('op', staff=True, perms=('outbox.view_task',))}"
+        }
+    )
+
+
+@pytest.fixture
+def staff_session() -> Client:
+    """A browser logged in to the admin as a staff user (no model permissions needed)."""
+    client = Client()
+    client.force_login(User.objects.create_user("reader", password="x", is_staff=True))
+    return client
 
 
 def make_task(**fields) -> Task:
@@ -50,7 +65,7 @@ def test_an_unknown_token_gets_401(client):
 
 def test_a_token_of_a_user_who_is_not_staff_gets_403(client):
     task = make_task()
-    key = token_for("clerk", staff=False)
+    key = token_for("clerk", staff=False, perms=("outbox.view_task",))
 
     response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": f"Token {key}"})
 
@@ -58,9 +73,19 @@ def test_a_token_of_a_user_who_is_not_staff_gets_403(client):
     assert set(response.json()) == {"error"}
 
 
+def test_a_staff_token_without_view_task_gets_403_naming_the_permission(client):
+    task = make_task(last_error="sheet refused row for ada@example.com")
+    key = token_for("intern", staff=True, perms=("tickets.view_ticket",))
+
+    response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "this needs the permission outbox.view_task"}
+
+
 def test_a_token_of_an_inactive_staff_user_is_refused(client):
     task = make_task()
-    key = token_for("gone", staff=True, active=False)
+    key = token_for("gone", staff=True, active=False, perms=("outbox.view_task",))
 
     response = client.get(f"/api/tasks/{task.id}", headers={"Authorization": f"Token {key}"})
 
@@ -186,8 +211,8 @@ def test_a_task_reads_in_a_fixed_number_of_queries_however_many_attempts(
             task=task, number=number, started_at=T0, duration_ms=1.0, outcome="retry"
         )
 
-    # The token and its user, the task, its attempts.
-    with django_assert_num_queries(3):
+    # The token and its user, the user's own and group permissions, the task, its attempts.
+    with django_assert_num_queries(5):
         response = staff_client.get(f"/api/tasks/{task.id}")
 
     assert len(response.json()["attempt_history"]) == 10
@@ -206,8 +231,8 @@ def test_a_task_id_beyond_the_integer_range_is_a_404(staff_client):
     assert response.status_code == 404
 
 
-def test_the_schema_is_an_openapi_document_with_the_api_and_the_webhook(client):
-    response = client.get("/api/schema/", {"format": "json"})
+def test_the_schema_is_an_openapi_document_with_the_api_and_the_webhook(staff_session):
+    response = staff_session.get("/api/schema/", {"format": "json"})
 
     assert response.status_code == 200
     schema = response.json()
@@ -230,8 +255,8 @@ def test_the_schema_is_an_openapi_document_with_the_api_and_the_webhook(client):
     assert {"state", "attempts", "attempt_history", "correlation_id"} <= set(task_fields)
 
 
-def test_the_docs_page_loads_swagger_ui_from_our_own_static_files(client):
-    response = client.get("/api/docs/")
+def test_the_docs_page_loads_swagger_ui_from_our_own_static_files(staff_session):
+    response = staff_session.get("/api/docs/")
 
     assert response.status_code == 200
     html = response.content.decode().lower()
@@ -241,3 +266,57 @@ def test_the_docs_page_loads_swagger_ui_from_our_own_static_files(client):
     assert '"validatorurl": null' in html
     for external in ("cdn", "unpkg", "jsdelivr", "https://", "http://"):
         assert external not in html
+
+
+def test_an_anonymous_request_for_the_schema_gets_401(client):
+    response = client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert "paths" not in response.content.decode()
+
+
+def test_an_anonymous_browser_on_the_docs_page_is_sent_to_the_admin_login(client):
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/api/docs/"
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_a_logged_in_user_who_is_not_staff_cannot_read_the_schema_or_docs(client, path):
+    client.force_login(User.objects.create_user("customer", password="x"))
+
+    response = client.get(path)
+
+    assert response.status_code == 403
+    assert "/api/tasks/" not in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_a_token_of_a_user_who_is_not_staff_cannot_read_the_schema_or_docs(client, path):
+    key = token_for("clerk", staff=False)
+
+    response = client.get(path, headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 403
+
+
+def test_a_staff_token_reads_the_schema(client):
+    key = token_for("op", staff=True)
+
+    response = client.get(
+        "/api/schema/", {"format": "json"}, headers={"Authorization": f"Token {key}"}
+    )
+
+    assert response.status_code == 200
+    assert "/api/tasks/{task_id}" in response.json()["paths"]
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_api_docs_public_publishes_the_schema_and_docs_to_anyone(client, settings, path):
+    settings.API_DOCS_PUBLIC = True
+
+    response = client.get(path)
+
+    assert response.status_code == 200

@@ -15,7 +15,8 @@ from django.db import transaction
 
 from outbox.correlation import CorrelationIdFilter, correlation_scope
 from outbox.errors import TransientError
-from outbox.logging import JsonFormatter
+from outbox.logging import JsonFormatter, PlainFormatter
+from outbox.plaintext import escape_controls, first_control_character
 from outbox.relay import Relay
 from outbox.services import TaskSpec, enqueue_many
 
@@ -40,6 +41,82 @@ def json_lines() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 
 def lines(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.fixture
+def plain_lines() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger writing through the plain formatter and the correlation filter, as settings do."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(PlainFormatter())
+    handler.addFilter(CorrelationIdFilter())
+    logger = logging.getLogger("tests.plain")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+# What an attacker puts in an id to forge a record of its own on the next line, or to hide
+# one: every line-breaking and invisible character a log reader could trip on.
+FORGED_ID = "t-1\n2026-01-01 00:00:00,000 INFO tickets.services [-] refund of t-9 approved"
+BREAKERS = ["\n", "\r", "\x00", "\x85", "\u2028", "\u2029", "\u202e", "\x1b[2J"]
+
+
+def test_a_forged_newline_in_a_logged_id_stays_on_one_plain_line(plain_lines):
+    logger, stream = plain_lines
+
+    logger.info("accepted ticket %s", FORGED_ID)
+
+    [line] = stream.getvalue().splitlines()
+    assert line.endswith(
+        "accepted ticket t-1\\n2026-01-01 00:00:00,000 INFO tickets.services "
+        "[-] refund of t-9 approved"
+    )
+
+
+@pytest.mark.parametrize("breaker", BREAKERS)
+def test_no_control_character_reaches_a_plain_or_json_line(plain_lines, json_lines, breaker):
+    for logger, stream in (plain_lines, json_lines):
+        with correlation_scope(f"c{breaker}1"):
+            logger.warning("id %s", f"a{breaker}b", extra={"ticket_id": f"t{breaker}2"})
+
+        written = stream.getvalue()
+        assert written.count("\n") == 1
+        assert written.endswith("\n")
+        assert first_control_character(written.rstrip("\n")) is None
+        shown = written if stream is plain_lines[1] else json.loads(written)["message"]
+        assert escape_controls(f"a{breaker}b") in shown
+
+
+def test_a_forged_line_in_json_is_escaped_inside_the_value(json_lines):
+    logger, stream = json_lines
+
+    logger.info("accepted ticket %s", FORGED_ID, extra={"ticket_id": FORGED_ID})
+
+    [entry] = lines(stream)
+    assert entry["message"] == "accepted ticket " + FORGED_ID.replace("\n", "\\n")
+    assert entry["ticket_id"] == FORGED_ID.replace("\n", "\\n")
+
+
+def test_a_traceback_quoting_a_forged_line_is_indented_and_escaped_in_the_plain_format(
+    plain_lines,
+):
+    logger, stream = plain_lines
+
+    try:
+        raise ValueError(f"unknown ticket {FORGED_ID}\u2028WARNING forged")
+    except ValueError:
+        logger.exception("handler crashed")
+
+    head, *rest = stream.getvalue().rstrip("\n").split("\n")
+    assert head.endswith("handler crashed")
+    assert rest
+    assert all(line.startswith("  ") for line in rest)
+    assert any("Traceback (most recent call last):" in line for line in rest)
+    assert "\\u2028WARNING forged" in rest[-1]
 
 
 def test_a_line_is_one_json_object_with_time_level_logger_and_message(json_lines):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from project.settings import BASE_DIR
-from tickets.checks import webhook_secret_check
+from tickets.checks import seller_endpoints_open_check, webhook_secret_check
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 # Settings a production environment may set; each test states its own.
@@ -41,6 +43,9 @@ def production_env(**overrides: str) -> dict[str, str]:
         ALLOWED_HOSTS="tickets.example.com",
         WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
+    # Production needs a DATABASE_URL; `check` does not connect, so any file path will do
+    # when the suite itself runs on SQLite.
+    env.setdefault("DATABASE_URL", f"sqlite:///{tempfile.gettempdir()}/deploy-check.sqlite3")
     env.update(overrides)
     return {k: v for k, v in env.items() if v != ""}
 
@@ -74,6 +79,30 @@ def test_check_deploy_warns_when_no_webhook_secret_is_set():
     assert result.returncode == 0
     assert "(tickets.W001) WEBHOOK_SECRET is not set" in result.stderr
     assert strict.returncode != 0
+
+
+def test_check_deploy_warns_that_refund_and_list_are_open_without_a_secret():
+    result = manage("check", "--deploy", env=production_env(WEBHOOK_SECRET=""))
+
+    # Exactly the webhook's warning and the new one: nothing else is left open.
+    assert set(re.findall(r"\(([a-z_]+\.[EWC]\d{3})\)", result.stderr)) == {
+        "tickets.W001",
+        "tickets.W002",
+    }
+    assert (
+        "(tickets.W002) WEBHOOK_SECRET is not set: PUT /ticket-refund/{id} refunds any ticket "
+        "and GET /tickets lists every customer's email, for anyone who can reach them."
+    ) in result.stderr
+    assert "System check identified 2 issues (0 silenced)." in result.stderr + result.stdout
+
+
+def test_the_open_endpoints_check_reads_the_setting_at_check_time():
+    with override_settings(WEBHOOK_SECRET=""):
+        [warning] = seller_endpoints_open_check()
+    with override_settings(WEBHOOK_SECRET=WEBHOOK_SECRET):
+        assert seller_endpoints_open_check() == []
+
+    assert warning.id == "tickets.W002"
 
 
 def test_turning_the_ssl_redirect_off_brings_its_warning_back():
@@ -204,7 +233,13 @@ def test_the_sellers_endpoints_work_without_a_csrf_token_and_the_admin_login_doe
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("/admin/", 302), ("/api/tasks/1", 401), ("/api/tickets/t-1", 401)],
+    [
+        ("/admin/", 302),
+        ("/api/tasks/1", 401),
+        ("/api/tickets/t-1", 401),
+        ("/api/schema/", 401),
+        ("/api/docs/", 302),
+    ],
 )
 def test_the_admin_and_the_operator_api_need_a_login(client, path, expected):
     response = client.get(path)
@@ -212,3 +247,12 @@ def test_the_admin_and_the_operator_api_need_a_login(client, path, expected):
     assert response.status_code == expected
     if expected == 302:
         assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+@override_settings(WEBHOOK_SECRET=WEBHOOK_SECRET)
+@pytest.mark.parametrize(("method", "path"), [("put", "/ticket-refund/t-1"), ("get", "/tickets")])
+def test_with_a_secret_the_sellers_other_endpoints_need_a_login_too(client, method, path):
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 401

@@ -14,7 +14,10 @@ from project.settings import (
     env_int,
     env_list,
     env_url,
+    mask_url,
 )
+
+PASSWORD = "Tr0ub4dor-s3cret"
 
 
 def test_env_bool_reads_the_usual_spellings(monkeypatch):
@@ -85,6 +88,132 @@ def test_a_postgres_url_gets_a_bounded_connection_pool(monkeypatch):
 def test_an_unsupported_database_url_is_refused():
     with pytest.raises(ImproperlyConfigured, match="not supported"):
         database_from_url("mysql://root@localhost/tickets")
+
+
+# A bad DATABASE_URL is quoted so the operator sees which value is wrong; the password in it
+# is not. Each URL below is wrong in a way that used to echo it whole.
+BAD_DATABASE_URLS = [
+    pytest.param(f"mysql://app:{PASSWORD}@db.example/tickets", id="unsupported-scheme"),
+    pytest.param(f"postgres://app:{PASSWORD}@db.example:port/tickets", id="port-not-a-number"),
+    # '#' unencoded: urlsplit reads the password's first part as the port and the rest as a
+    # fragment, and the parser's message quoted that part.
+    pytest.param(f"postgres://app:{PASSWORD[:4]}#{PASSWORD[4:]}@db/tickets", id="unencoded-hash"),
+    pytest.param(f"postgres://app:{PASSWORD}@[db.example/tickets", id="unbalanced-bracket"),
+    pytest.param(f"redis://db.example/0?password={PASSWORD}", id="password-in-the-query"),
+]
+
+
+def _password_parts(url: str) -> list[str]:
+    # The password and each piece of it a parser could split off (at '#').
+    return [PASSWORD, PASSWORD[:4], PASSWORD[4:]] if "#" in url else [PASSWORD]
+
+
+@pytest.mark.parametrize("url", BAD_DATABASE_URLS)
+def test_a_bad_database_url_is_reported_on_one_line_with_its_password_masked(url):
+    with pytest.raises(ImproperlyConfigured) as raised:
+        database_from_url(url)
+
+    message = str(raised.value)
+    assert message.startswith("DATABASE_URL=")
+    assert "\n" not in message
+    assert "***" in message
+    for part in _password_parts(url):
+        assert part not in message
+
+
+@pytest.mark.parametrize("url", BAD_DATABASE_URLS)
+def test_the_start_up_error_of_a_bad_database_url_never_shows_its_password(url):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DATABASE_URL=" in result.stderr
+    for part in _password_parts(url):
+        assert part not in result.stdout + result.stderr
+
+
+def test_a_database_that_does_not_answer_logs_no_password():
+    # Port 9 (discard) refuses the connection: the driver's error and Django's log of it
+    # name the host and port, never the password.
+    url = f"postgres://app:{PASSWORD}@127.0.0.1:9/tickets"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "DATABASE_URL": url, "LOG_LEVEL": "DEBUG"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "127.0.0.1" in result.stderr  # the error was printed, and it is the connection's
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgres://app:pw@db:5432/t", "postgres://app:***@db:5432/t"),
+        ("postgres://app:p@ss/w#rd@db/t", "postgres://app:***@db/t"),
+        ("postgres://app@db/t", "postgres://app@db/t"),
+        ("sqlite:///var/db.sqlite3", "sqlite:///var/db.sqlite3"),
+        (
+            "postgres://db/t?sslmode=require&password=pw",
+            "postgres://db/t?sslmode=require&password=***",
+        ),
+        ("http://gateway:8081", "http://gateway:8081"),
+    ],
+)
+def test_mask_url_hides_the_password_and_keeps_the_rest(url, masked):
+    assert mask_url(url) == masked
+
+
+def test_without_debug_a_database_url_is_required():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "0", "SECRET_KEY": "x" * 60},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DATABASE_URL must be set when DEBUG is off" in result.stderr
+
+
+def test_with_debug_the_database_defaults_to_the_development_sqlite_file():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DATABASES['default']['NAME'])",
+        ],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "DJANGO_SETTINGS_MODULE": "project.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert result.stdout.strip() == str(BASE_DIR / "db.sqlite3")
+
+
+def test_a_gateway_url_with_credentials_is_refused_without_quoting_them(monkeypatch):
+    monkeypatch.setenv("GATEWAY", f"ftp://user:{PASSWORD}@gateway")
+
+    with pytest.raises(ImproperlyConfigured) as raised:
+        env_url("GATEWAY", "")
+
+    assert PASSWORD not in str(raised.value)
 
 
 def test_without_debug_a_secret_key_is_required():

@@ -10,7 +10,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from outbox.models import Task, TaskState
-from tests.conftest import ticket
+from tests.conftest import grant, ticket
 from tickets import kinds
 from tickets.models import Ticket
 from tickets.services import TicketIn, ticket_receipt_record, ticket_refund_request
@@ -18,14 +18,15 @@ from tickets.services import TicketIn, ticket_receipt_record, ticket_refund_requ
 pytestmark = pytest.mark.django_db
 
 
-def token_for(username: str, *, staff: bool) -> str:
-    user = User.objects.create_user(username, password="x", is_staff=staff)
+def token_for(username: str, *, staff: bool, perms: tuple[str, ...] = ()) -> str:
+    user = grant(User.objects.create_user(username, password="x", is_staff=staff), *perms)
     return Token.objects.create(user=user).key
 
 
 @pytest.fixture
 def staff_client() -> Client:
-    return Client(headers={"Authorization": f"Token {token_for('op', staff=True)}"})
+    key = token_for("op", staff=True, perms=("tickets.view_ticket",))
+    return Client(headers={"Authorization": f"Token {key}"})
 
 
 def test_a_staff_user_sees_the_ticket_and_its_tasks(staff_client, post_tickets):
@@ -122,8 +123,8 @@ def test_a_ticket_reads_in_a_fixed_number_of_queries(
     post_tickets([ticket("t-1", "canceled")], key="k-2")
     ticket_refund_request(ticket_id="t-1", correlation_id="c")
 
-    # The token and its user, the ticket, its tasks.
-    with django_assert_num_queries(3):
+    # The token and its user, the user's own and group permissions, the ticket, its tasks.
+    with django_assert_num_queries(5):
         response = staff_client.get("/api/tickets/t-1")
 
     assert len(response.json()["tasks"]) == 5
@@ -148,12 +149,37 @@ def test_an_anonymous_request_for_a_ticket_gets_401(client, post_tickets):
 
 def test_a_ticket_is_refused_to_a_user_who_is_not_staff(client, post_tickets):
     post_tickets([ticket("t-1")])
-    key = token_for("clerk", staff=False)
+    key = token_for("clerk", staff=False, perms=("tickets.view_ticket",))
 
     response = client.get("/api/tickets/t-1", headers={"Authorization": f"Token {key}"})
 
     assert response.status_code == 403
     assert "ada@example.com" not in response.content.decode()
+
+
+def test_a_staff_user_without_view_ticket_cannot_read_a_customers_email(client, post_tickets):
+    post_tickets([ticket("t-1")])
+    key = token_for("intern", staff=True, perms=("outbox.view_task",))
+
+    response = client.get("/api/tickets/t-1", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "this needs the permission tickets.view_ticket"}
+    assert "ada@example.com" not in response.content.decode()
+
+
+def test_the_accounting_group_reads_tickets_through_the_api(client, post_tickets):
+    from django.contrib.auth.models import Group
+
+    post_tickets([ticket("t-1")])
+    user = User.objects.create_user("clerk", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="Accounting"))
+    key = Token.objects.create(user=user).key
+
+    response = client.get("/api/tickets/t-1", headers={"Authorization": f"Token {key}"})
+
+    assert response.status_code == 200
+    assert response.json()["customer_email"] == "ada@example.com"
 
 
 def test_dedupe_keys_name_the_task_of_every_effect_a_ticket_can_cause():
@@ -176,7 +202,7 @@ def test_dedupe_keys_name_the_task_of_every_effect_a_ticket_can_cause():
 
 
 def test_api_token_prints_a_working_token_of_a_staff_user(capsys, client, post_tickets):
-    User.objects.create_user("op", password="x", is_staff=True)
+    grant(User.objects.create_user("op", password="x", is_staff=True), "tickets.view_ticket")
     post_tickets([ticket("t-1")])
 
     call_command("api_token", "op")
