@@ -438,6 +438,13 @@ class Relay:
             self._database_trouble(f"recording {len(done)} outcomes")
             return False
         stats.add(batch, lost)
+        if lost:
+            attempt_logger.warning(
+                "outcome=lease_lost tasks=%s: another pass owned them when their outcomes were "
+                "written; the writes were refused",
+                ",".join(str(task_id) for task_id in sorted(lost)),
+                extra={"outcome": "lease_lost"},
+            )
         return True
 
     def _flush_before(self, done: list[Outcome], stats: PassStats, deadline: float) -> None:

@@ -258,3 +258,22 @@ def test_more_handler_threads_than_pooled_connections_never_wait_on_each_others_
     stats = Relay(threads=threads, batch_size=threads).run_once()
 
     assert stats.succeeded == threads
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_stale_write_is_counted_and_logged_as_lease_lost(recording_handler, caplog):
+    from outbox.relay import PassStats
+
+    recording_handler()
+    [task_id] = make()
+    [stale] = claim(worker="w1")
+    expire(task_id)
+    [owner] = claim(worker="w2")
+    now = datetime.now(UTC)
+    record_outcomes([Outcome(owner, AttemptOutcome.SUCCEEDED, now, 1.0, "w2")])
+    stats = PassStats()
+
+    Relay()._flush([Outcome(stale, AttemptOutcome.SUCCEEDED, now, 1.0, "w1")], stats)
+
+    assert (stats.succeeded, stats.lease_lost) == (0, 1)
+    assert f"outcome=lease_lost tasks={task_id}" in caplog.text
