@@ -289,6 +289,9 @@ OUTBOX: dict[str, Any] = {
     ),
 }
 
+# qcluster's orderly stop on SIGTERM/SIGINT; then it kills its processes (outbox.shutdown).
+OUTBOX_STOP_GRACE_SECONDS = env_float("OUTBOX_STOP_GRACE_SECONDS", 30.0, minimum=1.0)
+
 Q_CLUSTER: dict[str, Any] = {
     "name": "outbox",
     "orm": "default",
