@@ -147,6 +147,16 @@ def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] 
     return json_reply(status, {"error": message}, headers)
 
 
+def no_route_reply(method: str, path: str) -> Reply:
+    """A path no API serves, answered as a web server would: plain text, not the APIs' JSON.
+
+    The client tells this apart from an API's own 404 about a ticket (`{"error": ...}`): it
+    means GATEWAY_ADDR is wrong, which no retry of the task can fix.
+    """
+    body = f"404 page not found: no route for {method} {path}\n".encode()
+    return Reply(404, body, (("X-Content-Type", "text/plain"),))
+
+
 # An API operation, validated and ready: runs under the gateway's lock with the call's
 # Correlation-ID and answers (status, JSON payload).
 Operation = Callable[[str | None], tuple[int, Any]]
@@ -301,7 +311,7 @@ class FakeGateway:
             else:
                 prepare = partial(self._prepare_rows, sheet=sheet)
         else:
-            return error_reply(404, f"no route for {method} {path}")
+            return no_route_reply(method, path)
         if method not in allowed:
             return error_reply(
                 405, f"{method} is not allowed on {path}", (("Allow", ", ".join(allowed)),)
@@ -475,6 +485,10 @@ class FakeGateway:
         if path == "/fake-gateway/control":
             return error_reply(405, f"{method} is not allowed on {path}", (("Allow", "GET, POST"),))
         return error_reply(404, f"no route for {method} {path}")
+
+
+def _content_type(reply: Reply) -> str:
+    return next((v for n, v in reply.headers if n == "X-Content-Type"), "application/json")
 
 
 def _receipt_wire(receipt: Mapping[str, Any]) -> dict[str, Any]:
@@ -683,10 +697,10 @@ class FakeGatewayServer:
     async def _send(self, writer: asyncio.StreamWriter, reply: Reply, *, close: bool) -> None:
         head = [
             f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
-            "Content-Type: application/json",
+            f"Content-Type: {_content_type(reply)}",
             f"Content-Length: {len(reply.body)}",
         ]
-        head.extend(f"{name}: {value}" for name, value in reply.headers)
+        head.extend(f"{name}: {value}" for name, value in reply.headers if name != "X-Content-Type")
         if close:
             head.append("Connection: close")
         # One write per answer: the head and the body leave in the same segment.

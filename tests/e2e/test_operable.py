@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.e2e.conftest import ROOT, VENV_BIN, Database, free_port, wait_until
+from tests.e2e.conftest import ROOT, VENV_BIN, Database, Stack, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +124,32 @@ def test_a_command_piped_into_head_prints_a_broken_pipe_traceback(
     )
     assert result.stdout.strip() == "{"
     assert result.stderr == ""
+
+
+def test_a_wrong_gateway_addr_fails_every_task_within_seconds(stack: Stack):
+    from tests.e2e.test_cluster import confirmed, post_order
+
+    right = stack.start_gateway("--seed", "11")
+    wrong = f"{right}/v1"
+    stack.env["GATEWAY_ADDR"] = wrong
+    stack.start_web()
+    cluster = stack.start_cluster()
+    post_order(stack, "order-1", [confirmed(f"w-{n}") for n in range(5)])
+
+    wait_until(
+        lambda: (
+            stack.db.value("SELECT COUNT(*) FROM outbox_circuit WHERE opened_until IS NOT NULL")
+            >= 2
+        ),
+        timeout=60,
+        what="the receipts and spreadsheets circuits to open",
+    )
+    time.sleep(3)  # time for wrong tasks to fail, were they to
+
+    assert stack.db.task_states().get("failed", 0) == 0
+    errors = [e for (e,) in stack.db.rows("SELECT error FROM outbox_attempt")]
+    assert errors
+    assert any(f"{wrong}/receipts-api/receipts" in e and "GATEWAY_ADDR" in e for e in errors)
+    log = cluster.log_path.read_text()  # type: ignore[attr-defined]
+    assert f"the receipts API is not at {wrong}/receipts-api/receipts" in log
+    assert stack.gateway_state()["receipts"] == []

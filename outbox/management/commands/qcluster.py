@@ -9,7 +9,7 @@ from django.conf import settings
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from outbox import shutdown
+from outbox import preflight, shutdown
 
 
 class Command(QClusterCommand):
@@ -27,5 +27,8 @@ class Command(QClusterCommand):
         # ... which ours now run after setting the event
         shutdown.install(grace_seconds=settings.OUTBOX_STOP_GRACE_SECONDS)
         cluster.start()
+        # After the fork (a thread running across it could leave a lock held in the child):
+        # the main process only waits from here on.
+        preflight.run()
         if options.get("run_once", False):
             cluster.stop()
