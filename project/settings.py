@@ -217,6 +217,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the final answer: JSON 404/405 on API paths.
+    "project.views.JsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
