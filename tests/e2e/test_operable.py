@@ -34,7 +34,7 @@ def unmigrated_env(e2e_database: Database) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "command",
-    [["qcluster"], ["outbox_status"], ["replay_tasks", "--all"], ["prune_outbox"]],
+    [["qcluster"], ["outbox_status"], ["replay_tasks", "--dry-run"], ["prune_outbox"]],
 )
 def test_a_command_on_an_unmigrated_database_answers_a_traceback(
     unmigrated_env: dict[str, str], command: list[str]
