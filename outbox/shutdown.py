@@ -138,11 +138,15 @@ def force_stop(reason: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     left = _leased_tasks(pids)
-    logger.error(
-        "qcluster stops at once (%s): %s left to their leases, taken again when they expire",
-        reason,
-        ", ".join(left) if left else "no task",
-    )
+    if left:
+        logger.error(
+            "qcluster stops at once (%s): tasks %s left to their leases, taken again when "
+            "they expire",
+            reason,
+            ", ".join(left),
+        )
+    else:
+        logger.error("qcluster stops at once (%s): no task was left to a lease", reason)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(FORCED_EXIT_CODE)

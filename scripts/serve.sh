@@ -50,10 +50,16 @@ if not User.objects.filter(username=os.environ['ADMIN_USER']).exists():
 pids=()
 cleanup() {
   trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # Ctrl-C has reached every process of the group already: a second signal would tell
+  # qcluster to stop at once instead of finishing its running attempts. Otherwise (SIGTERM to
+  # this script, or one of the processes ended) stop the others.
+  if [ "${1:-}" != INT ]; then
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  fi
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup INT' INT
+trap cleanup EXIT TERM
 
 if [ -n "$use_fake_gateway" ]; then
   # The state file keeps receipts and rows across restarts, like the database does.
