@@ -87,11 +87,13 @@ class CircuitBreaker:
             with self._lock:
                 self._view = _View(open_until=0.0, refreshed_at=time.monotonic())
 
-    def record_failure(self) -> None:
+    def record_failure(self, *, open_now: bool = False) -> None:
+        """Count a transient failure; `open_now` for one that no retry can fix soon (the
+        destination is misconfigured or not listening), which opens the circuit at once."""
         with self._lock:
             self._failures += 1
             probing, self._probing = self._probing, False
-            should_open = probing or self._failures >= self.threshold
+            should_open = probing or open_now or self._failures >= self.threshold
             if should_open:
                 self._failures = 0
         if should_open:

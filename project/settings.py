@@ -91,6 +91,43 @@ def mask_url(url: str) -> str:
     return _SECRET_QUERY.sub(lambda m: f"{m[1]}{MASK}", masked)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_log_level(name: str, default: str) -> str:
+    raw = os.environ.get(name, default)
+    if raw.strip().upper() not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(LOG_LEVELS)}.")
+    return raw.strip().upper()
+
+
+def load_env_file(path: Path) -> None:
+    """Development settings from a `.env` file (scripts/serve.sh writes one), when present.
+
+    The real environment wins, variable by variable; and the file is not read at all when the
+    real environment says DEBUG is off, so a production process never picks up a development
+    key. ENV_FILE names another file; ENV_FILE= (empty) reads none.
+    """
+    if not path.is_file() or os.environ.get("DEBUG", "1").strip().lower() in _FALSE:
+        return
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ImproperlyConfigured(f"{path}:{number}: {line!r} is not NAME=value.")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(name.strip(), value)
+
+
+_env_file = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file:
+    load_env_file(Path(_env_file))
+
+
 def env_url(name: str, default: str) -> str:
     raw = os.environ.get(name, default).rstrip("/")
     try:
@@ -211,6 +248,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the final answer: JSON 404/405 on API paths.
+    "project.views.JsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -341,6 +380,9 @@ OUTBOX: dict[str, Any] = {
     ),
 }
 
+# qcluster's orderly stop on SIGTERM/SIGINT; then it kills its processes (outbox.shutdown).
+OUTBOX_STOP_GRACE_SECONDS = env_float("OUTBOX_STOP_GRACE_SECONDS", 30.0, minimum=1.0)
+
 Q_CLUSTER: dict[str, Any] = {
     "name": "outbox",
     "orm": "default",
@@ -355,7 +397,7 @@ Q_CLUSTER: dict[str, Any] = {
     "label": "Django Q",
 }
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = env_log_level("LOG_LEVEL", "INFO")
 # `json`: one JSON object per line (outbox.logging.JsonFormatter), for a log shipper.
 LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING: dict[str, Any] = {
@@ -377,6 +419,6 @@ LOGGING: dict[str, Any] = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING").upper(), "propagate": True},
+        "django-q": {"level": env_log_level("Q_LOG_LEVEL", "WARNING"), "propagate": True},
     },
 }

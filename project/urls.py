@@ -2,8 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from project.api_docs import StaffSchemaView, StaffSwaggerView
+from project.views import home
+
+# The admin's "View site" link leads to the root page, which links back to it.
+admin.site.site_url = "/"
 
 urlpatterns = [
+    path("", home, name="home"),
     path("admin/", admin.site.urls),
     # Staff only unless API_DOCS_PUBLIC=1 (project/api_docs.py).
     path("api/schema/", StaffSchemaView.as_view(), name="api-schema"),

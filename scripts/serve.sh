@@ -8,9 +8,36 @@ PORT=${PORT:-8080}
 GATEWAY_PORT=${GATEWAY_PORT:-8081}
 ADMIN_USER=${ADMIN_USER:-admin}
 ADMIN_PASSWORD=${ADMIN_PASSWORD:-admin}
+FAKE_FAILURE_RATE=${FAKE_FAILURE_RATE:-0.2}
+FAKE_FAIL_AFTER_WRITE_RATE=${FAKE_FAIL_AFTER_WRITE_RATE:-0.05}
 mkdir -p var
 
-.venv/bin/python manage.py migrate --noinput
+use_fake_gateway=
+if [ -z "${GATEWAY_ADDR:-}" ]; then
+  use_fake_gateway=1
+  export GATEWAY_ADDR="http://127.0.0.1:${GATEWAY_PORT}"
+fi
+
+# A development .env with the settings this script uses, so `python manage.py ...` in another
+# shell (after `source .venv/bin/activate`) works as written. The settings read it only when
+# the real environment does not turn DEBUG off, and the real environment wins variable by
+# variable. The secret key is made once and kept.
+if [ "$DEBUG" = 1 ]; then
+  secret_key=$(sed -n 's/^SECRET_KEY=//p' .env 2>/dev/null || true)
+  if [ -z "$secret_key" ]; then
+    secret_key=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')
+  fi
+  {
+    echo "# Written by scripts/serve.sh for development; the real environment wins over it."
+    echo "DEBUG=1"
+    echo "SECRET_KEY=${secret_key}"
+    echo "GATEWAY_ADDR=${GATEWAY_ADDR}"
+    if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL=${DATABASE_URL}"; fi
+  } >.env
+fi
+
+echo "Applying database migrations..."
+.venv/bin/python manage.py migrate --noinput --verbosity 0
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 ADMIN_USER="$ADMIN_USER" ADMIN_PASSWORD="$ADMIN_PASSWORD" .venv/bin/python manage.py shell -c "
 import os
@@ -23,17 +50,25 @@ if not User.objects.filter(username=os.environ['ADMIN_USER']).exists():
 pids=()
 cleanup() {
   trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # Ctrl-C has reached every process of the group already: a second signal would tell
+  # qcluster to stop at once instead of finishing its running attempts. Otherwise (SIGTERM to
+  # this script, or one of the processes ended) stop the others.
+  if [ "${1:-}" != INT ]; then
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  fi
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup INT' INT
+trap cleanup EXIT TERM
 
-if [ -z "${GATEWAY_ADDR:-}" ]; then
-  export GATEWAY_ADDR="http://127.0.0.1:${GATEWAY_PORT}"
+if [ -n "$use_fake_gateway" ]; then
+  # The state file keeps receipts and rows across restarts, like the database does.
   .venv/bin/python manage.py fake_gateway --port "$GATEWAY_PORT" \
-    --failure-rate "${FAKE_FAILURE_RATE:-0.2}" --fail-after-write-rate "${FAKE_FAIL_AFTER_WRITE_RATE:-0.05}" &
+    --failure-rate "$FAKE_FAILURE_RATE" --fail-after-write-rate "$FAKE_FAIL_AFTER_WRITE_RATE" \
+    --state-file var/fake-gateway.json &
   pids+=($!)
-  gateway_note="fake gateway on $GATEWAY_ADDR (20% of calls fail, 5% fail after writing; state at $GATEWAY_ADDR/fake-gateway/state)"
+  percent() { .venv/bin/python -c "print(f'{float(\"$1\") * 100:g}%')"; }
+  gateway_note="fake gateway on $GATEWAY_ADDR ($(percent "$FAKE_FAILURE_RATE") of calls fail, $(percent "$FAKE_FAIL_AFTER_WRITE_RATE") fail after writing; state at $GATEWAY_ADDR/fake-gateway/state)"
 else
   gateway_note="gateway at $GATEWAY_ADDR"
 fi
@@ -47,16 +82,17 @@ pids+=($!)
 cat <<INFO
 
   Tickets outbox is running.
-    web app     http://127.0.0.1:${PORT}
+    web app     http://127.0.0.1:${PORT}/
     admin       http://127.0.0.1:${PORT}/admin/   (user: ${ADMIN_USER}, password: ${ADMIN_PASSWORD})
     ${gateway_note}
 
-  Try:
+  Try, in another shell in this directory:
     curl -i http://127.0.0.1:${PORT}/tickets-status -H 'Content-Type: application/json' \\
       -H 'Idempotency-Key: demo-1' -d '{"tickets": [{"ticket_id": "demo-1", "status": "confirmed",
       "customer_email": "ada@example.com", "price": {"amount": "50.00", "currency": "EUR"}}]}'
-    DEBUG=1 .venv/bin/python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
-    DEBUG=1 .venv/bin/python manage.py outbox_status
+    source .venv/bin/activate
+    python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
+    python manage.py outbox_status
 
   Ctrl-C stops everything.
 INFO

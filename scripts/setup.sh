@@ -8,8 +8,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  echo "Installing the project and its dependencies into .venv (once per change of pyproject.toml)..."
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  # PYTHONWARNINGS: setuptools warns, on every editable install, about folders named like
+  # the package in the working directory; that is how this project runs, on purpose.
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

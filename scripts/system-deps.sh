@@ -2,15 +2,20 @@
 # Installs the Debian packages some tests need, when they are missing:
 #   chromium  - the browser Playwright drives in tests/e2e/test_admin_browser.py (Playwright's
 #               own browser download is not used: it cannot be fetched here);
-#   faketime  - runs a cluster with its clock ten minutes off in tests/e2e/test_faults.py.
-# Does nothing when both are there. Needs root (CI runs as root) or sudo.
+#   faketime  - runs a cluster with its clock ten minutes off in tests/e2e/test_faults.py, a
+#               PostgreSQL-only test: needed only when DATABASE_URL is postgres://.
+# Does nothing when what the run needs is there. Needs root (CI runs as root) or sudo.
 # Call it (`bash scripts/system-deps.sh`) or source it; either way it leaves the shell as it was.
 (
   set -euo pipefail
   missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
-  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] \
-    || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+  case "${DATABASE_URL:-}" in
+    postgres://* | postgresql://*)
+      [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] \
+        || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+      ;;
+  esac
   if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
   fi

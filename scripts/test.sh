@@ -4,6 +4,8 @@
 source "$(dirname "$0")/setup.sh"
 bash scripts/system-deps.sh
 export DEBUG=1
+# The suite sets what it needs; a development .env (scripts/serve.sh writes one) must not leak in.
+export ENV_FILE=
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy .

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import signal
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
@@ -157,6 +159,16 @@ def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] =
 
 def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     return json_reply(status, {"error": message}, headers)
+
+
+def no_route_reply(method: str, path: str) -> Reply:
+    """A path no API serves, answered as a web server would: plain text, not the APIs' JSON.
+
+    The client tells this apart from an API's own 404 about a ticket (`{"error": ...}`): it
+    means GATEWAY_ADDR is wrong, which no retry of the task can fix.
+    """
+    body = f"404 page not found: no route for {method} {path}\n".encode()
+    return Reply(404, body, (("X-Content-Type", "text/plain"),))
 
 
 # An API operation, validated and ready: runs under the gateway's lock with the call's
@@ -318,7 +330,7 @@ class FakeGateway:
             else:
                 prepare = partial(self._prepare_rows, sheet=sheet)
         else:
-            return error_reply(404, f"no route for {method} {path}")
+            return no_route_reply(method, path)
         if method not in allowed:
             return error_reply(
                 405, f"{method} is not allowed on {path}", (("Allow", ", ".join(allowed)),)
@@ -492,6 +504,10 @@ class FakeGateway:
         if path == "/fake-gateway/control":
             return error_reply(405, f"{method} is not allowed on {path}", (("Allow", "GET, POST"),))
         return error_reply(404, f"no route for {method} {path}")
+
+
+def _content_type(reply: Reply) -> str:
+    return next((v for n, v in reply.headers if n == "X-Content-Type"), "application/json")
 
 
 def _receipt_wire(receipt: Mapping[str, Any]) -> dict[str, Any]:
@@ -700,10 +716,10 @@ class FakeGatewayServer:
     async def _send(self, writer: asyncio.StreamWriter, reply: Reply, *, close: bool) -> None:
         head = [
             f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
-            "Content-Type: application/json",
+            f"Content-Type: {_content_type(reply)}",
             f"Content-Length: {len(reply.body)}",
         ]
-        head.extend(f"{name}: {value}" for name, value in reply.headers)
+        head.extend(f"{name}: {value}" for name, value in reply.headers if name != "X-Content-Type")
         if close:
             head.append("Connection: close")
         # One write per answer: the head and the body leave in the same segment.
@@ -746,3 +762,51 @@ def start_in_thread(
         server.stop()
         raise RuntimeError("the fake gateway did not start within 10 s")
     return server, server.base_url
+
+
+# Persistence (`fake_gateway --state-file`): the APIs' records survive a restart, so receipt
+# numbers keep counting instead of starting again at R-000001 for new tickets. Calls, stats
+# and the failure config are not kept: they describe one run.
+
+_PERSISTED_RECORDS = {
+    "receipts": ("receipts_by_key", "idempotency_key"),
+    "voids": ("voids_by_id", "idempotent_id"),
+    "refunds": ("refunds_by_id", "deduplication_id"),
+}
+
+
+def save_state(gateway: FakeGateway, path: Path) -> None:
+    """Write the records to `path` atomically (a temporary file renamed over it)."""
+    with gateway._lock:
+        state = gateway._state
+        document = json.dumps(
+            {
+                "receipts": state.receipts,
+                "voids": state.voids,
+                "refunds": state.refunds,
+                "sheets": state.sheets,
+                "sheet_rows": state.sheet_rows,
+            }
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(document)
+    os.replace(temporary, path)
+
+
+def load_state(gateway: FakeGateway, path: Path) -> int:
+    """Read the records `save_state` wrote, if the file exists; returns the receipts loaded."""
+    if not path.exists():
+        return 0
+    try:
+        document = json.loads(path.read_text())
+        state = GatewayState(sheets=document["sheets"], sheet_rows=document["sheet_rows"])
+        for name, (index, key) in _PERSISTED_RECORDS.items():
+            records = document[name]
+            setattr(state, name, records)
+            setattr(state, index, {record[key]: record for record in records})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("state_file", f"{path} is not a fake gateway state file: {exc}") from exc
+    with gateway._lock:
+        gateway._state = state
+    return len(state.receipts)

@@ -153,6 +153,32 @@ def _error_text(response: requests.Response) -> str:
     return _snippet(response.text, 500)
 
 
+def _api_error(response: requests.Response) -> bool:
+    """Whether the body is the APIs' own error object, `{"error": ...}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a requests error comes from a refused connection (requests wraps it deep)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return False
+
+
 def _snippet(text: str, limit: int) -> str:
     """An API's text for an error, which is stored and logged: an API may echo a row or a
     request, so customer emails go first (before the cut, so none is left half-redacted)."""
@@ -190,6 +216,12 @@ class GatewayClient:
                     timeout=(min(connect, deadline), min(read, deadline)),
                 )
         except requests.RequestException as exc:
+            if _refused(exc):
+                # Nothing listens there: every task would fail the same way. Rest the API.
+                breaker.record_failure(open_now=True)
+                raise TransientError(
+                    f"{method} {url}: connection refused; check GATEWAY_ADDR ({self.base_url})"
+                ) from exc
             breaker.record_failure()
             if watchdog.fired.is_set():
                 raise TransientError(
@@ -202,6 +234,15 @@ class GatewayClient:
         if status < 400:
             breaker.record_success()
             return response
+        if status == 404 and not _api_error(response):
+            # The APIs answer a 404 about a ticket as `{"error": ...}`; any other 404 is a
+            # path no API serves: GATEWAY_ADDR is wrong, not the task. Keep it pending.
+            breaker.record_failure(open_now=True)
+            raise TransientError(
+                f"{method} {url} answered 404 with no API error: no such route; check "
+                f"GATEWAY_ADDR ({self.base_url})",
+                http_status=status,
+            )
         message = f"{what} answered {status}: {_error_text(response)}"
         if status in (408, 429) or status >= 500:
             breaker.record_failure()
@@ -299,3 +340,33 @@ class SpreadsheetsClient(GatewayClient):
                 f"sheet {sheet} answered without rows: {_snippet(response.text, 200)}"
             )
         return rows
+
+
+# One harmless GET per API: the route exists even where it takes only PUT (405) or POST.
+PROBES = {
+    "receipts": "/receipts-api/receipts",
+    "payments": "/payments-api/refunds",
+    "spreadsheets": "/spreadsheets-api/sheets/tickets-to-print/rows",
+}
+
+
+def check_destinations() -> list[str]:
+    """A warning per API whose route GATEWAY_ADDR does not reach (outbox.preflight)."""
+    warnings = []
+    for api, path in PROBES.items():
+        url = f"{settings.GATEWAY_ADDR}{path}"
+        try:
+            response = requests.get(url, timeout=(CONNECT_TIMEOUT, 5.0))
+        except requests.RequestException as exc:
+            reason = "connection refused" if _refused(exc) else exc.__class__.__name__
+            warnings.append(
+                f"the {api} API does not answer at {url} ({reason}): check GATEWAY_ADDR; "
+                "its tasks wait pending until it does"
+            )
+            continue
+        if response.status_code == 404 and not _api_error(response):
+            warnings.append(
+                f"the {api} API is not at {url} (404 with no API error): check GATEWAY_ADDR "
+                f"({settings.GATEWAY_ADDR}); its tasks wait pending until it is right"
+            )
+    return warnings

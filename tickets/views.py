@@ -23,6 +23,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.correlation import clean_correlation_id
 from outbox.plaintext import describe, first_control_character
+from project.startup import not_migrated_message, unapplied_migrations
 from tickets.models import TicketStatus
 from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
 from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
@@ -372,6 +373,9 @@ def health(request: HttpRequest) -> HttpResponse:
     except Exception:
         logger.exception("health check: the database does not answer")
         return HttpResponse("database unavailable", status=503, content_type="text/plain")
+    pending = unapplied_migrations()
+    if pending:
+        return HttpResponse(not_migrated_message(pending), status=503, content_type="text/plain")
     return HttpResponse("ok", content_type="text/plain")
 
 

@@ -406,3 +406,24 @@ def test_pausing_an_unknown_kind_warns_and_still_pauses(recording_handler):
 
 def test_pause_needs_a_kind():
     assert argparse_exit_code("outbox_pause") == 2
+
+
+def test_replay_of_a_mistyped_kind_says_only_that_nothing_matches():
+    make_task()
+
+    with pytest.raises(CommandError) as caught:
+        call_command("replay_tasks", "--yes", "--kind", "nonsense")
+
+    assert caught.value.returncode == 2
+    assert "Unknown kind 'nonsense'; the known kinds are:" in str(caught.value)
+    assert "tickets.issue_receipt" in str(caught.value)
+    assert states(*Task.objects.all()) == [TaskState.FAILED]
+
+
+def test_replay_applies_the_failed_filter_without_saying_so():
+    make_task(TaskState.SUCCEEDED)
+
+    stderr = StringIO()
+    with pytest.raises(CommandError, match="No failed task matches these filters"):
+        call_command("replay_tasks", "--yes", stderr=stderr)
+    assert "Only failed tasks (the default; --state chooses another)." in stderr.getvalue()

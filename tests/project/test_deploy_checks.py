@@ -117,7 +117,7 @@ def test_a_malformed_webhook_secret_stops_start_up_without_quoting_it():
     result = manage("check", env=production_env(WEBHOOK_SECRET=secret))
 
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
+    assert result.stderr.startswith("Configuration error: WEBHOOK_SECRET")
     assert "WEBHOOK_SECRET: the part after 'whsec_' is not valid base64." in result.stderr
     assert "this is not base64" not in result.stderr
 

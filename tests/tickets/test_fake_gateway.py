@@ -289,11 +289,14 @@ def test_each_row_records_the_correlation_id_of_its_append(http, base_url):
 # Routing and protocol
 
 
-def test_an_unknown_path_answers_404(http, base_url):
+def test_an_unknown_path_answers_a_json_404_like_an_api_error(http, base_url):
+    # A web server's 404, not the APIs' `{"error": ...}`: the client reads it as a wrong
+    # GATEWAY_ADDR rather than as an answer about a ticket.
     response = http.get(f"{base_url}/receipts-api/nothing", timeout=5)
 
     assert response.status_code == 404
-    assert "/receipts-api/nothing" in response.json()["error"]
+    assert response.headers["Content-Type"] == "text/plain"
+    assert "/receipts-api/nothing" in response.text
 
 
 def test_a_wrong_method_answers_405_with_the_allowed_ones(http, base_url):
@@ -656,3 +659,38 @@ def test_the_command_serves_with_the_flags_it_was_given_and_stops_on_sigterm():
     assert receipt.status_code == 503
     assert process.returncode == 0, err
     assert "Fake gateway stopped." in out
+
+
+def test_a_restarted_gateway_reuses_receipt_numbers(tmp_path):
+    from tickets.fake_gateway import FakeGateway, load_state, save_state
+
+    def issue(gateway: FakeGateway, ticket_id: str) -> dict:
+        body = {
+            "ticket_id": ticket_id,
+            "price": {"money_amount": "5.00", "money_currency": "EUR"},
+            "idempotency_key": f"key-{ticket_id}",
+        }
+        reply = gateway.handle("PUT", "/receipts-api/receipts", json.dumps(body).encode(), "c")
+        return json.loads(reply.body)
+
+    path = tmp_path / "var" / "fake-gateway.json"
+    first = FakeGateway()
+    assert issue(first, "t-1")["number"] == "R-000001"
+    save_state(first, path)
+
+    restarted = FakeGateway()
+    assert load_state(restarted, path) == 1
+
+    assert issue(restarted, "t-2")["number"] == "R-000002"
+    assert issue(restarted, "t-1")["number"] == "R-000001", "the same key, the same receipt"
+    assert not list(path.parent.glob(".*.tmp")), "written atomically, no leftover"
+
+
+def test_a_state_file_that_is_not_one_is_loaded_silently(tmp_path):
+    from tickets.fake_gateway import ConfigError, FakeGateway, load_state
+
+    path = tmp_path / "state.json"
+    path.write_text("[1, 2]")
+
+    with pytest.raises(ConfigError, match="is not a fake gateway state file"):
+        load_state(FakeGateway(), path)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 from django.utils.http import http_date
 
+from outbox.circuit import CircuitOpen
 from outbox.errors import PermanentError, TransientError
 from tickets.gateway import (
     PaymentsClient,
@@ -127,26 +130,60 @@ def test_a_400_raises_a_permanent_error_keeping_the_api_error_text(base_url):
     assert caught.value.permanent
 
 
-def test_a_404_raises_a_permanent_error(base_url):
-    client = ReceiptsClient(base_url=f"{base_url}/wrong-prefix")
+def test_a_404_from_a_wrong_gateway_addr_fails_the_task_for_good(base_url):
+    client = ReceiptsClient(base_url=f"{base_url}/v1")
 
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(TransientError) as caught:
         issue(client)
 
     assert caught.value.http_status == 404
+    assert f"{base_url}/v1/receipts-api/receipts" in caught.value.message
+    assert "GATEWAY_ADDR" in caught.value.message
+    with pytest.raises(CircuitOpen):  # the API rests at once: the tasks wait, spending nothing
+        issue(client)
 
 
-def test_a_refused_connection_raises_a_transient_error():
+def test_an_apis_own_404_about_the_ticket_is_retried_forever():
+    class NoSuchReceipt(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = json.dumps({"error": "no receipt for ticket t-1"}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoSuchReceipt)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            issue(ReceiptsClient(base_url=f"http://127.0.0.1:{server.server_address[1]}"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert caught.value.http_status == 404
+    assert "no receipt for ticket t-1" in caught.value.message
+
+
+def test_a_refused_connection_fails_the_task_or_keeps_calling():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Nothing listens on the port now: the connection is refused.
+    client = ReceiptsClient(base_url=f"http://127.0.0.1:{port}")
 
     with pytest.raises(TransientError) as caught:
-        issue(ReceiptsClient(base_url=f"http://127.0.0.1:{port}"))
+        issue(client)
 
-    assert "ConnectionError" in caught.value.message
+    assert f"http://127.0.0.1:{port}/receipts-api/receipts" in caught.value.message
+    assert "connection refused; check GATEWAY_ADDR" in caught.value.message
     assert caught.value.http_status is None
+    with pytest.raises(CircuitOpen):
+        issue(client)
 
 
 def test_a_read_timeout_raises_a_transient_error(base_url, gateway):

@@ -9,13 +9,14 @@ from django.conf import settings
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from outbox import shutdown
+from outbox import preflight, shutdown
 
 
 class Command(QClusterCommand):
     help = (
         "Starts a django-q2 cluster that also runs the outbox relay. On SIGTERM or SIGINT its "
-        "relay passes stop claiming, finish their running attempts and give back the rest."
+        "relay passes stop claiming, finish their running attempts and give back the rest; a "
+        "second signal, or OUTBOX_STOP_GRACE_SECONDS running out, stops it at once."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -23,7 +24,11 @@ class Command(QClusterCommand):
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         cluster = Cluster()  # installs django-q2's own signal handlers
-        shutdown.install()  # ... which ours now run after setting the event
+        # ... which ours now run after setting the event
+        shutdown.install(grace_seconds=settings.OUTBOX_STOP_GRACE_SECONDS)
         cluster.start()
+        # After the fork (a thread running across it could leave a lock held in the child):
+        # the main process only waits from here on.
+        preflight.run()
         if options.get("run_once", False):
             cluster.stop()

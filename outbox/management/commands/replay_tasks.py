@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from outbox.models import Queue, TaskState
+from outbox.models import Queue, Task, TaskState
+from outbox.registry import registered_kinds
 from outbox.selectors import error_summary, tasks_matching, tasks_with_ids
 from outbox.services import tasks_retry
 
@@ -22,6 +23,12 @@ REPLAYABLE = [s for s in TaskState.values if s != TaskState.RUNNING]
 EXIT_NONE_MATCHED = 1
 EXIT_BAD_ARGUMENTS = 2
 EXIT_SOME_SKIPPED = 3
+
+
+def known_kinds() -> list[str]:
+    """Kinds with a handler in this deployment, and kinds still in the table (a handler gone)."""
+    in_table = Task.objects.values_list("kind", flat=True).distinct()
+    return sorted(set(registered_kinds()) | set(in_table))
 
 
 def parse_moment(value: str, *, end_of_day: bool) -> datetime:
@@ -65,7 +72,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--state",
             choices=REPLAYABLE,
-            default=TaskState.FAILED.value,
+            default=None,
             help="Replay tasks in this state (default: failed). Replaying succeeded tasks "
             "runs their effect again.",
         )
@@ -118,7 +125,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        state: str = options["state"]
+        state: str = options["state"] or TaskState.FAILED.value
+        if options["state"] is None:
+            # Said out loud: `--ticket t-1` alone looks like "every task of t-1". On stderr:
+            # stdout stays the listing scripts read.
+            self.stderr.write(f"Only {state} tasks (the default; --state chooses another).")
+        unknown = sorted(set(options["kind"]) - set(known_kinds()))
+        if unknown:
+            raise CommandError(
+                f"Unknown kind {', '.join(map(repr, unknown))}; the known kinds are: "
+                f"{', '.join(known_kinds())}.",
+                returncode=EXIT_BAD_ARGUMENTS,
+            )
         since = parse_moment(options["since"], end_of_day=False) if options["since"] else None
         until = parse_moment(options["until"], end_of_day=True) if options["until"] else None
         if since and until and since >= until:
@@ -135,7 +153,9 @@ class Command(BaseCommand):
         # A snapshot of ids: the replay works on what matched now, not on what matches later.
         ids: list[int] = list(matching.values_list("id", flat=True))
         if not ids:
-            raise CommandError("No task matches these filters.", returncode=EXIT_NONE_MATCHED)
+            raise CommandError(
+                f"No {state} task matches these filters.", returncode=EXIT_NONE_MATCHED
+            )
 
         if options["dry_run"]:
             self.list_tasks(matching)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from argparse import ArgumentParser
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tickets.fake_gateway import APIS, ConfigError, FakeGateway, FakeGatewayServer, FaultConfig
+from tickets.fake_gateway import (
+    APIS,
+    ConfigError,
+    FakeGateway,
+    FakeGatewayServer,
+    FaultConfig,
+    load_state,
+    save_state,
+)
 
 
 class Command(BaseCommand):
@@ -71,6 +81,12 @@ class Command(BaseCommand):
             "Repeat it or separate names with commas.",
         )
         parser.add_argument(
+            "--state-file",
+            type=Path,
+            help="Keep receipts, voids, refunds and sheet rows in this JSON file across "
+            "restarts (read at start, written atomically each second and at stop).",
+        )
+        parser.add_argument(
             "--verbose",
             action="store_true",
             help="Log every request to stderr (off by default: logging costs throughput).",
@@ -81,16 +97,29 @@ class Command(BaseCommand):
         port = options["port"]
         if not 0 <= port <= 65535:
             raise CommandError(f"--port must be between 0 and 65535, got {port}")
+        gateway = FakeGateway(config)
+        state_file: Path | None = options["state_file"]
+        if state_file is not None:
+            try:
+                loaded = load_state(gateway, state_file)
+            except ConfigError as exc:
+                raise CommandError(f"--state-file: {exc}") from exc
+            self.stdout.write(f"State from {state_file}: {loaded} receipts")
         try:
             server = FakeGatewayServer(
-                FakeGateway(config), host=options["host"], port=port, verbose=options["verbose"]
+                gateway, host=options["host"], port=port, verbose=options["verbose"]
             )
         except OSError as exc:
             raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from exc
         self.stdout.write(f"Fake gateway listening on {server.base_url}")
         self.stdout.write(f"Failure injection: {config.as_json()}")
         self.stdout.flush()
-        server.serve_forever(stop_on_signals=True)
+        saver = _Saver(gateway, state_file) if state_file is not None else None
+        try:
+            server.serve_forever(stop_on_signals=True)
+        finally:
+            if saver is not None:
+                saver.stop()
         self.stdout.write("Fake gateway stopped.")
 
 
@@ -118,3 +147,29 @@ def fault_config_from_options(options: dict[str, Any]) -> FaultConfig:
         return FaultConfig().merged(changes)
     except ConfigError as exc:
         raise CommandError(f"--{exc.field.replace('_', '-')}: {exc}") from exc
+
+
+class _Saver(threading.Thread):
+    """Writes the state file each second while calls come in, and once more at stop."""
+
+    def __init__(self, gateway: FakeGateway, path: Path) -> None:
+        super().__init__(name="fake-gateway-saver", daemon=True)
+        self.gateway, self.path = gateway, path
+        self.stopping = threading.Event()
+        self.saved_at_call = -1
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            self.save()
+
+    def save(self) -> None:
+        calls = self.gateway.snapshot(calls=0)["stats"]["calls"]
+        if calls != self.saved_at_call:
+            save_state(self.gateway, self.path)
+            self.saved_at_call = calls
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(5)
+        self.save()
