@@ -100,10 +100,14 @@ def run_command(argv: list[str]) -> None:
         # Python would report the pipe again while flushing stdout at exit: point it elsewhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
-    except DatabaseError:
-        pending = unapplied_migrations()
-        if pending:
-            _fail(not_migrated_message(pending), NOT_MIGRATED_EXIT_CODE)
+    except DatabaseError as exc:
+        # A missing table: say which migrations to apply. Anything else (a database that does
+        # not answer) is not asked about again, which would wait out the pool's timeout twice.
+        text = str(exc)
+        if "no such table" in text or "does not exist" in text:
+            pending = unapplied_migrations()
+            if pending:
+                _fail(not_migrated_message(pending), NOT_MIGRATED_EXIT_CODE)
         raise
 
 

@@ -96,6 +96,7 @@ def test_a_cluster_that_cannot_finish_in_time_is_not_stopped_at_once(stack: Stac
         OUTBOX_STOP_GRACE_SECONDS=str(grace),
         OUTBOX_MAX_TASK_SECONDS="9",
         OUTBOX_LEASE_SECONDS="30",
+        OUTBOX_CALL_SECONDS="20",  # the 8 s calls run to their end unless the stop is forced
         Q_TIMEOUT="25",
         Q_RETRY="40",
     )

@@ -133,7 +133,7 @@ def test_the_start_up_error_of_a_bad_database_url_never_shows_its_password(url):
     )
 
     assert result.returncode != 0
-    assert "ImproperlyConfigured: DATABASE_URL=" in result.stderr
+    assert "Configuration error: DATABASE_URL=" in result.stderr
     for part in _password_parts(url):
         assert part not in result.stdout + result.stderr
 
@@ -185,7 +185,7 @@ def test_without_debug_a_database_url_is_required():
     )
 
     assert result.returncode != 0
-    assert "ImproperlyConfigured: DATABASE_URL must be set when DEBUG is off" in result.stderr
+    assert "Configuration error: DATABASE_URL must be set when DEBUG is off" in result.stderr
 
 
 def test_with_debug_the_database_defaults_to_the_development_sqlite_file():
