@@ -30,6 +30,7 @@ from django.utils.dateparse import parse_datetime
 
 from outbox.lease import Lease
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
+from outbox.registry import TaskContext
 from outbox.sql import db_now_sql
 from outbox.storable import storable_json, storable_text
 
@@ -42,16 +43,18 @@ DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
-    id: int
-    kind: str
-    payload: dict[str, Any]
-    idempotency_key: str
-    attempt: int
-    max_attempts: int
-    correlation_id: str
-    created_at: datetime | None
-    lease_token: uuid.UUID
+    """A task this pass holds: what its handler gets, and the lease that fences its writes."""
+
+    context: TaskContext
     lease: Lease
+
+    @property
+    def id(self) -> int:
+        return self.context.id
+
+    @property
+    def lease_token(self) -> uuid.UUID:
+        return self.lease.token
 
 
 @dataclass(slots=True)
@@ -59,7 +62,7 @@ class Outcome:
     """What happened to one claimed task, written back in bulk by `record_outcomes`."""
 
     task: ClaimedTask
-    outcome: AttemptOutcome
+    verdict: AttemptOutcome
     started_at: datetime
     duration_ms: float
     worker: str
@@ -130,15 +133,16 @@ def claim_due_tasks(
         created_at = _as_aware(created_at)
         claimed.append(
             ClaimedTask(
-                id=pk,
-                kind=kind,
-                payload=payload,
-                idempotency_key=key,
-                attempt=attempts,
-                max_attempts=max_attempts,
-                correlation_id=correlation_id,
-                created_at=created_at,
-                lease_token=token,
+                context=TaskContext(
+                    id=pk,
+                    kind=kind,
+                    payload=payload,
+                    idempotency_key=key,
+                    attempt=attempts,
+                    max_attempts=max_attempts,
+                    correlation_id=correlation_id,
+                    created_at=created_at,
+                ),
                 # One Lease per task: a task can be lost alone (an operator's action, say).
                 lease=Lease.starting(token, lease_seconds, sent_at),
             )
@@ -263,10 +267,10 @@ def _record_one_isolated(item: Outcome) -> set[int]:
 def _record(outcomes: Sequence[Outcome]) -> set[int]:
     lost: set[int] = set()
     with transaction.atomic():
-        succeeded = [o for o in outcomes if o.outcome == AttemptOutcome.SUCCEEDED]
+        succeeded = [o for o in outcomes if o.verdict == AttemptOutcome.SUCCEEDED]
         lost |= _record_successes(succeeded)
         for item in outcomes:
-            if item.outcome == AttemptOutcome.SUCCEEDED:
+            if item.verdict == AttemptOutcome.SUCCEEDED:
                 continue
             if not _record_failure(item):
                 lost.add(item.task.id)
@@ -275,10 +279,10 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
             [
                 Attempt(
                     task_id=item.task.id,
-                    number=item.task.attempt,
+                    number=item.task.context.attempt,
                     started_at=item.started_at,
                     duration_ms=item.duration_ms,
-                    outcome=AttemptOutcome.LEASE_LOST if item.task.id in lost else item.outcome,
+                    outcome=AttemptOutcome.LEASE_LOST if item.task.id in lost else item.verdict,
                     http_status=item.http_status,
                     error=item.error,
                     worker=item.worker[:200],
@@ -333,7 +337,7 @@ def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:
 
 
 def _record_failure(item: Outcome) -> bool:
-    if item.outcome == AttemptOutcome.LEASE_LOST:
+    if item.verdict == AttemptOutcome.LEASE_LOST:
         # The handler stopped before its call (LeaseLost): nothing happened; due again now,
         # for whichever pass holds it next.
         updated = _owned(item.task).update(
@@ -345,7 +349,7 @@ def _record_failure(item: Outcome) -> bool:
             updated_at=Now(),
         )
         return bool(updated)
-    if item.outcome == AttemptOutcome.RETRY and item.retry_in is not None:
+    if item.verdict == AttemptOutcome.RETRY and item.retry_in is not None:
         available_at = ExpressionWrapper(
             Now() + Value(_seconds(item.retry_in)), output_field=DateTimeField()
         )
@@ -359,7 +363,7 @@ def _record_failure(item: Outcome) -> bool:
             updated_at=Now(),
         )
     else:
-        final = TaskState.CANCELED if item.outcome == AttemptOutcome.CANCELED else TaskState.FAILED
+        final = TaskState.CANCELED if item.verdict == AttemptOutcome.CANCELED else TaskState.FAILED
         updated = _owned(item.task).update(
             state=final,
             last_error=item.error,

@@ -1,4 +1,9 @@
-"""The engine's settings: `settings.OUTBOX` (upper-case keys) over these defaults."""
+"""The engine's settings: `settings.OUTBOX` (upper-case keys) over these defaults.
+
+This dataclass is the one place a default is written. `project/settings.py` passes only what
+the environment sets; `Relay`, `RetryPolicy` and `Task.max_attempts` take their defaults from
+here; docs/GATEWAY.md's table is checked against it (tests/outbox/test_conf.py).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ class OutboxSettings:
     )
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 600.0
+    # A handler's `Defer` that names no delay waits this long (without spending an attempt).
+    defer_seconds: float = 5.0
     default_max_attempts: int = 25
     retention_days: int = 30
     circuit_failures: int = 10
@@ -46,4 +53,11 @@ def outbox_settings() -> OutboxSettings:
     unknown = set(values) - known
     if unknown:
         raise ImproperlyConfigured(f"unknown OUTBOX settings: {', '.join(sorted(unknown))}")
+    if "queue_weights" in values:
+        # A weight set alone (one environment variable, say) keeps the other queues' defaults.
+        values["queue_weights"] = {**DEFAULTS.queue_weights, **values["queue_weights"]}
     return OutboxSettings(**values)
+
+
+# The defaults themselves, for what is built without settings (a `Relay()` in a test).
+DEFAULTS = OutboxSettings()

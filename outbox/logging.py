@@ -17,7 +17,7 @@ from outbox.plaintext import escape_controls
 
 # The `extra=` fields the relay logs with. Only these are written: a stray extra cannot carry
 # a secret or a payload (with its customer email) into the logs.
-EXTRA_FIELDS = ("task_id", "kind", "ticket_id", "outcome", "duration_ms")
+EXTRA_FIELDS = ("task_id", "kind", "subject", "outcome", "duration_ms")
 
 # An error text can quote a request body; customer emails stay out of the logs all the same.
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")

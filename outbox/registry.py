@@ -1,4 +1,4 @@
-"""Handlers, registered by name: `@outbox.handler("tickets.issue_receipt", queue="critical")`."""
+"""Handlers, registered by name: `@outbox.handler("shop.send_invoice", queue="critical")`."""
 
 from __future__ import annotations
 
@@ -35,15 +35,32 @@ class Handler:
     func: HandlerFunc
     queue: str
     max_attempts: int | None
+    # The payload key that names what a task is about (an order, a ticket): logged as the
+    # attempt's `subject`, so an operator can follow one subject through the logs.
+    label: str | None = None
+
+    def subject(self, payload: Any) -> str | None:
+        """The value of this kind's `label` key in `payload`, or None."""
+        if self.label is None or not isinstance(payload, dict):
+            return None
+        value = payload.get(self.label)
+        return None if value is None else str(value)
 
 
 _registry: dict[str, Handler] = {}
 
 
 def handler(
-    kind: str, *, queue: str = "default", max_attempts: int | None = None
+    kind: str,
+    *,
+    queue: str = "default",
+    max_attempts: int | None = None,
+    label: str | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
-    """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it."""
+    """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it.
+
+    `label` names the payload key whose value the attempt logs show as `subject`.
+    """
     from outbox.models import Queue  # models import lazily: this module loads before apps
 
     if queue not in Queue.values:
@@ -53,7 +70,9 @@ def handler(
         existing = _registry.get(kind)
         if existing is not None and existing.func is not func:
             raise ValueError(f"a handler for {kind!r} is already registered: {existing.func!r}")
-        _registry[kind] = Handler(kind=kind, func=func, queue=queue, max_attempts=max_attempts)
+        _registry[kind] = Handler(
+            kind=kind, func=func, queue=queue, max_attempts=max_attempts, label=label
+        )
         return func
 
     return register

@@ -1,15 +1,34 @@
-"""Retry policy: data plus one pure function that answers "when next, or never"."""
+"""Retry policy: data plus one pure function that answers "when next, or never".
+
+Every delay the engine chooses is decided here: the backoff of a failed try, a `Defer` that
+named no delay, and the wait of a kind this worker has no handler for. What counts as
+transient or permanent is the handler's call (it raises `TransientError`/`PermanentError`).
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from outbox.conf import DEFAULTS, OutboxSettings, outbox_settings
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    base_seconds: float = 1.0
-    cap_seconds: float = 600.0
+    base_seconds: float = DEFAULTS.backoff_base_seconds
+    cap_seconds: float = DEFAULTS.backoff_cap_seconds
+    defer_seconds: float = DEFAULTS.defer_seconds
+    unknown_kind_seconds: float = DEFAULTS.unknown_kind_retry_seconds
+
+    @classmethod
+    def from_settings(cls, conf: OutboxSettings | None = None) -> RetryPolicy:
+        conf = conf or outbox_settings()
+        return cls(
+            base_seconds=conf.backoff_base_seconds,
+            cap_seconds=conf.backoff_cap_seconds,
+            defer_seconds=conf.defer_seconds,
+            unknown_kind_seconds=conf.unknown_kind_retry_seconds,
+        )
 
     def next_delay(
         self,
@@ -31,3 +50,7 @@ class RetryPolicy:
             return min(self.cap_seconds, max(0.0, retry_after))
         ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 60))
         return (rand or random).uniform(0.0, ceiling)
+
+    def defer_delay(self, retry_after: float | None) -> float:
+        """How long a deferred task waits: what the handler named, or `defer_seconds`."""
+        return retry_after if retry_after is not None else self.defer_seconds

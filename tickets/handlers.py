@@ -18,7 +18,7 @@ from tickets.models import Ticket
 from tickets.services import ticket_receipt_record
 
 
-@outbox.handler(kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30)
+@outbox.handler(kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30, label="ticket_id")
 def issue_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     refunded_at = (
@@ -98,7 +98,7 @@ def sheet_settle_seconds() -> float:
     return float(getattr(settings, "SHEET_SETTLE_SECONDS", 60.0))
 
 
-@outbox.handler(kinds.APPEND_ROW, queue="default", max_attempts=30)
+@outbox.handler(kinds.APPEND_ROW, queue="default", max_attempts=30, label="ticket_id")
 def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     sheet = p["sheet"]
@@ -145,7 +145,7 @@ def _previous_try_vanished(task: outbox.TaskContext) -> bool:
     return previous is None or previous == AttemptOutcome.LEASE_LOST
 
 
-@outbox.handler(kinds.VOID_RECEIPT, queue="default", max_attempts=30)
+@outbox.handler(kinds.VOID_RECEIPT, queue="default", max_attempts=30, label="ticket_id")
 def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     ticket_id = task.payload["ticket_id"]
     # The receipt task first, the ticket second: its handler writes the number before the
@@ -174,7 +174,7 @@ def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     return {"voided": True, "receipt_number": number or None}
 
 
-@outbox.handler(kinds.REFUND_PAYMENT, queue="default", max_attempts=30)
+@outbox.handler(kinds.REFUND_PAYMENT, queue="default", max_attempts=30, label="ticket_id")
 def refund_payment(task: outbox.TaskContext) -> dict[str, Any]:
     ticket_id = task.payload["ticket_id"]
     PaymentsClient().refund(

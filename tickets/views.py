@@ -14,11 +14,10 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.correlation import clean_correlation_id
@@ -407,13 +406,3 @@ def _plain_text_headers(request: Request, *, raw_key: str | None = None) -> Resp
         if (reason := plain_text_error(value)) is not None
     ]
     return _invalid(errors) if errors else None
-
-
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF errors as `{"error": "..."}`, like every other error this service answers."""
-    response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(exc, exceptions.APIException):
-        detail = exc.detail
-        message = detail if isinstance(detail, str) else str(detail)
-        response.data = {"error": str(message)}
-    return response

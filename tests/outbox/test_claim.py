@@ -26,7 +26,7 @@ def claim(limit: int = 100, worker: str = "w1", lease: float = 30.0, order=ORDER
 def outcome(task, kind=AttemptOutcome.SUCCEEDED, **fields) -> Outcome:
     return Outcome(
         task=task,
-        outcome=kind,
+        verdict=kind,
         started_at=datetime.now(UTC),
         duration_ms=1.0,
         worker="w",
@@ -64,7 +64,7 @@ def test_a_claim_leases_due_tasks_with_one_fresh_token(recording_handler):
 
     assert [t.id for t in claimed] == ids
     assert len({t.lease_token for t in claimed}) == 1
-    assert all(t.attempt == 1 for t in claimed)
+    assert all(t.context.attempt == 1 for t in claimed)
     rows = Task.objects.all()
     assert {(r.state, r.leased_by, r.lease_token) for r in rows} == {
         (TaskState.RUNNING, "host:1", claimed[0].lease_token)
@@ -118,8 +118,8 @@ def test_an_expired_lease_is_claimed_again_with_a_new_token(recording_handler):
 
     assert second.id == first.id
     assert second.lease_token != first.lease_token
-    assert second.attempt == 2
-    assert second.idempotency_key == first.idempotency_key
+    assert second.context.attempt == 2
+    assert second.context.idempotency_key == first.context.idempotency_key
 
 
 def test_a_stale_worker_cannot_complete_a_reclaimed_task(recording_handler):
@@ -213,7 +213,7 @@ def test_a_paused_kind_is_not_claimed_until_resumed(recording_handler):
     assert [t.id for t in claim()] == other
 
     kind_resume(kind="test.paused")
-    assert [t.kind for t in claim()] == ["test.paused"]
+    assert [t.context.kind for t in claim()] == ["test.paused"]
 
 
 def test_queues_are_taken_in_the_drawn_order(recording_handler):
@@ -224,7 +224,7 @@ def test_queues_are_taken_in_the_drawn_order(recording_handler):
 
     first = claim(limit=4, order=["low", "critical", "default"])
 
-    assert [t.kind for t in first] == ["test.low"] * 3 + ["test.critical"]
+    assert [t.context.kind for t in first] == ["test.low"] * 3 + ["test.critical"]
 
 
 def test_expired_leases_are_taken_before_new_work(recording_handler):

@@ -162,7 +162,7 @@ def test_replay_treats_a_closed_stdin_as_no():
     assert states(task) == [TaskState.FAILED]
 
 
-def test_replay_narrows_by_kind_queue_ticket_and_task_id():
+def test_replay_narrows_by_kind_queue_payload_value_and_task_id():
     a = make_task(kind="a.kind", payload={"ticket_id": "t-1"})
     b = make_task(kind="b.kind", payload={"ticket_id": "t-2"}, queue=Queue.CRITICAL)
     c = make_task(kind="b.kind", payload={"ticket_id": "t-3"})
@@ -174,11 +174,30 @@ def test_replay_narrows_by_kind_queue_ticket_and_task_id():
     assert states(b, c) == [TaskState.PENDING, TaskState.FAILED]
 
     d = make_task(payload={"ticket_id": "t-4"})
-    run("replay_tasks", "--yes", "--ticket", "t-3", "--ticket", "t-404")
+    run("replay_tasks", "--yes", "--payload", "ticket_id=t-3", "--payload", "ticket_id=t-404")
     assert states(c, d) == [TaskState.PENDING, TaskState.FAILED]
 
     run("replay_tasks", "--yes", "--task-id", str(d.pk))
     assert states(d) == [TaskState.PENDING]
+
+
+def test_replay_by_payload_needs_every_key_to_match():
+    a = make_task(payload={"order": "o-1", "ticket_id": "t-1"})
+    b = make_task(payload={"order": "o-1", "ticket_id": "t-2"})
+
+    run("replay_tasks", "--yes", "--payload", "order=o-1", "--payload", "ticket_id=t-2")
+
+    assert states(a, b) == [TaskState.FAILED, TaskState.PENDING]
+
+
+@pytest.mark.parametrize("bad", ["ticket_id", "=t-1", "a__b=1", "contains=x", "a b=1"])
+def test_replay_refuses_a_payload_filter_that_is_not_a_plain_key_and_value(bad):
+    make_task(payload={"ticket_id": "t-1"})
+
+    with pytest.raises(CommandError) as refused:
+        run("replay_tasks", "--yes", "--payload", bad)
+
+    assert refused.value.returncode == 2
 
 
 def test_replay_narrows_by_creation_time():

@@ -81,7 +81,7 @@ def test_a_handler_whose_lease_was_lost_does_not_start_its_call(recording_handle
     [task] = claim()
     task.lease.lose()
 
-    from outbox.relay import run_task
+    from outbox.execution import run_task
     from outbox.retry import RetryPolicy
 
     outcome = run_task(task, policy=RetryPolicy(), worker="w1")

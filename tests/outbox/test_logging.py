@@ -81,7 +81,7 @@ def test_a_forged_newline_in_a_logged_id_stays_on_one_plain_line(plain_lines):
 def test_no_control_character_reaches_a_plain_or_json_line(plain_lines, json_lines, breaker):
     for logger, stream in (plain_lines, json_lines):
         with correlation_scope(f"c{breaker}1"):
-            logger.warning("id %s", f"a{breaker}b", extra={"ticket_id": f"t{breaker}2"})
+            logger.warning("id %s", f"a{breaker}b", extra={"subject": f"t{breaker}2"})
 
         written = stream.getvalue()
         assert written.count("\n") == 1
@@ -94,11 +94,11 @@ def test_no_control_character_reaches_a_plain_or_json_line(plain_lines, json_lin
 def test_a_forged_line_in_json_is_escaped_inside_the_value(json_lines):
     logger, stream = json_lines
 
-    logger.info("accepted ticket %s", FORGED_ID, extra={"ticket_id": FORGED_ID})
+    logger.info("accepted ticket %s", FORGED_ID, extra={"subject": FORGED_ID})
 
     [entry] = lines(stream)
     assert entry["message"] == "accepted ticket " + FORGED_ID.replace("\n", "\\n")
-    assert entry["ticket_id"] == FORGED_ID.replace("\n", "\\n")
+    assert entry["subject"] == FORGED_ID.replace("\n", "\\n")
 
 
 def test_a_traceback_quoting_a_forged_line_is_indented_and_escaped_in_the_plain_format(
@@ -151,18 +151,18 @@ def test_the_relay_extras_are_fields_of_the_line(json_lines):
             "correlation_id": "corr-9",
             "task_id": 12,
             "kind": "tickets.issue_receipt",
-            "ticket_id": "t-1",
+            "subject": "t-1",
             "outcome": "succeeded",
             "duration_ms": 4.2,
         },
     )
 
     [entry] = lines(stream)
-    assert {k: entry[k] for k in ("correlation_id", "task_id", "kind", "ticket_id")} == {
+    assert {k: entry[k] for k in ("correlation_id", "task_id", "kind", "subject")} == {
         "correlation_id": "corr-9",
         "task_id": 12,
         "kind": "tickets.issue_receipt",
-        "ticket_id": "t-1",
+        "subject": "t-1",
     }
     assert (entry["outcome"], entry["duration_ms"]) == ("succeeded", 4.2)
 
@@ -199,7 +199,7 @@ def test_the_relay_logs_each_attempt_as_json_with_its_task_fields(recording_hand
     def fail(task):
         raise TransientError("gateway answered 503", http_status=503)
 
-    recording_handler("test.json_log", behaviour=fail)
+    recording_handler("test.json_log", behaviour=fail, label="ticket_id")
     with transaction.atomic():
         [created] = enqueue_many(
             [
@@ -230,7 +230,7 @@ def test_the_relay_logs_each_attempt_as_json_with_its_task_fields(recording_hand
     assert entry["correlation_id"] == "corr-relay"
     assert entry["task_id"] == created.id
     assert entry["kind"] == "test.json_log"
-    assert entry["ticket_id"] == "t-5"
+    assert entry["subject"] == "t-5"
     assert entry["outcome"] == "retry"
     assert isinstance(entry["duration_ms"], float)
     assert "eve@example.com" not in stream.getvalue()
@@ -279,3 +279,25 @@ def test_an_unknown_log_format_fails_loudly():
 
     assert result.returncode != 0
     assert "LOG_FORMAT='xml' must be one of plain, json" in result.stderr
+
+
+@pytest.mark.django_db
+def test_an_attempt_line_names_the_subject_its_handler_labels_and_no_other(
+    recording_handler, caplog
+):
+    recording_handler("test.labelled", label="order")
+    recording_handler("test.unlabelled")
+    with transaction.atomic():
+        enqueue_many(
+            [
+                TaskSpec(kind="test.labelled", payload={"order": "o-7"}),
+                TaskSpec(kind="test.unlabelled", payload={"order": "o-8"}),
+            ]
+        )
+    with caplog.at_level(logging.INFO, logger="outbox.attempts"):
+        Relay(threads=1, batch_size=10).run_once()
+
+    subjects = {r.kind: r.subject for r in caplog.records if r.name == "outbox.attempts"}
+    assert subjects == {"test.labelled": "o-7", "test.unlabelled": None}
+    assert any("subject=o-7 " in r.getMessage() for r in caplog.records)
+    assert any("subject=- " in r.getMessage() for r in caplog.records)

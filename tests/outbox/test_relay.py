@@ -13,7 +13,8 @@ from django.test import override_settings
 
 from outbox.errors import Defer, PermanentError, TransientError
 from outbox.models import Attempt, AttemptOutcome, RelayPass, Task, TaskState
-from outbox.relay import Relay, draw_queue_order, run_pass, spawn_passes
+from outbox.passes import run_pass, spawn_passes
+from outbox.relay import Relay, draw_queue_order
 from outbox.retry import RetryPolicy
 from outbox.services import TaskSpec, enqueue_many, tasks_prune
 
@@ -174,7 +175,7 @@ def test_a_kind_this_worker_does_not_know_waits_for_a_worker_that_does(recording
 
     registry.unregister("test.gone")
 
-    relay(unknown_kind_retry_seconds=60.0).run_once()
+    relay(policy=RetryPolicy(unknown_kind_seconds=60.0)).run_once()
 
     task = Task.objects.get()
     assert (task.state, task.attempts) == (TaskState.PENDING, 1)
@@ -360,7 +361,7 @@ def test_migrations_schedule_the_keeper_and_the_prune():
 
     schedules = dict(Schedule.objects.values_list("func", "minutes"))
 
-    assert schedules["outbox.relay.keep_passes_alive"] == 1
+    assert schedules["outbox.passes.keep_passes_alive"] == 1
     assert "outbox.services.prune_finished_tasks" in schedules
 
 
@@ -411,3 +412,14 @@ def test_a_claim_that_hits_a_database_outage_is_retried(recording_handler, monke
 
     assert stats.succeeded == 3
     assert len(calls) == 3
+
+
+def test_a_pass_queued_under_the_old_dotted_path_still_runs():
+    # django-q2 pickles a queued task's dotted path; tasks queued before the move name
+    # outbox.relay, and must still run after a deploy.
+    from django.utils.module_loading import import_string
+
+    with override_settings(OUTBOX={"AUTOSTART": False}):
+        assert import_string("outbox.relay.keep_passes_alive")() == 0
+    with override_settings(OUTBOX={"PASS_SECONDS": 1.0, "POLL_SECONDS": 0.01}):
+        assert import_string("outbox.relay.run_pass")()["claimed"] == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import JSONField
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -19,6 +21,8 @@ CHUNK = 500
 BAR_WIDTH = 30
 # Running tasks belong to their lease owner; every other state can be replayed.
 REPLAYABLE = [s for s in TaskState.values if s != TaskState.RUNNING]
+
+PAYLOAD_KEY = re.compile(r"[A-Za-z0-9](?:_?[A-Za-z0-9])*")
 
 EXIT_NONE_MATCHED = 1
 EXIT_BAD_ARGUMENTS = 2
@@ -55,6 +59,21 @@ def parse_moment(value: str, *, end_of_day: bool) -> datetime:
     return moment
 
 
+def parse_payload_filters(filters: Sequence[str]) -> dict[str, Sequence[str]]:
+    """`["order=o-1", "order=o-2"]` as `{"order": ["o-1", "o-2"]}`."""
+    values: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        # The key becomes part of an ORM lookup: a plain name only, never a lookup of its own.
+        if not sep or not PAYLOAD_KEY.fullmatch(key) or key in JSONField().get_lookups():
+            raise CommandError(
+                f"--payload {item!r} is not KEY=VALUE with a plain key (letters, digits, _).",
+                returncode=EXIT_BAD_ARGUMENTS,
+            )
+        values.setdefault(key, []).append(value)
+    return dict(values)
+
+
 def progress_bar(done: int, total: int) -> str:
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total}"
@@ -85,11 +104,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--queue", choices=Queue.values, help="Only tasks on this queue.")
         parser.add_argument(
-            "--ticket",
+            "--payload",
             action="append",
             default=[],
-            metavar="TICKET_ID",
-            help="Only tasks whose payload has this ticket_id (repeatable).",
+            metavar="KEY=VALUE",
+            help="Only tasks whose payload has this value under this key (repeatable: values "
+            "of one key are alternatives, different keys must all match).",
         )
         parser.add_argument(
             "--task-id",
@@ -127,8 +147,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         state: str = options["state"] or TaskState.FAILED.value
         if options["state"] is None:
-            # Said out loud: `--ticket t-1` alone looks like "every task of t-1". On stderr:
-            # stdout stays the listing scripts read.
+            # Said out loud: `--payload ticket_id=t-1` alone looks like "every task of t-1".
+            # On stderr: stdout stays the listing scripts read.
             self.stderr.write(f"Only {state} tasks (the default; --state chooses another).")
         unknown = sorted(set(options["kind"]) - set(known_kinds()))
         if unknown:
@@ -146,7 +166,7 @@ class Command(BaseCommand):
             kinds=options["kind"],
             queues=[options["queue"]] if options["queue"] else [],
             task_ids=options["task_ids"],
-            payload_values={"ticket_id": options["ticket"]} if options["ticket"] else None,
+            payload_values=parse_payload_filters(options["payload"]),
             created_since=since,
             created_until=until,
         )

@@ -1,0 +1,167 @@
+"""Running one handler: call it inside its task's scope and classify what happened.
+
+`run_task` never raises: every way a handler can end (a result, an error it raised, a bug) is
+an `Outcome` for `record_outcomes`. `HandlerPool` runs them on threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from django.db import connections
+
+from outbox.claim import ClaimedTask, Outcome
+from outbox.correlation import correlation_scope
+from outbox.errors import Cancel, Defer, LeaseLost, TaskError, UnknownTaskKind
+from outbox.lease import holding
+from outbox.models import AttemptOutcome
+from outbox.registry import get_handler
+from outbox.retry import RetryPolicy
+from outbox.storable import storable_text
+
+logger = logging.getLogger("outbox.relay")
+attempt_logger = logging.getLogger("outbox.attempts")
+
+
+def run_task(task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
+    """Run one handler and classify what happened. Never raises."""
+    context = task.context
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    outcome = Outcome(
+        task=task,
+        verdict=AttemptOutcome.SUCCEEDED,
+        started_at=started_at,
+        duration_ms=0.0,
+        worker=worker,
+    )
+    with correlation_scope(context.correlation_id), holding(task.lease):
+        try:
+            if task.lease.lost:
+                raise LeaseLost("the pass gave the task up before its handler started")
+            if context.attempt > context.max_attempts:
+                # Only a lease that expired again and again gets here: its pass died each time.
+                raise _LeaseExpiredTooOften(
+                    f"attempt {context.attempt} exceeds max_attempts={context.max_attempts}: "
+                    "the task's lease expired on every try (did the handler crash its worker?)"
+                )
+            outcome.result = get_handler(context.kind).func(context)
+        except Defer as exc:
+            outcome.verdict = AttemptOutcome.RETRY
+            outcome.retry_in = policy.defer_delay(exc.retry_after)
+            outcome.deferred = True
+            outcome.error = f"deferred: {exc}"
+        except Cancel as exc:
+            outcome.verdict = AttemptOutcome.CANCELED
+            outcome.error = str(exc)
+        except TaskError as exc:
+            outcome.http_status = exc.http_status
+            _fail(outcome, policy, str(exc), permanent=exc.permanent, retry_after=exc.retry_after)
+        except LeaseLost as exc:
+            outcome.verdict = AttemptOutcome.LEASE_LOST
+            outcome.error = f"not started: {exc}"
+        except UnknownTaskKind as exc:
+            # A rolling deploy: this worker is older than the task. Put it back for one that
+            # knows the kind; the attempt budget bounds the wait.
+            logger.warning(
+                "%s on %s; task %s goes back to wait for one that has", exc, worker, task.id
+            )
+            _fail(
+                outcome,
+                policy,
+                f"{exc} on {worker}; waiting for a worker that has one",
+                permanent=False,
+                retry_after=policy.unknown_kind_seconds,
+            )
+        except _LeaseExpiredTooOften as exc:
+            _fail(outcome, policy, str(exc), permanent=True)
+        except Exception:
+            # A bug in a handler is retried like a transient error, with its traceback kept.
+            _fail(outcome, policy, traceback.format_exc(), permanent=False)
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        _log_attempt(outcome)
+    return outcome
+
+
+class _LeaseExpiredTooOften(Exception):
+    pass
+
+
+def _fail(
+    outcome: Outcome,
+    policy: RetryPolicy,
+    error: str,
+    *,
+    permanent: bool,
+    retry_after: float | None = None,
+) -> None:
+    context = outcome.task.context
+    outcome.error = storable_text(error)
+    delay = policy.next_delay(
+        attempt=context.attempt,
+        max_attempts=context.max_attempts,
+        permanent=permanent,
+        retry_after=retry_after,
+    )
+    if delay is None:
+        outcome.verdict = AttemptOutcome.FAILED
+    else:
+        outcome.verdict = AttemptOutcome.RETRY
+        outcome.retry_in = delay
+
+
+def _subject(context_kind: str, payload: object) -> str | None:
+    try:
+        return get_handler(context_kind).subject(payload)
+    except UnknownTaskKind:
+        return None
+
+
+def _log_attempt(outcome: Outcome) -> None:
+    context = outcome.task.context
+    level = logging.INFO if outcome.verdict == AttemptOutcome.SUCCEEDED else logging.WARNING
+    if not attempt_logger.isEnabledFor(level):
+        return
+    subject = _subject(context.kind, context.payload)
+    first_line = outcome.error.strip().splitlines()[-1] if outcome.error else ""
+    attempt_logger.log(
+        level,
+        "task=%s kind=%s subject=%s attempt=%s/%s outcome=%s status=%s duration_ms=%.1f %s",
+        context.id,
+        context.kind,
+        subject if subject is not None else "-",
+        context.attempt,
+        context.max_attempts,
+        outcome.verdict,
+        outcome.http_status if outcome.http_status is not None else "-",
+        outcome.duration_ms,
+        first_line,
+        extra={
+            "correlation_id": context.correlation_id or "-",
+            "task_id": context.id,
+            "kind": context.kind,
+            "subject": subject,
+            "outcome": str(outcome.verdict),
+            "duration_ms": round(outcome.duration_ms, 1),
+        },
+    )
+
+
+class HandlerPool(ThreadPoolExecutor):
+    """Handler threads that give their database connection back after every task.
+
+    A handler may use the ORM; holding a connection per thread would cost a cluster one
+    connection per thread. Closed after each task, it goes back to the process's pool
+    (PostgreSQL) or is reopened cheaply (SQLite).
+    """
+
+    def run(self, task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
+        try:
+            return run_task(task, policy=policy, worker=worker)
+        finally:
+            for conn in connections.all(initialized_only=True):
+                conn.close()
