@@ -5,6 +5,8 @@ import uuid
 from django.db import models
 from django.db.models.functions import Now
 
+from outbox.conf import DEFAULTS
+
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
@@ -68,7 +70,8 @@ class Task(models.Model):
     queue = models.CharField(max_length=16, choices=Queue.choices, default=Queue.DEFAULT)
     state = models.CharField(max_length=16, choices=TaskState.choices, default=TaskState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=25)
+    # enqueue always sets it (the handler's budget or the setting); this is the setting's default.
+    max_attempts = models.PositiveIntegerField(default=DEFAULTS.default_max_attempts)
     available_at = models.DateTimeField(db_default=Now())
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

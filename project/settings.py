@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from outbox.conf import DEFAULTS as OUTBOX_DEFAULTS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -351,34 +353,55 @@ SHEET_SETTLE_SECONDS = env_float("SHEET_SETTLE_SECONDS", 60.0, minimum=0.0)
 
 # The outbox relay. A pass claims and runs tasks for OUTBOX_PASS_SECONDS, then returns and
 # chains its successor; it must end well before django-q2's timeout, itself below retry.
-OUTBOX: dict[str, Any] = {
-    "PASS_SECONDS": env_float("OUTBOX_PASS_SECONDS", 20.0, minimum=1.0),
-    "MAX_TASK_SECONDS": env_float("OUTBOX_MAX_TASK_SECONDS", 15.0, minimum=1.0),
-    "LEASE_SECONDS": env_float("OUTBOX_LEASE_SECONDS", 12.0, minimum=1.0),
-    "RENEW_SECONDS": env_float("OUTBOX_RENEW_SECONDS", 2.0, minimum=0.1),
-    "CALL_SECONDS": env_float("OUTBOX_CALL_SECONDS", 8.0, minimum=0.5),
-    "UNKNOWN_KIND_RETRY_SECONDS": env_float("OUTBOX_UNKNOWN_KIND_RETRY_SECONDS", 60.0, minimum=1.0),
-    "BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 200, minimum=1),
-    "THREADS": env_int("OUTBOX_THREADS", 32, minimum=1),
-    "MAX_PASSES": env_int("OUTBOX_MAX_PASSES", 3, minimum=1),
-    "AUTOSTART": env_bool("OUTBOX_AUTOSTART", True),
-    "POLL_SECONDS": env_float("OUTBOX_POLL_SECONDS", 0.05, minimum=0.001),
-    "QUEUE_WEIGHTS": {
-        "critical": env_int("OUTBOX_WEIGHT_CRITICAL", 6, minimum=1),
-        "default": env_int("OUTBOX_WEIGHT_DEFAULT", 3, minimum=1),
-        "low": env_int("OUTBOX_WEIGHT_LOW", 1, minimum=1),
-    },
-    "BACKOFF_BASE_SECONDS": env_float("OUTBOX_BACKOFF_BASE_SECONDS", 1.0),
-    "BACKOFF_CAP_SECONDS": env_float("OUTBOX_BACKOFF_CAP_SECONDS", 600.0),
-    "DEFAULT_MAX_ATTEMPTS": env_int("OUTBOX_MAX_ATTEMPTS", 25, minimum=1),
-    "RETENTION_DAYS": env_int("OUTBOX_RETENTION_DAYS", 30, minimum=1),
+# settings.OUTBOX holds only what the environment sets: every default is outbox.conf's
+# (OutboxSettings), and docs/GATEWAY.md's table is checked against it.
+OUTBOX_ENV: dict[str, tuple[str, type[float] | type[int], float]] = {
+    # variable: (settings.OUTBOX key, type, minimum)
+    "OUTBOX_PASS_SECONDS": ("PASS_SECONDS", float, 1.0),
+    "OUTBOX_MAX_TASK_SECONDS": ("MAX_TASK_SECONDS", float, 1.0),
+    "OUTBOX_LEASE_SECONDS": ("LEASE_SECONDS", float, 1.0),
+    "OUTBOX_RENEW_SECONDS": ("RENEW_SECONDS", float, 0.1),
+    "OUTBOX_CALL_SECONDS": ("CALL_SECONDS", float, 0.5),
+    "OUTBOX_UNKNOWN_KIND_RETRY_SECONDS": ("UNKNOWN_KIND_RETRY_SECONDS", float, 1.0),
+    "OUTBOX_BATCH_SIZE": ("BATCH_SIZE", int, 1),
+    "OUTBOX_THREADS": ("THREADS", int, 1),
+    "OUTBOX_MAX_PASSES": ("MAX_PASSES", int, 1),
+    "OUTBOX_POLL_SECONDS": ("POLL_SECONDS", float, 0.001),
+    "OUTBOX_BACKOFF_BASE_SECONDS": ("BACKOFF_BASE_SECONDS", float, 0.0),
+    "OUTBOX_BACKOFF_CAP_SECONDS": ("BACKOFF_CAP_SECONDS", float, 0.0),
+    "OUTBOX_MAX_ATTEMPTS": ("DEFAULT_MAX_ATTEMPTS", int, 1),
+    "OUTBOX_RETENTION_DAYS": ("RETENTION_DAYS", int, 1),
     # Circuit breaker per destination: opens after this many transient failures in a row.
-    "CIRCUIT_FAILURES": env_int("OUTBOX_CIRCUIT_FAILURES", 10, minimum=1),
-    "CIRCUIT_COOLDOWN_SECONDS": env_float("OUTBOX_CIRCUIT_COOLDOWN_SECONDS", 1.0, minimum=0.1),
-    "CIRCUIT_MAX_COOLDOWN_SECONDS": env_float(
-        "OUTBOX_CIRCUIT_MAX_COOLDOWN_SECONDS", 30.0, minimum=0.1
-    ),
+    "OUTBOX_CIRCUIT_FAILURES": ("CIRCUIT_FAILURES", int, 1),
+    "OUTBOX_CIRCUIT_COOLDOWN_SECONDS": ("CIRCUIT_COOLDOWN_SECONDS", float, 0.1),
+    "OUTBOX_CIRCUIT_MAX_COOLDOWN_SECONDS": ("CIRCUIT_MAX_COOLDOWN_SECONDS", float, 0.1),
 }
+# Queue weights of the claim's lottery: OUTBOX_WEIGHT_CRITICAL, _DEFAULT, _LOW.
+OUTBOX_WEIGHT_QUEUES = ("critical", "default", "low")
+
+
+def outbox_from_env() -> dict[str, Any]:
+    """settings.OUTBOX: the variables the environment sets, and nothing for those it does not."""
+    found: dict[str, Any] = {}
+    for name, (key, kind, minimum) in OUTBOX_ENV.items():
+        if name in os.environ:
+            if kind is int:
+                found[key] = env_int(name, 0, minimum=int(minimum))
+            else:
+                found[key] = env_float(name, 0.0, minimum=minimum)
+    if "OUTBOX_AUTOSTART" in os.environ:
+        found["AUTOSTART"] = env_bool("OUTBOX_AUTOSTART", True)
+    weights = {
+        queue: env_int(f"OUTBOX_WEIGHT_{queue.upper()}", 0, minimum=1)
+        for queue in OUTBOX_WEIGHT_QUEUES
+        if f"OUTBOX_WEIGHT_{queue.upper()}" in os.environ
+    }
+    if weights:
+        found["QUEUE_WEIGHTS"] = weights
+    return found
+
+
+OUTBOX: dict[str, Any] = outbox_from_env()
 
 # qcluster's orderly stop on SIGTERM/SIGINT; then it kills its processes (outbox.shutdown).
 OUTBOX_STOP_GRACE_SECONDS = env_float("OUTBOX_STOP_GRACE_SECONDS", 30.0, minimum=1.0)
@@ -386,7 +409,9 @@ OUTBOX_STOP_GRACE_SECONDS = env_float("OUTBOX_STOP_GRACE_SECONDS", 30.0, minimum
 Q_CLUSTER: dict[str, Any] = {
     "name": "outbox",
     "orm": "default",
-    "workers": env_int("Q_WORKERS", OUTBOX["MAX_PASSES"] + 1, minimum=2),
+    "workers": env_int(
+        "Q_WORKERS", OUTBOX.get("MAX_PASSES", OUTBOX_DEFAULTS.max_passes) + 1, minimum=2
+    ),
     "timeout": env_int("Q_TIMEOUT", 60, minimum=1),
     "retry": env_int("Q_RETRY", 90, minimum=2),
     "max_attempts": 1,
