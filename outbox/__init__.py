@@ -1,11 +1,77 @@
-"""A generic transactional outbox drained by a django-q2 cluster. Knows nothing of tickets.
+"""A generic transactional outbox drained by a django-q2 cluster. Knows nothing of its domain.
 
-Writes: `outbox.services.enqueue` / `enqueue_many` inside the caller's transaction.
-Handlers: `@outbox.handler(kind, queue=..., max_attempts=...)`, raising `TransientError` or
-`PermanentError`.
+What a domain app needs is here: `import outbox`, then
+- `@outbox.handler(kind, queue=..., max_attempts=..., label=...)` registers a handler; it gets
+  an `outbox.TaskContext` and raises `TransientError`, `PermanentError`, `Defer` or `Cancel`;
+- `outbox.enqueue(...)` / `outbox.enqueue_many([outbox.TaskSpec(...)])` inside the caller's
+  transaction;
+- `outbox.before_external_call()` before each external call a handler makes;
+- `outbox.register_preflight(check)` for a check qcluster runs once at start-up.
+
+Beyond this surface a domain app may use `outbox.models`, `outbox.api` (the staff API's base
+view), `outbox.admin_mixins`, `outbox.circuit`, `outbox.correlation` and `outbox.plaintext`
+(tests/test_import_direction.py holds the list). Names that need the models are imported on
+first use: this package loads before the app registry is ready.
 """
 
-from outbox.errors import PermanentError, TaskError, TransientError
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from outbox.errors import Cancel, Defer, LeaseLost, PermanentError, TaskError, TransientError
+from outbox.preflight import register as register_preflight
 from outbox.registry import TaskContext, handler
 
-__all__ = ["PermanentError", "TaskContext", "TaskError", "TransientError", "handler"]
+if TYPE_CHECKING:
+    from outbox.conf import outbox_settings
+    from outbox.lease import before_external_call
+    from outbox.logging import redact
+    from outbox.selectors import tasks_with_dedupe_keys
+    from outbox.services import EnqueuedTask, TaskSpec, enqueue, enqueue_many, tasks_cancel
+    from outbox.sql import insert_ignoring_conflicts
+
+_LAZY = {
+    "outbox_settings": "outbox.conf",
+    "before_external_call": "outbox.lease",
+    "redact": "outbox.logging",
+    "tasks_with_dedupe_keys": "outbox.selectors",
+    "EnqueuedTask": "outbox.services",
+    "TaskSpec": "outbox.services",
+    "enqueue": "outbox.services",
+    "enqueue_many": "outbox.services",
+    "tasks_cancel": "outbox.services",
+    "insert_ignoring_conflicts": "outbox.sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'outbox' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "Cancel",
+    "Defer",
+    "EnqueuedTask",
+    "LeaseLost",
+    "PermanentError",
+    "TaskContext",
+    "TaskError",
+    "TaskSpec",
+    "TransientError",
+    "before_external_call",
+    "enqueue",
+    "enqueue_many",
+    "handler",
+    "insert_ignoring_conflicts",
+    "outbox_settings",
+    "redact",
+    "register_preflight",
+    "tasks_cancel",
+    "tasks_with_dedupe_keys",
+]

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -26,23 +24,26 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from outbox import selectors
+from outbox.admin_mixins import (
+    AttemptColumns,
+    ReadOnlyMixin,
+    fieldset_fields,
+    pre_text,
+    pretty_json,
+)
+from outbox.dashboard import dashboard_view
 from outbox.models import Attempt, PausedKind, Task, TaskState
-from outbox.services import kind_pause, kind_resume, tasks_cancel, tasks_retry
+from outbox.services import (
+    RETRYABLE_STATES,
+    kind_pause,
+    kind_resume,
+    tasks_cancel,
+    tasks_retry,
+)
 
 ACTION_CHUNK = 500
-RETRYABLE = (TaskState.FAILED, TaskState.PENDING)
 CANCELABLE = (TaskState.PENDING,)
 RERUNNABLE = (TaskState.SUCCEEDED,)
-
-
-def pretty_json(value: Any) -> SafeString:
-    """JSON indented in a <pre>, escaped: payloads come from outside and may hold markup."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return format_html('<pre class="outbox-json">{}</pre>', text)
-
-
-def pre_text(value: str) -> SafeString | str:
-    return format_html('<pre class="outbox-error">{}</pre>', value) if value else "-"
 
 
 def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -86,31 +87,6 @@ class CreatedAgeFilter(admin.SimpleListFilter):
         if value == "older":
             return queryset.filter(created_at__lt=now - self.WINDOWS["week"])
         return queryset
-
-
-class ReadOnlyMixin:
-    """Rows written by the engine: viewable, never added, edited or deleted by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class AttemptColumns:
-    """How an attempt's duration and error read, in the inline and in the attempts list."""
-
-    @admin.display(description="duration")
-    def duration(self, attempt: Attempt) -> str:
-        return f"{attempt.duration_ms:.1f} ms"
-
-    @admin.display(description="error")
-    def error_text(self, attempt: Attempt) -> SafeString | str:
-        return pre_text(attempt.error)
 
 
 class AttemptInline(AttemptColumns, ReadOnlyMixin, admin.TabularInline):
@@ -169,25 +145,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
         ("Data", {"fields": ("payload_pretty", "result_pretty", "last_error_text")}),
     )
-    readonly_fields = (
-        "id",
-        "kind",
-        "state",
-        "queue",
-        "attempts_used",
-        "dedupe_key",
-        "idempotency_key",
-        "correlation_id",
-        "created_at",
-        "available_at",
-        "updated_at",
-        "finished_at",
-        "lease_expires_at",
-        "leased_by",
-        "payload_pretty",
-        "result_pretty",
-        "last_error_text",
-    )
+    readonly_fields = fieldset_fields(fieldsets)
 
     # Columns and fields ------------------------------------------------------------------
 
@@ -261,7 +219,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         changed, left = self.apply_to_tasks(
             request,
             queryset,
-            states=RETRYABLE,
+            states=RETRYABLE_STATES,
             service=lambda tasks: tasks_retry(tasks=tasks),
             log_message="Retried now from the admin (fresh attempt budget).",
         )
@@ -422,91 +380,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return [dashboard, *super().get_urls()]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        counts = selectors.task_counts_by_kind()
-        hours = selectors.hourly_activity(hours=24)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Outbox dashboard",
-            "opts": self.opts,
-            "states": TaskState.choices,
-            "counts": [
-                (row.kind, [row.by_state[state] for state in TaskState.values], row.total)
-                for row in counts
-            ],
-            "totals": list(selectors.state_totals(counts).values()),
-            "grand_total": sum(row.total for row in counts),
-            "oldest_due_age": selectors.describe_age(selectors.oldest_due_task_age()),
-            "per_minute": selectors.succeeded_per_minute(minutes=5),
-            "paused": selectors.paused_kinds(),
-            "chart": HourChart.from_buckets(hours),
-            "hours": hours,
-        }
-        return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    value: int
-    css_class: str
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class HourChart:
-    """Bars for an inline SVG, computed here so the page needs no script and no CDN."""
-
-    width: int
-    height: int
-    plot_height: int
-    bars: list[Bar]
-    ticks: list[tuple[float, str]]
-    peak: int
-
-    SLOT = 30
-    PLOT_HEIGHT = 150
-    TOP = 10
-
-    @classmethod
-    def from_buckets(cls, buckets: Sequence[selectors.HourBucket]) -> HourChart:
-        peak = max([1, *(b.succeeded for b in buckets), *(b.failed for b in buckets)])
-        bars: list[Bar] = []
-        ticks: list[tuple[float, str]] = []
-        bar_width = (cls.SLOT - 6) / 2
-        for index, bucket in enumerate(buckets):
-            left = index * cls.SLOT + 3
-            hour = bucket.start.strftime("%H:00")
-            for offset, value, css_class, what in (
-                (0.0, bucket.succeeded, "succeeded", "succeeded"),
-                (bar_width, bucket.failed, "failed", "failed attempts"),
-            ):
-                height = cls.PLOT_HEIGHT * value / peak
-                bars.append(
-                    Bar(
-                        x=left + offset,
-                        y=cls.TOP + cls.PLOT_HEIGHT - height,
-                        width=bar_width,
-                        height=height,
-                        value=value,
-                        css_class=css_class,
-                        label=f"{hour} UTC: {value} {what}",
-                    )
-                )
-            if index % 3 == 0:
-                ticks.append((left + bar_width, hour))
-        return cls(
-            width=len(buckets) * cls.SLOT,
-            height=cls.TOP + cls.PLOT_HEIGHT + 20,
-            plot_height=cls.TOP + cls.PLOT_HEIGHT,
-            bars=bars,
-            ticks=ticks,
-            peak=peak,
-        )
+        return dashboard_view(self, request)
 
 
 @admin.register(Attempt)

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
-from outbox.admin import ReadOnlyMixin, pretty_json
+from outbox.admin_mixins import ReadOnlyMixin, pretty_json
 from outbox.models import Attempt, Task
 from tickets import kinds
 from tickets.models import Ticket, WebhookDelivery

@@ -9,9 +9,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from outbox import tasks_with_dedupe_keys
 from outbox.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
 from outbox.models import Task, TaskState
-from outbox.selectors import tasks_with_dedupe_keys
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus
 

@@ -22,12 +22,9 @@ from django.utils import timezone
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from outbox import PermanentError, TransientError, before_external_call, outbox_settings, redact
 from outbox.circuit import breaker_for
-from outbox.conf import outbox_settings
 from outbox.correlation import HEADER as CORRELATION_HEADER
-from outbox.errors import PermanentError, TransientError
-from outbox.lease import before_external_call
-from outbox.logging import redact
 
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0

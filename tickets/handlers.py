@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 import outbox
-from outbox.errors import Cancel, Defer, PermanentError, TransientError
+from outbox import Cancel, Defer, PermanentError, TransientError
 from outbox.models import FINISHED_STATES, Attempt, AttemptOutcome, Task
 from tickets import kinds
 from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from outbox.services import TaskSpec
+from outbox import TaskSpec
 
 if TYPE_CHECKING:
     from tickets.models import Ticket

@@ -14,9 +14,8 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from outbox import EnqueuedTask, TaskSpec, enqueue_many, insert_ignoring_conflicts, tasks_cancel
 from outbox.models import Task
-from outbox.services import EnqueuedTask, TaskSpec, enqueue_many, tasks_cancel
-from outbox.sql import insert_ignoring_conflicts
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 

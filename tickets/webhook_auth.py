@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from outbox.sql import insert_ignoring_conflicts
+from outbox import insert_ignoring_conflicts
 from tickets.models import WebhookDelivery, WebhookMessage
 from tickets.services import IntakeAnswer, TicketIn, tickets_status_receive
 

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from outbox import selectors
-from outbox.admin import HourChart
+from outbox.dashboard import HourChart
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Queue, Task, TaskState
 from outbox.services import enqueue
 

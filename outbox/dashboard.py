@@ -1,0 +1,107 @@
+"""The outbox dashboard: counts by kind and state, the last day's activity as an SVG chart.
+
+The chart's geometry is computed here, so the page needs no script and no CDN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from outbox import selectors
+from outbox.models import TaskState
+
+
+def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
+    """The page TaskAdmin serves at `dashboard/`, with the task admin's permissions."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    counts = selectors.task_counts_by_kind()
+    hours = selectors.hourly_activity(hours=24)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Outbox dashboard",
+        "opts": model_admin.opts,
+        "states": TaskState.choices,
+        "counts": [
+            (row.kind, [row.by_state[state] for state in TaskState.values], row.total)
+            for row in counts
+        ],
+        "totals": list(selectors.state_totals(counts).values()),
+        "grand_total": sum(row.total for row in counts),
+        "oldest_due_age": selectors.describe_age(selectors.oldest_due_task_age()),
+        "per_minute": selectors.succeeded_per_minute(minutes=5),
+        "paused": selectors.paused_kinds(),
+        "chart": HourChart.from_buckets(hours),
+        "hours": hours,
+    }
+    return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    value: int
+    css_class: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class HourChart:
+    """Bars for an inline SVG, computed here so the page needs no script and no CDN."""
+
+    width: int
+    height: int
+    plot_height: int
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]
+    peak: int
+
+    SLOT = 30
+    PLOT_HEIGHT = 150
+    TOP = 10
+
+    @classmethod
+    def from_buckets(cls, buckets: Sequence[selectors.HourBucket]) -> HourChart:
+        peak = max([1, *(b.succeeded for b in buckets), *(b.failed for b in buckets)])
+        bars: list[Bar] = []
+        ticks: list[tuple[float, str]] = []
+        bar_width = (cls.SLOT - 6) / 2
+        for index, bucket in enumerate(buckets):
+            left = index * cls.SLOT + 3
+            hour = bucket.start.strftime("%H:00")
+            for offset, value, css_class, what in (
+                (0.0, bucket.succeeded, "succeeded", "succeeded"),
+                (bar_width, bucket.failed, "failed", "failed attempts"),
+            ):
+                height = cls.PLOT_HEIGHT * value / peak
+                bars.append(
+                    Bar(
+                        x=left + offset,
+                        y=cls.TOP + cls.PLOT_HEIGHT - height,
+                        width=bar_width,
+                        height=height,
+                        value=value,
+                        css_class=css_class,
+                        label=f"{hour} UTC: {value} {what}",
+                    )
+                )
+            if index % 3 == 0:
+                ticks.append((left + bar_width, hour))
+        return cls(
+            width=len(buckets) * cls.SLOT,
+            height=cls.TOP + cls.PLOT_HEIGHT + 20,
+            plot_height=cls.TOP + cls.PLOT_HEIGHT,
+            bars=bars,
+            ticks=ticks,
+            peak=peak,
+        )
