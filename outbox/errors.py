@@ -1,5 +1,12 @@
-"""The engine's errors: what a handler raises to say what happens next, and what the engine
-raises at a caller that broke a rule."""
+"""The engine's errors, in three groups.
+
+- What a handler raises to say what happens next: `TransientError` (try again later),
+  `PermanentError` (fail now), `Defer` (not yet, no attempt spent), `Cancel` (nothing to do).
+  All are `TaskError`s; the retry policy (outbox.retry) turns them into the task's next state.
+- What the engine raises inside a handler: `LeaseLost`, from `before_external_call()`.
+- What the engine raises at a caller that broke a rule: `NotInTransaction`, `UnknownTaskKind`,
+  `ValueTooLong`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,11 @@ class OutboxError(Exception):
 
 
 class TaskError(OutboxError):
-    """A handler's failure: transient ones are retried with backoff, permanent ones are not."""
+    """What a handler raises to end its attempt early; the subclass says what happens next.
+
+    `permanent` ones end the task; the others put it back (with backoff, or after
+    `retry_after` seconds when given).
+    """
 
     permanent: bool = False
 
@@ -43,7 +54,7 @@ class NotInTransaction(OutboxError):
 
 
 class UnknownTaskKind(OutboxError):
-    """No handler is registered under this kind."""
+    """No handler is registered under this kind (in this worker: a rolling deploy, say)."""
 
 
 class Defer(TaskError):

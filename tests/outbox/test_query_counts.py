@@ -1,0 +1,72 @@
+"""Query counts on the engine's hot paths: constant in the number of tasks.
+
+Each call below opens its own `transaction.atomic()`; inside the test's transaction that is a
+savepoint, so every count includes SAVEPOINT and RELEASE SAVEPOINT (two statements).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import transaction
+
+from outbox.claim import Outcome, claim_due_tasks, record_outcomes
+from outbox.models import AttemptOutcome, Task, TaskState
+from outbox.services import TaskSpec, enqueue_many
+
+pytestmark = pytest.mark.django_db
+
+SAVEPOINT = 2
+ORDER = ["critical", "default", "low"]
+SIZES = [1, 50]
+
+
+def claim(limit: int = 100):
+    return claim_due_tasks(limit=limit, worker="w", lease_seconds=30.0, queue_order=ORDER)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_enqueueing_n_tasks_is_one_insert_whatever_n(
+    recording_handler, django_assert_num_queries, n
+):
+    recording_handler("test.count")
+    specs = [TaskSpec(kind="test.count", payload={"n": i}) for i in range(n)]
+
+    with django_assert_num_queries(1 + SAVEPOINT), transaction.atomic():
+        enqueue_many(specs)
+
+    assert Task.objects.count() == n
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_a_claim_is_one_statement_whatever_it_takes(
+    recording_handler, django_assert_num_queries, n
+):
+    recording_handler("test.count")
+    with transaction.atomic():
+        enqueue_many([TaskSpec(kind="test.count", payload={"n": i}) for i in range(n)])
+
+    with django_assert_num_queries(1 + SAVEPOINT):
+        claimed = claim()
+
+    assert len(claimed) == n
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_recording_n_successes_is_one_update_and_one_insert(
+    recording_handler, django_assert_num_queries, n
+):
+    recording_handler("test.count")
+    with transaction.atomic():
+        enqueue_many([TaskSpec(kind="test.count", payload={"n": i}) for i in range(n)])
+    now = datetime.now(UTC)
+    outcomes = [
+        Outcome(task, AttemptOutcome.SUCCEEDED, now, 1.0, "w", result={"n": task.id})
+        for task in claim()
+    ]
+
+    with django_assert_num_queries(2 + SAVEPOINT):
+        assert record_outcomes(outcomes) == set()
+
+    assert Task.objects.filter(state=TaskState.SUCCEEDED).count() == n
