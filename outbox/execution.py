@@ -23,6 +23,7 @@ from outbox.registry import get_handler
 from outbox.retry import RetryPolicy
 from outbox.storable import storable_text
 
+# The relay's logger name, as before these modules were split out of it: operators filter on it.
 logger = logging.getLogger("outbox.relay")
 attempt_logger = logging.getLogger("outbox.attempts")
 

@@ -29,6 +29,7 @@ from outbox.models import RelayPass
 from outbox.relay import PassStats, Relay, worker_name
 
 T = TypeVar("T")
+# The relay's logger name, as before these modules were split out of it: operators filter on it.
 logger = logging.getLogger("outbox.relay")
 
 PASS_STALE_SECONDS = 20.0

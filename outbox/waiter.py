@@ -11,6 +11,7 @@ from django.db import connection
 
 from outbox.services import NOTIFY_CHANNEL
 
+# The relay's logger name, as before these modules were split out of it: operators filter on it.
 logger = logging.getLogger("outbox.relay")
 
 
