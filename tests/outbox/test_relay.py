@@ -423,3 +423,21 @@ def test_a_pass_queued_under_the_old_dotted_path_still_runs():
         assert import_string("outbox.relay.keep_passes_alive")() == 0
     with override_settings(OUTBOX={"PASS_SECONDS": 1.0, "POLL_SECONDS": 0.01}):
         assert import_string("outbox.relay.run_pass")()["claimed"] == 0
+
+
+def test_the_schedule_migration_rewrites_the_old_dotted_path_and_back():
+    from importlib import import_module
+
+    from django.apps import apps
+    from django_q.models import Schedule
+
+    migration = import_module("outbox.migrations.0005_schedules_in_passes")
+    keeper = Schedule.objects.get(name="outbox-keep-relay-alive")
+
+    migration.backwards(apps, None)
+    keeper.refresh_from_db()
+    assert keeper.func == "outbox.relay.keep_passes_alive"
+
+    migration.forwards(apps, None)
+    keeper.refresh_from_db()
+    assert keeper.func == "outbox.passes.keep_passes_alive"
