@@ -118,7 +118,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("id", "dedupe_key", "idempotency_key", "payload")
     search_help_text = (
         "Whole values: task id, dedupe key (or its part after the last colon), "
-        "idempotency key, or any value in the payload (a ticket id, say). "
+        "idempotency key, or any value in the payload (the id a task is about, say). "
         "Several values separated by spaces find each of them."
     )
     ordering = ("-id",)

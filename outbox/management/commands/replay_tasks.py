@@ -147,7 +147,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         state: str = options["state"] or TaskState.FAILED.value
         if options["state"] is None:
-            # Said out loud: `--payload ticket_id=t-1` alone looks like "every task of t-1".
+            # Said out loud: `--payload order=o-1` alone looks like "every task of o-1".
             # On stderr: stdout stays the listing scripts read.
             self.stderr.write(f"Only {state} tasks (the default; --state chooses another).")
         unknown = sorted(set(options["kind"]) - set(known_kinds()))
