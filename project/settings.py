@@ -336,12 +336,12 @@ API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 # token is empty, it answers only requests from the loopback address (docs/METRICS.md).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
-# The gateway hosting the receipts, payments and spreadsheets APIs (DESIGN.md section 2).
+# The gateway hosting the receipts, payments and spreadsheets APIs (docs/GATEWAY_API.md).
 GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")
 
 # The seller's webhook (docs/SECURITY.md). With WEBHOOK_SECRET set (`whsec_` + base64 key, as
 # the Standard Webhooks spec), POST /tickets-status needs a valid signature; a malformed secret
-# stops start-up (tickets.apps). Without it the unsigned contract of DESIGN.md section 2 holds.
+# stops start-up (tickets.apps). Without it the webhook is unsigned, as in docs/API.md.
 WEBHOOK_SECRET = env_str("WEBHOOK_SECRET", "")
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1)
 WEBHOOK_MAX_TICKETS = env_int("WEBHOOK_MAX_TICKETS", 1000, minimum=1)

@@ -1,7 +1,7 @@
 """Tickets in the admin, read-only, each with the outbox tasks it caused and their attempts.
 
-Tasks have no foreign key to tickets (the outbox knows nothing of them): a ticket's tasks are
-found by the dedupe keys of its effects, built by the same specs the intake enqueues with.
+A ticket's tasks come from `tickets.selectors.ticket_tasks`, the one place that maps tickets
+to the tasks of their effects (`tickets.kinds.EFFECTS`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -19,9 +19,9 @@ from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
 from outbox.admin_mixins import ReadOnlyMixin, pretty_json
-from outbox.models import Attempt, Task
-from tickets import kinds
+from outbox.models import Task
 from tickets.models import Ticket, WebhookDelivery
+from tickets.selectors import ticket_tasks
 
 STATE_COLOURS = {
     "pending": "#1565c0",
@@ -32,30 +32,12 @@ STATE_COLOURS = {
 }
 
 
-def effect_dedupe_keys(ticket: Ticket) -> list[str]:
-    """The dedupe key of every task this ticket can cause, whatever its status."""
-    return kinds.dedupe_keys(ticket.ticket_id)
-
-
 def attach_tasks(tickets: Iterable[Ticket], *, with_attempts: bool = False) -> None:
-    """Set `outbox_tasks` on each ticket, in one query for all of them (the unique key index)."""
+    """Set `outbox_tasks` on each ticket, in one query for all of them."""
     tickets = list(tickets)
-    owner: dict[str, Ticket] = {}
+    found = ticket_tasks([ticket.ticket_id for ticket in tickets], with_attempts=with_attempts)
     for ticket in tickets:
-        ticket.outbox_tasks = []  # type: ignore[attr-defined]
-        for key in effect_dedupe_keys(ticket):
-            owner[key] = ticket
-    if not owner:
-        return
-    tasks = Task.objects.filter(dedupe_key__in=list(owner)).order_by("id")
-    if with_attempts:
-        # In the order they happened: a retry numbers its attempts from 1 again.
-        tasks = tasks.prefetch_related(
-            Prefetch("attempt_set", queryset=Attempt.objects.order_by("id"))
-        )
-    for task in tasks:
-        assert task.dedupe_key is not None
-        owner[task.dedupe_key].outbox_tasks.append(task)  # type: ignore[attr-defined]
+        ticket.outbox_tasks = found[ticket.ticket_id]  # type: ignore[attr-defined]
 
 
 def effect_label(task: Task, ticket_id: str) -> str:

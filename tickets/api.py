@@ -9,11 +9,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from outbox import tasks_with_dedupe_keys
 from outbox.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
 from outbox.models import Task, TaskState
-from tickets import kinds
 from tickets.models import Ticket, TicketStatus
+from tickets.selectors import ticket_tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +27,11 @@ class TicketDetail:
 
 
 def ticket_detail(ticket_id: str) -> TicketDetail | None:
-    """The ticket and every outbox task it caused (found by their dedupe keys); two queries."""
+    """The ticket and every outbox task it caused; two queries."""
     ticket = Ticket.objects.filter(ticket_id=ticket_id).first()
     if ticket is None:
         return None
-    return TicketDetail(ticket=ticket, tasks=tasks_with_dedupe_keys(kinds.dedupe_keys(ticket_id)))
+    return TicketDetail(ticket=ticket, tasks=ticket_tasks([ticket_id])[ticket_id])
 
 
 class TicketDetailApi(StaffApiView):

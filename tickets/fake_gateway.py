@@ -1,6 +1,6 @@
 """An in-memory stand-in for the gateway's Receipts, Payments and Spreadsheets APIs.
 
-It speaks the wire contracts of DESIGN.md section 2, records the Correlation-ID of every call
+It speaks the wire contracts of docs/GATEWAY_API.md, records the Correlation-ID of every call
 next to what the call created, injects failures on demand (500s before or after the write,
 429s, whole APIs down, latency), and exposes its state for tests and the simulator under
 `/fake-gateway/`.

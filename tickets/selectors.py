@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Prefetch
+
+from outbox.models import Attempt, Task
+from tickets import kinds
 from tickets.models import Ticket, TicketStatus
 
 # GET /tickets answers at most this many tickets at once (docs/SECURITY.md).
@@ -47,3 +52,33 @@ def active_tickets_page(*, limit: int, cursor: int = 0) -> TicketPage:
         ],
         next_cursor=rows[-1][0] if more else None,
     )
+
+
+def ticket_tasks(
+    ticket_ids: Iterable[str], *, with_attempts: bool = False
+) -> dict[str, list[Task]]:
+    """The outbox tasks each ticket caused, by id; one query for all of them (two with the
+    attempts, in the order they happened).
+
+    Tasks have no foreign key to tickets (the outbox knows nothing of them): they are found by
+    the dedupe keys of every effect in `kinds.EFFECTS`, on the unique index, so a new effect's
+    tasks show up here without a change.
+    """
+    owner: dict[str, str] = {}
+    found: dict[str, list[Task]] = {}
+    for ticket_id in ticket_ids:
+        found[ticket_id] = []
+        for key in kinds.dedupe_keys(ticket_id):
+            owner[key] = ticket_id
+    if not owner:
+        return found
+    tasks = Task.objects.filter(dedupe_key__in=list(owner)).order_by("id")
+    if with_attempts:
+        # By id, not `number`: a retry numbers its attempts from 1 again.
+        tasks = tasks.prefetch_related(
+            Prefetch("attempt_set", queryset=Attempt.objects.order_by("id"))
+        )
+    for task in tasks:
+        assert task.dedupe_key is not None
+        found[owner[task.dedupe_key]].append(task)
+    return found

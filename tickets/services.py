@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -17,7 +16,8 @@ from django.utils import timezone
 from outbox import EnqueuedTask, TaskSpec, enqueue_many, insert_ignoring_conflicts, tasks_cancel
 from outbox.models import Task
 from tickets import kinds
-from tickets.models import Ticket, TicketStatus, WebhookDelivery
+from tickets.models import Ticket, TicketStatus, WebhookDelivery, WebhookMessage
+from tickets.ticket_in import TicketIn
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +26,12 @@ class IdempotencyKeyReused(Exception):
     """The Idempotency-Key was already used for a different body."""
 
 
+class WebhookIdReused(Exception):
+    """A signed message's `webhook-id` already processed came back with a different body."""
+
+
 class TicketNotFound(Exception):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class TicketIn:
-    ticket_id: str
-    status: str
-    customer_email: str
-    amount: Decimal
-    currency: str
-    booking_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +53,21 @@ def tickets_status_receive(
     body_digest: str,
     tickets: Sequence[TicketIn],
     correlation_id: str,
+    webhook_id: str | None = None,
 ) -> IntakeAnswer:
     """Record tickets, their outbox tasks and the delivery, all or nothing.
 
     A repeat of a delivery (same key, same body) returns the first answer and writes nothing;
     the same key with another body raises IdempotencyKeyReused.
+
+    `webhook_id`, a signed message's id, is processed at most once: it is stored in the same
+    transaction as the delivery, so either both stay or neither. A replay (the seller's retry
+    reuses the id) gets the first answer and writes nothing; the same id with another body
+    raises WebhookIdReused.
     """
     with transaction.atomic():
+        if webhook_id and not _webhook_message_recorded(webhook_id, idempotency_key):
+            return _first_answer_to_message(webhook_id, body_digest)
         # On PostgreSQL a concurrent delivery with the same key blocks here until the first
         # commits, then reads its answer: the unique key, not a prior read, decides.
         delivery, created = WebhookDelivery.objects.get_or_create(
@@ -85,6 +87,29 @@ def tickets_status_receive(
         delivery.response = body
         delivery.save(update_fields=["response"])
     return IntakeAnswer(body, correlation_id, replayed=False)
+
+
+def _webhook_message_recorded(webhook_id: str, idempotency_key: str) -> bool:
+    """Store the message's id; False when it was already there (a replay).
+
+    On PostgreSQL a concurrent replay waits on the unique index until the first commits.
+    """
+    inserted = insert_ignoring_conflicts(
+        WebhookMessage,
+        [{"webhook_id": webhook_id, "idempotency_key": idempotency_key, "received_at": None}],
+        conflict_field="webhook_id",
+        returning=["id"],
+        db_now_if_null=("received_at",),
+    )
+    return bool(inserted)
+
+
+def _first_answer_to_message(webhook_id: str, body_digest: str) -> IntakeAnswer:
+    message = WebhookMessage.objects.get(webhook_id=webhook_id)
+    delivery = WebhookDelivery.objects.filter(idempotency_key=message.idempotency_key).first()
+    if delivery is None or delivery.body_hash != body_digest:
+        raise WebhookIdReused(f"webhook-id {webhook_id!r} was already used with a different body.")
+    return IntakeAnswer(delivery.response, delivery.correlation_id, replayed=True)
 
 
 @dataclass(slots=True)
@@ -185,12 +210,7 @@ def _effects(held: dict[str, _Held], correlation_id: str) -> list[TaskSpec]:
     so a repeat of an old message finds nothing to do whatever has been pruned since."""
     specs: list[TaskSpec] = []
     for entry in held.values():
-        ticket, entered = entry.stored, entry.entered
-        if TicketStatus.CONFIRMED in entered:
-            specs.append(kinds.issue_receipt_spec(ticket, correlation_id))
-            specs.append(kinds.sheet_row_spec(kinds.PRINT_SHEET, ticket, correlation_id))
-        if TicketStatus.CANCELED in entered:
-            specs.append(kinds.sheet_row_spec(kinds.REFUND_SHEET, ticket, correlation_id))
+        specs += kinds.specs_on(entry.entered, entry.stored, correlation_id)
     return specs
 
 
@@ -231,7 +251,15 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
             tasks=Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id)),
             reason=RECEIPT_WITHDRAWN,
         )
-        return enqueue_many(kinds.refund_specs(ticket, correlation_id))
+        stored = TicketIn(
+            ticket.ticket_id,
+            ticket.status,
+            ticket.customer_email,
+            ticket.price_amount,
+            ticket.price_currency,
+            ticket.booking_id,
+        )
+        return enqueue_many(kinds.specs_on([kinds.ON_REFUND_REQUESTED], stored, correlation_id))
 
 
 def ticket_receipt_record(*, ticket_id: str, number: str, issued_at: Any) -> None:

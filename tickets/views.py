@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -28,18 +27,14 @@ from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
 from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
 from tickets.services import (
     IdempotencyKeyReused,
-    TicketIn,
     TicketNotFound,
+    WebhookIdReused,
     body_hash,
     ticket_refund_request,
     tickets_status_receive,
 )
-from tickets.webhook_auth import (
-    WebhookAuthError,
-    WebhookIdReused,
-    tickets_status_receive_once,
-    webhook_authenticate,
-)
+from tickets.ticket_in import TicketIn
+from tickets.webhook_auth import WebhookAuthError, webhook_authenticate
 from tickets.webhook_body import parse_json, read_body
 
 logger = logging.getLogger(__name__)
@@ -148,7 +143,7 @@ _CREATED_TASKS_SCHEMA = inline_serializer(
 
 
 class TicketsStatusView(APIView):
-    """POST /tickets-status: the seller's webhook (DESIGN.md section 2)."""
+    """POST /tickets-status: the seller's webhook (docs/API.md)."""
 
     class InputSerializer(serializers.Serializer):
         tickets = TicketSerializer(many=True, allow_empty=False)
@@ -241,17 +236,13 @@ class TicketsStatusView(APIView):
         correlation_id = getattr(request._request, "correlation_id", "") or clean_correlation_id(
             None
         )
-        receive = (
-            partial(tickets_status_receive_once, webhook_id=webhook_id)
-            if webhook_id
-            else tickets_status_receive
-        )
         try:
-            answer = receive(
+            answer = tickets_status_receive(
                 idempotency_key=key,
                 body_digest=body_hash(data),
                 tickets=tickets,
                 correlation_id=correlation_id,
+                webhook_id=webhook_id or None,
             )
         except (IdempotencyKeyReused, WebhookIdReused) as exc:
             return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))

@@ -5,8 +5,9 @@ of `WEBHOOK_SECRET`; we check that on the raw bytes, before anything parses them
 is read per request (so a test's `override_settings` applies) and once at start-up by
 `TicketsConfig.ready`, so a malformed one stops the service instead of refusing every call.
 
-A signed message is processed once: its `webhook-id` is stored in the delivery's transaction,
-and a replay gets the first answer and writes nothing (docs/SECURITY.md).
+A signed message is processed once: the intake (`tickets_status_receive` with its
+`webhook_id`) stores the id in the delivery's transaction, and a replay gets the first answer
+and writes nothing (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
-
-from outbox import insert_ignoring_conflicts
-from tickets.models import WebhookDelivery, WebhookMessage
-from tickets.services import IntakeAnswer, TicketIn, tickets_status_receive
 
 SECRET_PREFIX = "whsec_"
 # The spec's advice for a key's size; a shorter one is refused at start-up.
@@ -45,10 +41,6 @@ _SIGNATURE_BYTES = hashlib.sha256().digest_size
 
 class WebhookAuthError(Exception):
     """The request is not a fresh message signed with our key; the text says why (a 401)."""
-
-
-class WebhookIdReused(Exception):
-    """A `webhook-id` already processed came back with a different body."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -145,7 +137,7 @@ class WebhookVerifier:
 
     @classmethod
     def from_settings(cls) -> WebhookVerifier | None:
-        """None while WEBHOOK_SECRET is empty: the unsigned contract of DESIGN.md section 2."""
+        """None while WEBHOOK_SECRET is empty: the unsigned webhook of docs/API.md."""
         raw: str = settings.WEBHOOK_SECRET
         return cls(key=decode_secret(raw)) if raw else None
 
@@ -163,47 +155,6 @@ def webhook_authenticate(*, headers: Mapping[str, str], body: bytes) -> str:
     """The verified `webhook-id`, or "" while no WEBHOOK_SECRET is set."""
     verifier = WebhookVerifier.from_settings()
     return verifier.verify(headers=headers, body=body) if verifier is not None else ""
-
-
-@transaction.atomic
-def tickets_status_receive_once(
-    *,
-    webhook_id: str,
-    idempotency_key: str,
-    body_digest: str,
-    tickets: Sequence[TicketIn],
-    correlation_id: str,
-) -> IntakeAnswer:
-    """`tickets_status_receive` for a signed message, at most once per `webhook-id`.
-
-    The id is stored in the same transaction as the delivery, so either both stay or neither.
-    A replay (the seller's retry reuses the id) gets the first answer and writes nothing; the
-    same id with another body raises WebhookIdReused. On PostgreSQL a concurrent replay
-    waits on the unique index until the first commits, then reads its answer.
-    """
-    inserted = insert_ignoring_conflicts(
-        WebhookMessage,
-        [{"webhook_id": webhook_id, "idempotency_key": idempotency_key, "received_at": None}],
-        conflict_field="webhook_id",
-        returning=["id"],
-        db_now_if_null=("received_at",),
-    )
-    if not inserted:
-        return _first_answer(webhook_id, body_digest)
-    return tickets_status_receive(
-        idempotency_key=idempotency_key,
-        body_digest=body_digest,
-        tickets=tickets,
-        correlation_id=correlation_id,
-    )
-
-
-def _first_answer(webhook_id: str, body_digest: str) -> IntakeAnswer:
-    message = WebhookMessage.objects.get(webhook_id=webhook_id)
-    delivery = WebhookDelivery.objects.filter(idempotency_key=message.idempotency_key).first()
-    if delivery is None or delivery.body_hash != body_digest:
-        raise WebhookIdReused(f"{ID_HEADER} {webhook_id!r} was already used with a different body.")
-    return IntakeAnswer(delivery.response, delivery.correlation_id, replayed=True)
 
 
 def _required(headers: Mapping[str, str], name: str) -> str:

@@ -37,9 +37,11 @@ def expire(task_id: int) -> None:
 
 
 def seconds_left(task_id: int) -> float:
-    row = Task.objects.annotate(now=Now()).get(id=task_id)
-    assert row.lease_expires_at is not None
-    return (row.lease_expires_at - row.now).total_seconds()
+    expires, now = (
+        Task.objects.annotate(now=Now()).values_list("lease_expires_at", "now").get(id=task_id)
+    )
+    assert expires is not None
+    return (expires - now).total_seconds()
 
 
 def test_a_renewed_lease_is_not_taken_by_another_worker(recording_handler):

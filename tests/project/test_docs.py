@@ -29,7 +29,16 @@ def test_every_test_named_in_the_threat_table_exists():
 
 
 @pytest.mark.parametrize(
-    "doc", ["README.md", "docs/SECURITY.md", "docs/API.md"], ids=lambda d: Path(d).name
+    "doc",
+    [
+        "README.md",
+        "docs/SECURITY.md",
+        "docs/API.md",
+        "docs/GATEWAY_API.md",
+        "docs/ARCHITECTURE.md",
+        "docs/FAKE_GATEWAY.md",
+    ],
+    ids=lambda d: Path(d).name,
 )
 def test_relative_links_of_the_docs_name_files_in_the_repository(doc):
     page = BASE_DIR / doc

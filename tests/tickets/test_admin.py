@@ -13,7 +13,6 @@ from django.utils import timezone
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
 from tests.conftest import ticket
 from tickets import kinds
-from tickets.admin import effect_dedupe_keys
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 from tickets.services import ticket_refund_request
 
@@ -145,7 +144,7 @@ def test_every_task_a_ticket_causes_is_found_from_its_effects(post_tickets):
     ticket_refund_request(ticket_id="t-1", correlation_id="c")
     stored = Ticket.objects.get(ticket_id="t-1")
 
-    found = set(Task.objects.filter(dedupe_key__in=effect_dedupe_keys(stored)))
+    found = set(Task.objects.filter(dedupe_key__in=kinds.dedupe_keys(stored.ticket_id)))
 
     assert found == set(Task.objects.filter(payload__ticket_id="t-1"))
     assert len(found) == 5
@@ -184,3 +183,51 @@ def test_the_delivery_page_shows_the_first_answer_pretty(admin_client, post_tick
     assert "delivery-key" in html
     assert '<pre class="outbox-json">' in html
     assert "&quot;ticket_id&quot;: &quot;t-1&quot;" in html
+
+
+def _add_attempts(task: Task, count: int) -> None:
+    for number in range(1, count + 1):
+        Attempt.objects.create(
+            task=task,
+            number=number,
+            started_at=timezone.now(),
+            duration_ms=1.0,
+            outcome=AttemptOutcome.RETRY,
+        )
+
+
+def test_the_ticket_page_reads_in_a_fixed_number_of_queries(
+    admin_client, post_tickets, django_assert_num_queries
+):
+    post_tickets([ticket("t-1")], key="k-1")
+    post_tickets([ticket("t-2")], key="k-2")
+    post_tickets([ticket("t-2", status="canceled")], key="k-3")
+    ticket_refund_request(ticket_id="t-2", correlation_id="c")
+    for task in Task.objects.filter(payload__ticket_id="t-2"):
+        _add_attempts(task, 3)
+    few, many = Ticket.objects.get(ticket_id="t-1"), Ticket.objects.get(ticket_id="t-2")
+    # Fills the content types' process-wide cache, which the first page of a test run reads.
+    admin_client.get(f"{CHANGELIST}{few.pk}/change/")
+
+    # The session and its user, the ticket, its tasks, their attempts.
+    with django_assert_num_queries(5):
+        admin_client.get(f"{CHANGELIST}{few.pk}/change/")
+    with django_assert_num_queries(5):
+        response = admin_client.get(f"{CHANGELIST}{many.pk}/change/")
+
+    assert response.content.decode().count(" ms</td>") == 5 * 3
+
+
+def test_the_list_reads_in_a_fixed_number_of_queries(
+    admin_client, post_tickets, django_assert_num_queries
+):
+    post_tickets([ticket(f"t-{n}") for n in range(40)], key="k-1")
+    for task in Task.objects.all()[:10]:
+        _add_attempts(task, 2)
+
+    # The session and its user, the count, the page of tickets, the currencies of the filter,
+    # the tasks of every ticket on the page.
+    with django_assert_num_queries(6):
+        response = admin_client.get(CHANGELIST)
+
+    assert response.content.decode().count(": pending</a>") == 40 * 2

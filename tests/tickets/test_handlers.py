@@ -92,8 +92,8 @@ def make_due(task: Task) -> None:
 
 
 def seconds_until_due(task: Task) -> float:
-    row = Task.objects.annotate(now=Now()).get(id=task.id)
-    return (row.available_at - row.now).total_seconds()
+    due, now = Task.objects.annotate(now=Now()).values_list("available_at", "now").get(id=task.id)
+    return (due - now).total_seconds()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,59 @@
+"""The repository stands alone: its docs, comments and tests cite only files it holds."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from project.settings import BASE_DIR
+
+# A design brief or a shared folder beside the clone: neither travels with the repository.
+_OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared")
+
+
+def _tracked_files() -> list[str]:
+    if shutil.which("git") is None or not (BASE_DIR / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=BASE_DIR, capture_output=True, check=True
+    ).stdout.decode()
+    return [path for path in listed.split("\0") if path]
+
+
+def test_no_tracked_file_cites_a_document_outside_the_repository():
+    this_file = "tests/project/test_self_contained.py"
+    citing = []
+    for path in _tracked_files():
+        file = BASE_DIR / path
+        if path == this_file or not file.is_file():
+            continue
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        citing += [
+            f"{path}:{number}"
+            for number, line in enumerate(text.splitlines(), 1)
+            if _OUTSIDE.search(line)
+        ]
+
+    assert citing == []
+
+
+def test_the_wire_contracts_are_written_in_the_repository():
+    seller = (BASE_DIR / "docs" / "API.md").read_text()
+    gateway = (BASE_DIR / "docs" / "GATEWAY_API.md").read_text()
+
+    for endpoint in ("POST /tickets-status", "PUT /ticket-refund/", "GET /tickets", "GET /health"):
+        assert endpoint in seller
+    for endpoint in (
+        "PUT {GATEWAY_ADDR}/receipts-api/receipts",
+        "PUT {GATEWAY_ADDR}/receipts-api/void-receipt",
+        "PUT {GATEWAY_ADDR}/payments-api/refunds",
+        "POST {GATEWAY_ADDR}/spreadsheets-api/sheets/{sheet}/rows",
+        "GET {GATEWAY_ADDR}/spreadsheets-api/sheets/{sheet}/rows",
+    ):
+        assert endpoint in gateway
