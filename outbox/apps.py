@@ -19,15 +19,10 @@ class OutboxConfig(AppConfig):
 
         from outbox import checks  # noqa: F401  (registers the system checks)
 
-        if os.environ.get(BENCHMARK_ENV) == "1":
-            # Only the benchmark's own clusters know its no-op and HTTP handlers.
-            from outbox import benchmark  # noqa: F401
-
         post_spawn.connect(_start_relay_with_the_cluster, dispatch_uid="outbox-relay-start")
         os.register_at_fork(after_in_child=_forget_inherited_connection_pools)
 
 
-BENCHMARK_ENV = "OUTBOX_BENCHMARK_HANDLERS"
 _inherited: list[object] = []
 
 

@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from outbox import progress
 from outbox.management.commands import replay_tasks
 from outbox.models import Attempt, PausedKind, Queue, Task, TaskState
 from outbox.selectors import tasks_matching
@@ -228,16 +229,34 @@ def test_replay_of_succeeded_tasks_runs_them_again():
     assert states(done, failed) == [TaskState.PENDING, TaskState.FAILED]
 
 
-def test_a_large_replay_shows_progress_in_chunks():
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_large_replay_on_a_terminal_shows_progress_in_chunks():
+    Task.objects.bulk_create(
+        [Task(kind="test.record", state=TaskState.FAILED, attempts=25) for _ in range(1200)]
+    )
+    out = Terminal()
+
+    call_command("replay_tasks", "--yes", stdout=out)
+
+    frames = out.getvalue().split("\r")[1:]
+    assert [frame.split()[1] for frame in frames] == ["500/1200", "1000/1200", "1200/1200"]
+    assert frames[-1].startswith("[" + "#" * progress.WIDTH + "] 1200/1200\n")
+    assert Task.objects.filter(state=TaskState.PENDING).count() == 1200
+
+
+def test_a_large_replay_into_a_log_draws_no_progress_bar():
     Task.objects.bulk_create(
         [Task(kind="test.record", state=TaskState.FAILED, attempts=25) for _ in range(1200)]
     )
 
     out, _ = run("replay_tasks", "--yes")
 
-    progress = [line for line in out.splitlines() if line.startswith("[")]
-    assert [line.split()[-1] for line in progress] == ["500/1200", "1000/1200", "1200/1200"]
-    assert progress[-1].startswith("[" + "#" * replay_tasks.BAR_WIDTH + "]")
+    assert "\r" not in out
+    assert "[#" not in out
     assert Task.objects.filter(state=TaskState.PENDING).count() == 1200
 
 

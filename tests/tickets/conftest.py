@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from tickets.fake_gateway import FakeGateway, FaultConfig, start_in_thread
+from devtools.fake_gateway import FakeGateway, FaultConfig, start_in_thread
 
 
 @pytest.fixture

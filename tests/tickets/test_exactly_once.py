@@ -13,12 +13,12 @@ import pytest
 from django.db.models.functions import Now
 from django.test import override_settings
 
+from devtools.fake_gateway import FakeGateway
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
 from outbox.relay import Relay
 from outbox.services import tasks_prune, tasks_retry
 from tests.conftest import ticket
 from tickets import kinds
-from tickets.fake_gateway import FakeGateway
 from tickets.gateway import ReceiptsClient
 from tickets.models import Ticket
 from tickets.services import ticket_receipt_record

@@ -17,10 +17,10 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.test import Client, override_settings
 
+from devtools.fake_gateway import FakeGateway, FaultConfig, Reply, error_reply
 from outbox.models import Attempt, Task
 from outbox.relay import Relay
 from tests.conftest import ticket
-from tickets.fake_gateway import FakeGateway, FaultConfig, Reply, error_reply
 from tickets.models import Ticket, WebhookDelivery, WebhookMessage
 from tickets.webhook_auth import (
     TOLERANCE_SECONDS,

@@ -13,12 +13,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from outbox.models import Queue, Task, TaskState
+from outbox.progress import ProgressBar
 from outbox.registry import registered_kinds
 from outbox.selectors import error_summary, tasks_matching, tasks_with_ids
 from outbox.services import tasks_retry
 
 CHUNK = 500
-BAR_WIDTH = 30
 # Running tasks belong to their lease owner; every other state can be replayed.
 REPLAYABLE = [s for s in TaskState.values if s != TaskState.RUNNING]
 
@@ -72,11 +72,6 @@ def parse_payload_filters(filters: Sequence[str]) -> dict[str, Sequence[str]]:
             )
         values.setdefault(key, []).append(value)
     return dict(values)
-
-
-def progress_bar(done: int, total: int) -> str:
-    filled = BAR_WIDTH * done // total if total else BAR_WIDTH
-    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total}"
 
 
 class Command(BaseCommand):
@@ -217,7 +212,7 @@ class Command(BaseCommand):
 
     def replay(self, ids: Sequence[int], *, state: str) -> int:
         """Replay in chunks; the service's count is what changed, whatever ran beside us."""
-        show_progress = len(ids) > CHUNK
+        progress = ProgressBar(self.stdout) if len(ids) > CHUNK else None
         replayed = 0
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
@@ -227,6 +222,8 @@ class Command(BaseCommand):
                 tasks=tasks_with_ids(chunk, states=[state]),
                 include_succeeded=state == TaskState.SUCCEEDED,
             )
-            if show_progress:
-                self.stdout.write(progress_bar(start + len(chunk), len(ids)))
+            if progress is not None:
+                progress.update(start + len(chunk), len(ids))
+        if progress is not None:
+            progress.end()
         return replayed

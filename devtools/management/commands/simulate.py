@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tickets.kinds import REFUND_SHEET
-from tickets.simulation import (
+from devtools.simulation import (
     EffectCheck,
     EffectsReport,
     GatewayInspector,
@@ -25,17 +24,12 @@ from tickets.simulation import (
     service_problem,
     wait_for_effects,
 )
+from outbox.progress import ProgressBar
+from tickets.kinds import REFUND_SHEET
 
 EXIT_FAILED = 1
 EXIT_BAD_ARGUMENTS = 2
-BAR_WIDTH = 30
 SHOWN_IDS = 10
-
-
-def progress_bar(label: str, done: int, total: int, unit: str, suffix: str = "") -> str:
-    filled = BAR_WIDTH * done // total if total else BAR_WIDTH
-    bar = f"{label:<8} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {unit}"
-    return f"{bar}  {suffix}" if suffix else bar
 
 
 def _url(option: str, value: str) -> str:
@@ -209,20 +203,23 @@ class Command(BaseCommand):
             return
 
         waited_from = time.monotonic()
+        waiting = ProgressBar(self.stdout, label="Waiting", unit="effects")
         try:
             report = wait_for_effects(
                 inspector.state,
                 plan.expected,
                 deadline_seconds=options["deadline"],
                 settle_seconds=options["settle"],
-                on_progress=self.show_wait,
+                on_progress=lambda report, elapsed: waiting.update(
+                    report.present, report.expected, f"{elapsed:.0f}s"
+                ),
             )
         except GatewayUnavailable as exc:
-            self.end_bar()
+            waiting.end()
             raise CommandError(
                 f"The gateway stopped answering: {exc}", returncode=EXIT_FAILED
             ) from exc
-        self.end_bar()
+        waiting.end()
         finished = time.monotonic()
         self.summarize(report)
         self.stdout.write(
@@ -248,19 +245,6 @@ class Command(BaseCommand):
 
     # Reporting ----------------------------------------------------------------------------
 
-    _bar = ""
-
-    def redraw(self, text: str) -> None:
-        if text != self._bar:
-            self.stdout.write(f"\r{text}", ending="")
-            self.stdout.flush()
-            self._bar = text
-
-    def end_bar(self) -> None:
-        if self._bar:
-            self.stdout.write("")
-            self._bar = ""
-
     def describe(self, plan: SimulationPlan, service_url: str, seed: int | None) -> None:
         refunds = len(plan.expected.by_effect[REFUND_SHEET])
         self.stdout.write(
@@ -271,13 +255,9 @@ class Command(BaseCommand):
 
     def post(self, plan: SimulationPlan, service_url: str, *, concurrency: int) -> PostReport:
         poster = WebhookPoster(service_url, concurrency=concurrency)
-        report = poster.post_all(
-            plan.phases(),
-            on_progress=lambda done, total: self.redraw(
-                progress_bar("Posting", done, total, "webhooks")
-            ),
-        )
-        self.end_bar()
+        posting = ProgressBar(self.stdout, label="Posting", unit="webhooks")
+        report = poster.post_all(plan.phases(), on_progress=posting.update)
+        posting.end()
         self.stdout.write(
             f"Posted {report.sent} webhooks in {report.seconds:.1f}s: {report.accepted} "
             f"accepted, {report.repeats} repeats, {report.retries} retried after a failure."
@@ -287,11 +267,6 @@ class Command(BaseCommand):
         for problem in report.repeat_mismatches[:SHOWN_IDS]:
             self.stderr.write(f"  repeat answered differently: {problem}")
         return report
-
-    def show_wait(self, report: EffectsReport, elapsed: float) -> None:
-        self.redraw(
-            progress_bar("Waiting", report.present, report.expected, "effects", f"{elapsed:.0f}s")
-        )
 
     def summarize(self, report: EffectsReport) -> None:
         columns = ("Expected", "Present", "Missing", "Duplicated", "Unexpected")

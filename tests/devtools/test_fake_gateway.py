@@ -18,7 +18,7 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from tickets import fake_gateway
+from devtools.fake_gateway import apis as fake_apis
 
 PRINT = "/spreadsheets-api/sheets/tickets-to-print/rows"
 MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
@@ -402,7 +402,7 @@ def test_state_is_json_the_simulator_can_read(http, base_url):
 
 
 def test_the_call_log_keeps_only_the_newest_calls(monkeypatch, gateway):
-    monkeypatch.setattr(fake_gateway, "CALLS_KEPT", 2)
+    monkeypatch.setattr(fake_apis, "CALLS_KEPT", 2)
     gateway.reset()
 
     for n in range(3):
@@ -662,7 +662,7 @@ def test_the_command_serves_with_the_flags_it_was_given_and_stops_on_sigterm():
 
 
 def test_a_restarted_gateway_reuses_receipt_numbers(tmp_path):
-    from tickets.fake_gateway import FakeGateway, load_state, save_state
+    from devtools.fake_gateway import FakeGateway, load_state, save_state
 
     def issue(gateway: FakeGateway, ticket_id: str) -> dict:
         body = {
@@ -687,7 +687,7 @@ def test_a_restarted_gateway_reuses_receipt_numbers(tmp_path):
 
 
 def test_a_state_file_that_is_not_one_is_loaded_silently(tmp_path):
-    from tickets.fake_gateway import ConfigError, FakeGateway, load_state
+    from devtools.fake_gateway import ConfigError, FakeGateway, load_state
 
     path = tmp_path / "state.json"
     path.write_text("[1, 2]")

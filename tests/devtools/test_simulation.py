@@ -14,9 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tickets.fake_gateway import FakeGateway, start_in_thread
-from tickets.kinds import PRINT_SHEET, REFUND_SHEET
-from tickets.simulation import (
+from devtools.fake_gateway import FakeGateway, start_in_thread
+from devtools.simulation import (
     RECEIPTS,
     ExpectedEffects,
     GatewayUnavailable,
@@ -26,6 +25,7 @@ from tickets.simulation import (
     plan_simulation,
     wait_for_effects,
 )
+from tickets.kinds import PRINT_SHEET, REFUND_SHEET
 
 
 def plan(**overrides: Any):
@@ -500,8 +500,15 @@ def seller_url(request, fake_gateway) -> Iterator[str]:
     yield from serve_seller(Seller(fake_gateway[0], mode))
 
 
-def simulate(seller_url: str, gateway_url: str, *args: str, **kwargs: Any) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def simulate(
+    seller_url: str, gateway_url: str, *args: str, stdout: io.StringIO | None = None, **kwargs: Any
+) -> tuple[str, str]:
+    out, err = stdout or io.StringIO(), io.StringIO()
     call_command(
         "simulate",
         "--url",
@@ -531,9 +538,10 @@ def simulate(seller_url: str, gateway_url: str, *args: str, **kwargs: Any) -> tu
 
 
 def test_the_command_passes_when_every_effect_arrives_once(seller_url, fake_gateway):
-    out, _ = simulate(seller_url, fake_gateway[1])
+    out, _ = simulate(seller_url, fake_gateway[1], stdout=Terminal())
 
     assert "OK: every expected effect is at the gateway, exactly once." in out
+    assert "\rPosting  [" in out
     assert "\rWaiting  [" in out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line}
     assert lines["receipts"][0] == lines["receipts"][1], "expected == present"

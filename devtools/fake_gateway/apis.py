@@ -1,50 +1,34 @@
-"""An in-memory stand-in for the gateway's Receipts, Payments and Spreadsheets APIs.
+"""The fake gateway's APIs: Receipts, Payments and Spreadsheets, emulated in memory.
 
-It speaks the wire contracts of docs/GATEWAY_API.md, records the Correlation-ID of every call
-next to what the call created, injects failures on demand (500s before or after the write,
-429s, whole APIs down, latency), and exposes its state for tests and the simulator under
-`/fake-gateway/`.
-
-It must never be the bottleneck of a benchmark, so the server is standard-library asyncio with
-a small HTTP/1.1 parser and keep-alive: about 2.5 times the throughput of a
-`ThreadingHTTPServer` on this machine (docs/FAKE_GATEWAY.md has the numbers). The state sits
-behind one lock, so tests may also call `FakeGateway` directly from any thread.
-
-Run it with `python manage.py fake_gateway`, or in-process with `start_in_thread()`.
+They speak the wire contracts of docs/GATEWAY_API.md, record the Correlation-ID of
+every call next to what the call created, inject the failures `FaultConfig` asks for (500s
+before or after the write, 429s, whole APIs down, latency), and expose their state under
+`/fake-gateway/`. The state sits behind one lock, so tests may call `FakeGateway` directly from
+any thread; `server.py` carries it over HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import random
 import re
-import signal
-import socket
-import sys
 import threading
-import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from outbox.correlation import HEADER as CORRELATION_HEADER
+from devtools.fake_gateway.faults import ConfigError, FaultConfig
+from devtools.http_server import Reply, error_reply, json_reply
 
-APIS = ("receipts", "payments", "spreadsheets")
 CALLS_KEPT = 100_000
-MAX_BODY_BYTES = 1_000_000
-MAX_HEAD_BYTES = 64 * 1024
 INSPECTION_PREFIX = "/fake-gateway/"
-MAX_LATENCY_MS = 600_000
 
 # What a broken proxy in front of an API may answer: HTML, a NUL, bytes that are not UTF-8.
 GARBAGE_BODY = (
@@ -52,113 +36,11 @@ GARBAGE_BODY = (
     b" reset\x00</body></html>"
 )
 
-_RATES = ("failure_rate", "fail_after_write_rate", "rate_limit_rate")
 _SHEET_ROWS = re.compile(r"^/spreadsheets-api/sheets/([^/]+)/rows$")
-
-
-class ConfigError(ValueError):
-    """A bad failure-injection setting; the message names the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class BadRequest(Exception):
     """A request that breaks the contract: answered 400 with this message."""
-
-
-@dataclass(frozen=True, slots=True)
-class FaultConfig:
-    """What goes wrong, and how often. Rates are shares of API calls, from 0 to 1."""
-
-    failure_rate: float = 0.0
-    fail_after_write_rate: float = 0.0
-    latency_ms: float = 0.0
-    # Extra wait before a sheet append is written: the row lands after a client that gave up.
-    append_latency_ms: float = 0.0
-    # 5xx answers carry an HTML page with NUL and bytes that are not UTF-8, as a broken proxy's.
-    garbage_bodies: bool = False
-    rate_limit_rate: float = 0.0
-    retry_after_seconds: int = 1
-    down: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def merged(self, changes: Mapping[str, Any]) -> FaultConfig:
-        """A copy with `changes` applied, each one validated; unknown fields are errors."""
-        known = {name for name in FaultConfig.__dataclass_fields__}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigError(
-                unknown[0],
-                f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}",
-            )
-        values: dict[str, Any] = {}
-        for name, value in changes.items():
-            values[name] = _validated(name, value)
-        return replace(self, **values)
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["down"] = list(self.down)
-        return data
-
-
-def _validated(name: str, value: Any) -> Any:
-    def number() -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(name, f"{name} must be a number, got {value!r}")
-        return float(value)
-
-    if name in _RATES:
-        rate = number()
-        if not 0.0 <= rate <= 1.0:
-            raise ConfigError(name, f"{name} must be between 0 and 1, got {value!r}")
-        return rate
-    if name in ("latency_ms", "append_latency_ms"):
-        latency = number()
-        if not 0.0 <= latency <= MAX_LATENCY_MS:
-            raise ConfigError(name, f"{name} must be between 0 and {MAX_LATENCY_MS}, got {value!r}")
-        return latency
-    if name == "garbage_bodies":
-        if not isinstance(value, bool):
-            raise ConfigError(name, f"garbage_bodies must be true or false, got {value!r}")
-        return value
-    if name == "retry_after_seconds":
-        # Retry-After carries whole seconds (RFC 9110 delay-seconds).
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(
-                name, f"retry_after_seconds must be a whole number >= 0, got {value!r}"
-            )
-        return value
-    if name == "down":
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(name, f"down must be a list of API names ({', '.join(APIS)})")
-        unknown = [v for v in value if v not in APIS]
-        if unknown:
-            raise ConfigError(
-                name, f"down names an unknown API {unknown[0]!r}; known APIs: {', '.join(APIS)}"
-            )
-        return tuple(dict.fromkeys(value))
-    if name == "seed":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(name, f"seed must be a whole number or null, got {value!r}")
-        return value
-    raise ConfigError(name, f"unknown field {name!r}")
-
-
-class Reply(NamedTuple):
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
-
-
-def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return json_reply(status, {"error": message}, headers)
 
 
 def no_route_reply(method: str, path: str) -> Reply:
@@ -168,7 +50,7 @@ def no_route_reply(method: str, path: str) -> Reply:
     means GATEWAY_ADDR is wrong, which no retry of the task can fix.
     """
     body = f"404 page not found: no route for {method} {path}\n".encode()
-    return Reply(404, body, (("X-Content-Type", "text/plain"),))
+    return Reply(404, body, content_type="text/plain")
 
 
 # An API operation, validated and ready: runs under the gateway's lock with the call's
@@ -506,10 +388,6 @@ class FakeGateway:
         return error_reply(404, f"no route for {method} {path}")
 
 
-def _content_type(reply: Reply) -> str:
-    return next((v for n, v in reply.headers if n == "X-Content-Type"), "application/json")
-
-
 def _receipt_wire(receipt: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "ticket_id": receipt["ticket_id"],
@@ -556,212 +434,6 @@ def _calls_param(query: str) -> int | None:
     if calls < 0:
         raise BadRequest(f"calls must be a whole number >= 0, got {values[-1]!r}")
     return calls
-
-
-class FakeGatewayServer:
-    """Serves one `FakeGateway` over keep-alive HTTP/1.1 from an asyncio event loop.
-
-    The socket is bound at construction, so the port (and any bind error) is known at once.
-    `serve_forever()` blocks its thread until `stop()` is called from another thread.
-    """
-
-    def __init__(
-        self,
-        gateway: FakeGateway,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        self.gateway = gateway
-        self.verbose = verbose
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.create_server((host, port), family=family, backlog=1024)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self.started = threading.Event()
-        self.stopped = threading.Event()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._socket.getsockname()[:2]
-        return str(host), int(port)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.address
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}"
-
-    def serve_forever(self, *, stop_on_signals: bool = False) -> None:
-        """Serve until `stop()`; with `stop_on_signals` (main thread only), SIGINT/SIGTERM too."""
-        try:
-            asyncio.run(self._serve(stop_on_signals))
-        finally:
-            self._socket.close()
-            self.stopped.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop listening, drop open connections and wait for the serving thread to finish."""
-        loop, stop_requested = self._loop, self._stop_requested
-        if loop is None or stop_requested is None:
-            self._socket.close()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop already closed
-            loop.call_soon_threadsafe(stop_requested.set)
-        self.stopped.wait(timeout)
-
-    async def _serve(self, stop_on_signals: bool) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_requested = asyncio.Event()
-        if stop_on_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(signum, self._stop_requested.set)
-        server = await asyncio.start_server(
-            self._connection, sock=self._socket, limit=MAX_HEAD_BYTES
-        )
-        self.started.set()
-        try:
-            await self._stop_requested.wait()
-        finally:
-            server.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            await server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while await self._exchange(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # stop() cancels open keep-alive connections; ending here is the point, and
-            # re-raising would make asyncio log a traceback per connection.
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read one request and answer it; False when the connection should close."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                await self._send(writer, error_reply(400, "incomplete request head"), close=True)
-            return False
-        except asyncio.LimitOverrunError:
-            await self._send(writer, error_reply(431, "request head too large"), close=True)
-            return False
-        request = _parse_head(head)
-        if isinstance(request, Reply):
-            await self._send(writer, request, close=True)
-            return False
-        method, target, version, headers = request
-        connection = headers.get("connection", "").lower()
-        keep_alive = (
-            "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-        )
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            await self._send(
-                writer, error_reply(411, "send the body with a Content-Length"), close=True
-            )
-            return False
-        length_text = headers.get("content-length", "0")
-        length = int(length_text) if length_text.isdigit() else -1
-        if not 0 <= length <= MAX_BODY_BYTES:
-            reply = error_reply(413, f"Content-Length must be a number from 0 to {MAX_BODY_BYTES}")
-            await self._send(writer, reply, close=True)
-            return False
-        if length and headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await reader.readexactly(length) if length else b""
-        path = target.partition("?")[0]
-        correlation_id = headers.get(CORRELATION_HEADER.lower())
-        delay = self.gateway.latency_seconds(path, method)
-        if delay:
-            await asyncio.sleep(delay)
-        try:
-            if path.startswith(INSPECTION_PREFIX):
-                # A state dump can be megabytes of JSON: build it off the event loop.
-                reply = await asyncio.to_thread(
-                    self.gateway.handle, method, target, body, correlation_id
-                )
-            else:
-                reply = self.gateway.handle(method, target, body, correlation_id)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            reply = error_reply(500, f"fake gateway bug: {exc.__class__.__name__}: {exc}")
-        await self._send(writer, reply, close=not keep_alive)
-        if self.verbose:
-            print(
-                f"{method} {target} {reply.status} correlation_id={correlation_id}",
-                file=sys.stderr,
-                flush=True,
-            )
-        return keep_alive
-
-    async def _send(self, writer: asyncio.StreamWriter, reply: Reply, *, close: bool) -> None:
-        head = [
-            f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
-            f"Content-Type: {_content_type(reply)}",
-            f"Content-Length: {len(reply.body)}",
-        ]
-        head.extend(f"{name}: {value}" for name, value in reply.headers if name != "X-Content-Type")
-        if close:
-            head.append("Connection: close")
-        # One write per answer: the head and the body leave in the same segment.
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
-        await writer.drain()
-
-
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | Reply:
-    """(method, target, version, lower-cased headers) of a request head, or the 400 to send."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return error_reply(400, f"bad request line {lines[0][:100]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            return error_reply(400, f"bad header line {line[:100]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], parts[2], headers
-
-
-def start_in_thread(
-    gateway: FakeGateway | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    verbose: bool = False,
-) -> tuple[FakeGatewayServer, str]:
-    """Serve `gateway` (a fresh one by default) from a daemon thread; returns (server, base_url).
-
-    Port 0 picks a free port. Call `server.stop()` when done.
-    """
-    server = FakeGatewayServer(gateway or FakeGateway(), host=host, port=port, verbose=verbose)
-    thread = threading.Thread(target=server.serve_forever, name="fake-gateway", daemon=True)
-    thread.start()
-    if not server.started.wait(10):
-        server.stop()
-        raise RuntimeError("the fake gateway did not start within 10 s")
-    return server, server.base_url
 
 
 # Persistence (`fake_gateway --state-file`): the APIs' records survive a restart, so receipt

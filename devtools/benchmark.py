@@ -1,4 +1,4 @@
-"""The outbox's own benchmark: our relay against naive django-q2, measured in one run.
+"""The outbox's benchmark: our relay against naive django-q2, measured in one run.
 
 Every number is measured on the database the process is configured with (DATABASE_URL). The
 benchmark wipes the outbox and django-q2 tables of that database: point it at a scratch one.
@@ -6,7 +6,6 @@ benchmark wipes the outbox and django-q2 tables of that database: point it at a 
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import platform
@@ -14,7 +13,6 @@ import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +26,17 @@ from django.db import connection, transaction
 from django.db.models import Max
 
 import outbox
-from outbox.apps import BENCHMARK_ENV
+from devtools.apps import BENCHMARK_ENV
+from devtools.http_server import HttpServer, Reply, Request
+from devtools.sessions import thread_session
 from outbox.errors import TransientError
 from outbox.models import Task, TaskState
 from outbox.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 
-NOOP = "outbox.benchmark.noop"
-HTTP = "outbox.benchmark.http"
+NOOP = "devtools.benchmark.noop"
+HTTP = "devtools.benchmark.http"
 ROOT = Path(settings.BASE_DIR)
-
-_session_local = threading.local()
 
 
 @outbox.handler(NOOP, queue="default", max_attempts=3)
@@ -50,11 +48,8 @@ def noop(task: outbox.TaskContext) -> dict[str, float] | None:
 @outbox.handler(HTTP, queue="default", max_attempts=3)
 def http_get(task: outbox.TaskContext) -> None:
     """One GET to the benchmark's local server, on a keep-alive session per thread."""
-    session = getattr(_session_local, "session", None)
-    if session is None:
-        session = _session_local.session = requests.Session()
     try:
-        response = session.get(task.payload["url"], timeout=(3, 10))
+        response = thread_session().get(task.payload["url"], timeout=(3, 10))
     except requests.RequestException as exc:
         raise TransientError(str(exc)) from exc
     if response.status_code != 200:
@@ -65,38 +60,19 @@ def naive_noop() -> None:
     """The naive baseline's task: one django-q2 task per outbox effect, doing nothing."""
 
 
-# A small keep-alive HTTP server in its own process, so it never shares a GIL with what it
-# measures.
+# The devtools' HTTP server in its own process, so it never shares a GIL with what it measures.
 
-_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+_EMPTY_OBJECT = Reply(200, b"{}")
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
-            writer.write(_REPLY)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+async def _answer_empty_object(request: Request) -> Reply:
+    return _EMPTY_OBJECT
 
 
 def _run_server(port: int, ready: Any) -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(_serve, "127.0.0.1", port, backlog=1024)
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    server = HttpServer(_answer_empty_object, port=port)
+    ready.set()
+    server.serve_forever(stop_on_signals=True)
 
 
 class LocalServer:
@@ -278,7 +254,7 @@ def naive_baseline(options: Options, report: Report) -> float:
     wipe()
     started = time.perf_counter()
     for _ in range(options.naive_tasks):
-        async_task("outbox.benchmark.naive_noop")
+        async_task("devtools.benchmark.naive_noop")
     enqueue_seconds = time.perf_counter() - started
     with Cluster({"OUTBOX_AUTOSTART": "0"}):
         rate = drain_rate(OrmQ.objects.count, options.naive_tasks, timeout=600)
@@ -322,13 +298,9 @@ def http_drain(options: Options, report: Report) -> None:
     server = LocalServer()
     try:
         calls = options.http_tasks
-        session_local = threading.local()
 
         def call(_: int) -> None:
-            session = getattr(session_local, "s", None)
-            if session is None:
-                session = session_local.s = requests.Session()
-            session.get(server.url, timeout=(3, 10)).raise_for_status()
+            thread_session().get(server.url, timeout=(3, 10)).raise_for_status()
 
         with ThreadPoolExecutor(options.threads) as pool:
             list(pool.map(call, range(200)))  # warm up the connections
@@ -401,8 +373,7 @@ def latency(options: Options, report: Report) -> None:
 def webhook_time(options: Options, report: Report) -> None:
     """Server time of POST /tickets-status with 100 new tickets, through Django's handler.
 
-    The webhook is the project's, but the outbox owns the benchmark: it reaches the view only
-    by URL, never by import.
+    Through the URL, as a seller calls it, so the figure includes routing and middleware.
     """
     import json
 

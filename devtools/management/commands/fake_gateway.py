@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tickets.fake_gateway import (
+from devtools.fake_gateway import (
     APIS,
     ConfigError,
     FakeGateway,

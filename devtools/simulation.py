@@ -11,7 +11,6 @@ Effects are judged only for the tickets of this run, so the gateway may hold any
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import requests
 
+from devtools.sessions import thread_session
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from tickets.kinds import PRINT_SHEET, REFUND_SHEET
 
@@ -278,7 +278,6 @@ class WebhookPoster:
         self.timeout = timeout
         self.max_tries = max_tries
         self.backoff_seconds = backoff_seconds
-        self._local = threading.local()
 
     def post_all(
         self, phases: Sequence[Sequence[Webhook]], on_progress: PostProgress | None = None
@@ -323,12 +322,6 @@ class WebhookPoster:
                 f"{key}: first answer {answers[key]!r}, repeat answered {answer!r}"
             )
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
     def _post(self, webhook: Webhook) -> tuple[int | None, Any, int]:
         """(status, parsed answer or error text, tries). Never raises."""
         headers = {
@@ -338,7 +331,7 @@ class WebhookPoster:
         problem = ""
         for attempt in range(1, self.max_tries + 1):
             try:
-                response = self._session().post(
+                response = thread_session().post(
                     self.url, json=webhook.body, headers=headers, timeout=self.timeout
                 )
             except requests.RequestException as exc:
@@ -405,7 +398,7 @@ class GatewayInspector:
         if response.status_code != 200:
             raise GatewayUnavailable(
                 f"GET {self.state_url} answered {response.status_code}, so {self.base_url} is "
-                "not a fake gateway (tickets/fake_gateway.py)"
+                "not a fake gateway (devtools/fake_gateway/)"
             )
         try:
             state = response.json()

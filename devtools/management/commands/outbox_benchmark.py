@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from outbox.benchmark import Options, Report, machine, run
+from devtools.benchmark import Options, Report, machine, run
 from outbox.models import Task
 
 FIGURES = {"a", "b", "c", "d", "e", "f", "g"}
