@@ -217,6 +217,9 @@ FAST_RELAY = {
     "OUTBOX_BACKOFF_CAP_SECONDS": "0.5",
     "Q_TIMEOUT": "10",
     "Q_RETRY": "20",
+    # Two clusters, gunicorn and the test share one PostgreSQL of 100 connections: each process
+    # pools at most four (a pass and its handler threads need no more at this scale).
+    "DATABASE_POOL_SIZE": "4",
 }
 
 
