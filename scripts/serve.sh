@@ -16,6 +16,9 @@ use_fake_gateway=
 if [ -z "${GATEWAY_ADDR:-}" ]; then
   use_fake_gateway=1
   export GATEWAY_ADDR="http://127.0.0.1:${GATEWAY_PORT}"
+  # The fake gateway writes a row before it answers, so an unclear append has settled at once:
+  # a short wait keeps the demo quick. A real sheets API keeps the 60 s default.
+  export SHEET_SETTLE_SECONDS=${SHEET_SETTLE_SECONDS:-5}
 fi
 
 # A development .env with the settings this script uses, so `python manage.py ...` in another
