@@ -1,11 +1,13 @@
-"""System checks: refuse a django-q2 configuration that would run a relay pass twice."""
+"""System checks: refuse a django-q2 configuration that would run a relay pass twice, and
+say when the schedules that keep the relay alive are gone."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
+from django.db import DatabaseError
 
 from outbox.conf import outbox_settings
 
@@ -78,3 +80,28 @@ def check_relay_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+@register()
+def check_relay_schedules(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The keep-alive and prune schedules live in django-q2's table, where a superuser can
+    delete them; `migrate` does not bring back rows of a migration already applied."""
+    from outbox.passes import missing_schedules
+
+    try:
+        missing = missing_schedules()
+    except DatabaseError:
+        # Not migrated yet (or no database at hand): the migrations create them.
+        return []
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"The django-q2 schedule(s) {', '.join(missing)} are missing: no relay pass "
+            "restarts after a crash, or finished tasks are never pruned.",
+            hint="Run `python manage.py outbox_status --repair-schedules` (or restart "
+            "`python manage.py qcluster`, which recreates them at start). "
+            "`python manage.py migrate` does not: its migrations already ran.",
+            id="outbox.W001",
+        )
+    ]

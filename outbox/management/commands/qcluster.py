@@ -10,6 +10,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from outbox import preflight, shutdown
+from outbox.passes import ensure_schedules
 
 
 class Command(QClusterCommand):
@@ -23,6 +24,8 @@ class Command(QClusterCommand):
         settings.SECRET_KEY  # noqa: B018  (fail before forking when settings are broken)
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        # Schedules deleted in the admin come back before the scheduler first reads them.
+        ensure_schedules()
         cluster = Cluster()  # installs django-q2's own signal handlers
         # ... which ours now run after setting the event
         shutdown.install(grace_seconds=settings.OUTBOX_STOP_GRACE_SECONDS)
