@@ -23,7 +23,15 @@ from django.db.models import (
 from django.db.models.functions import Now, TruncHour
 from django.utils import timezone
 
-from outbox.models import Attempt, AttemptOutcome, Circuit, PausedKind, Task, TaskState
+from outbox.models import (
+    Attempt,
+    AttemptOutcome,
+    Circuit,
+    PausedKind,
+    RelayPass,
+    Task,
+    TaskState,
+)
 
 # Attempts that did not succeed: the ones a dashboard counts as failures.
 FAILED_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.FAILED)
@@ -364,8 +372,6 @@ def node_of(worker: str) -> str:
 def relay_health(*, stale_after: timedelta, now: datetime | None = None) -> RelayHealth:
     """The registered relay passes (stale: no heartbeat within `stale_after`) and the running
     tasks per node; two queries."""
-    from outbox.models import RelayPass
-
     now = now or timezone.now()
     passes = [
         PassHealth(
@@ -383,6 +389,15 @@ def relay_health(*, stale_after: timedelta, now: datetime | None = None) -> Rela
         node = node_of(leased_by) or "(unknown)"
         running[node] = running.get(node, 0) + n
     return RelayHealth(passes=passes, running_by_node=dict(sorted(running.items())))
+
+
+def relay_pass_counts(*, stale_after: timedelta) -> tuple[int, int]:
+    """(live, stale) registered relay passes, by the database clock; one query."""
+    fresh = Q(heartbeat_at__gte=Now() - stale_after)
+    row = RelayPass.objects.aggregate(
+        live=Count("id", filter=fresh), stale=Count("id", filter=~fresh)
+    )
+    return row["live"], row["stale"]
 
 
 @dataclass(frozen=True, slots=True)
