@@ -179,12 +179,13 @@ def _stop_on_signals(stop_event: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def missing_schedules() -> list[str]:
+def missing_schedules(*, using: str = "default") -> list[str]:
     """The names of the relay's schedules that are not in django-q2's table."""
     from django_q.models import Schedule
 
     names = [spec["name"] for spec in SCHEDULES]
-    present = set(Schedule.objects.filter(name__in=names).values_list("name", flat=True))
+    rows = Schedule.objects.using(using).filter(name__in=names)
+    present = set(rows.values_list("name", flat=True))
     return [name for name in names if name not in present]
 
 
