@@ -32,7 +32,8 @@ from outbox.admin_mixins import (
     pretty_json,
 )
 from outbox.dashboard import dashboard_view
-from outbox.models import Attempt, PausedKind, Task, TaskState
+from outbox.health import PASS_STALE
+from outbox.models import Attempt, PausedKind, RelayPass, Task, TaskState
 from outbox.services import (
     RETRYABLE_STATES,
     kind_pause,
@@ -424,3 +425,45 @@ class PausedKindAdmin(ReadOnlyMixin, admin.ModelAdmin):
         task_admin = self.admin_site.get_model_admin(Task)
         assert isinstance(task_admin, TaskAdmin)
         task_admin.resume(request, [row.kind for row in queryset])
+
+
+# Operations: relay passes, django-q2's own pages, the index ----------------------------------
+# (kept in one block at the end: the task admin above changes for other reasons)
+
+
+@admin.register(RelayPass)
+class RelayPassAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The relay passes registered now, so a dead node shows as stale rather than silence."""
+
+    list_display = ("worker", "node", "liveness", "started_at", "heartbeat_at")
+    ordering = ("worker", "started_at")
+    fields = ("id", "worker", "node", "liveness", "started_at", "heartbeat_at")
+    readonly_fields = fields
+
+    @admin.display(description="node (host:pid)")
+    def node(self, relay_pass: RelayPass) -> str:
+        return selectors.node_of(relay_pass.worker)
+
+    @admin.display(description="state")
+    def liveness(self, relay_pass: RelayPass) -> str:
+        if relay_pass.heartbeat_at < timezone.now() - PASS_STALE:
+            return "stale (no heartbeat lately: its worker died or hangs)"
+        return "live"
+
+
+def _hide_django_q_admin() -> None:
+    """One place for tasks: django-q2's pages list relay passes as its own "tasks", and its
+    Schedule page lets a superuser delete the schedules that keep the relay alive."""
+    # Imported here first (its registrations run now) so they can be undone; autodiscover
+    # then finds the module already imported and registers nothing again.
+    from django_q import admin as _django_q_admin  # noqa: F401
+    from django_q.models import Failure, OrmQ, Schedule, Success
+
+    for model in (Success, Failure, Schedule, OrmQ):
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)
+
+
+_hide_django_q_admin()
+# The index leads with the dashboard.
+admin.site.index_template = "admin/outbox/index.html"

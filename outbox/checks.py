@@ -1,11 +1,14 @@
-"""System checks: refuse a django-q2 configuration that would run a relay pass twice."""
+"""System checks: refuse a django-q2 configuration that would run a relay pass twice, and
+say when the schedules that keep the relay alive are gone."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, Warning, register
+from django.db import connections
+from django.db.migrations.recorder import MigrationRecorder
 
 from outbox.conf import outbox_settings
 
@@ -78,3 +81,37 @@ def check_relay_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+@register(Tags.database)
+def check_relay_schedules(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Warning]:
+    """The keep-alive and prune schedules live in django-q2's table, where a superuser could
+    delete them; `migrate` does not bring back rows of a migration already applied.
+
+    A database check: it runs with `check --database default` and before `migrate`, never
+    where no database is at hand (`check --deploy` in a build). A database that does not
+    answer fails the command with the driver's error, as `migrate` itself would.
+    """
+    from outbox.passes import missing_schedules
+
+    warnings: list[Warning] = []
+    for alias in databases or []:
+        connection = connections[alias]
+        applied = MigrationRecorder(connection).applied_migrations()
+        if ("outbox", "0002_relay_schedules") not in applied:
+            continue  # not migrated yet: the migrations create them
+        missing = missing_schedules(using=alias)
+        if missing:
+            warnings.append(
+                Warning(
+                    f"The django-q2 schedule(s) {', '.join(missing)} are missing: no relay "
+                    "pass restarts after a crash, or finished tasks are never pruned.",
+                    hint="Run `python manage.py outbox_status --repair-schedules` (or restart "
+                    "`python manage.py qcluster`, which recreates them at start). "
+                    "`python manage.py migrate` does not: its migrations already ran.",
+                    id="outbox.W001",
+                )
+            )
+    return warnings

@@ -20,11 +20,12 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import DurationField, ExpressionWrapper, F, Q
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
 from outbox.conf import outbox_settings
 from outbox.errors import Defer
 from outbox.models import Circuit
+from outbox.storable import storable_text
 
 REFRESH_SECONDS = 0.5
 PROBE_LEASE_SECONDS = 30.0
@@ -82,14 +83,21 @@ class CircuitBreaker:
             self._probing = False
         if was_open:
             Circuit.objects.filter(name=self.name).update(
-                opened_until=None, probe_until=None, cooldown_seconds=self.base_cooldown
+                opened_until=None,
+                probe_until=None,
+                cooldown_seconds=self.base_cooldown,
+                down_since=None,
+                updated_at=Now(),
             )
             with self._lock:
                 self._view = _View(open_until=0.0, refreshed_at=time.monotonic())
 
-    def record_failure(self, *, open_now: bool = False) -> None:
+    def record_failure(self, *, open_now: bool = False, error: str = "") -> None:
         """Count a transient failure; `open_now` for one that no retry can fix soon (the
-        destination is misconfigured or not listening), which opens the circuit at once."""
+        destination is misconfigured or not listening), which opens the circuit at once.
+
+        `error` is kept on the circuit when this failure opens it, for the operators' pages.
+        """
         with self._lock:
             self._failures += 1
             probing, self._probing = self._probing, False
@@ -97,9 +105,9 @@ class CircuitBreaker:
             if should_open:
                 self._failures = 0
         if should_open:
-            self._open(longer=probing)
+            self._open(longer=probing, error=error)
 
-    def _open(self, *, longer: bool) -> None:
+    def _open(self, *, longer: bool, error: str = "") -> None:
         with transaction.atomic():
             circuit, _ = Circuit.objects.select_for_update().get_or_create(name=self.name)
             if circuit.opened_until is not None and not longer:
@@ -117,6 +125,10 @@ class CircuitBreaker:
                 cooldown_seconds=cooldown,
                 probe_until=None,
                 opened_count=F("opened_count") + 1,
+                # A failed probe keeps the outage's start; a fresh open starts one.
+                down_since=Coalesce(F("down_since"), Now()),
+                last_error=storable_text(error, limit=1000),
+                updated_at=Now(),
             )
         with self._lock:
             self._view = _View(

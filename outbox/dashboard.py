@@ -1,4 +1,5 @@
-"""The outbox dashboard: counts by kind and state, the last day's activity as an SVG chart.
+"""The outbox dashboard: what waits and why (destinations' circuits, relay passes, retrying
+tasks), counts by kind and state, the last day's activity as an SVG chart.
 
 The chart's geometry is computed here, so the page needs no script and no CDN.
 """
@@ -13,8 +14,10 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from outbox import selectors
+from outbox.health import PASS_STALE
 from outbox.models import TaskState
 
 
@@ -22,8 +25,12 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
     """The page TaskAdmin serves at `dashboard/`, with the task admin's permissions."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
+    now = timezone.now()
     counts = selectors.task_counts_by_kind()
     hours = selectors.hourly_activity(hours=24)
+    waiting, all_waiting = selectors.waiting_tasks(now=now)
+    circuits = selectors.circuit_health(now=now)
+    relay = selectors.relay_health(stale_after=PASS_STALE, now=now)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Outbox dashboard",
@@ -40,6 +47,13 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "paused": selectors.paused_kinds(),
         "chart": HourChart.from_buckets(hours),
         "hours": hours,
+        "waiting": [(w, selectors.describe_age(w.oldest_age(now))) for w in waiting],
+        "all_waiting": all_waiting,
+        "oldest_waiting_age": selectors.describe_age(all_waiting.oldest_age(now)),
+        "circuits": circuits,
+        "open_circuits": [c for c in circuits if not c.is_closed],
+        "relay": relay,
+        "passes": [(p, selectors.describe_age(now - p.heartbeat_at)) for p in relay.passes],
     }
     return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
 

@@ -18,10 +18,13 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from outbox.passes import PASS_STALE_SECONDS
 from outbox.selectors import (
     attempt_counts_by_outcome,
+    circuit_health,
     delivery_latency,
     oldest_due_task_age,
+    relay_pass_counts,
     task_counts_by_kind,
 )
 
@@ -32,14 +35,14 @@ LATENCY_WINDOW = timedelta(hours=1)
 
 
 class OutboxCollector:
-    """Gauges of the outbox tables; four queries per scrape."""
+    """Gauges of the outbox tables; six queries per scrape."""
 
     def describe(self) -> Iterator[Metric]:
         # Names only, so registering the collector does not query the database.
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        tasks, attempts, oldest, latency = self._families()
+        tasks, attempts, oldest, latency, circuits, passes = self._families()
         for row in task_counts_by_kind():
             for state, count in row.by_state.items():
                 tasks.add_metric([row.kind, state], count)
@@ -62,9 +65,23 @@ class OutboxCollector:
         latency.add_metric([], buckets, histogram.sum_seconds)
         yield latency
 
+        for circuit in circuit_health():
+            circuits.add_metric([circuit.destination], 0.0 if circuit.is_closed else 1.0)
+        yield circuits
+
+        live, stale = relay_pass_counts(stale_after=timedelta(seconds=PASS_STALE_SECONDS))
+        passes.add_metric(["live"], live)
+        passes.add_metric(["stale"], stale)
+        yield passes
+
     @staticmethod
     def _families() -> tuple[
-        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -84,6 +101,17 @@ class OutboxCollector:
                 "outbox_delivery_latency_seconds",
                 "Enqueue to success (finished_at - created_at) of the tasks that succeeded "
                 f"in the last {int(LATENCY_WINDOW.total_seconds())} seconds.",
+            ),
+            GaugeMetricFamily(
+                "outbox_circuit_open",
+                "1 while the destination's circuit is open or probing (calls rest), else 0.",
+                labels=["destination"],
+            ),
+            GaugeMetricFamily(
+                "outbox_relay_passes",
+                "Registered relay passes: live (a recent heartbeat) or stale (none lately: "
+                "its worker died or hangs).",
+                labels=["state"],
             ),
         )
 

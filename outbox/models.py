@@ -179,6 +179,11 @@ class Circuit(models.Model):
     probe_until = models.DateTimeField(null=True, blank=True)
     opened_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the destination went down: set by the first open, kept while probes fail, cleared
+    # by the success that closes it, so "open since" names the start of the outage.
+    down_since = models.DateTimeField(null=True, blank=True)
+    # The transient error that opened it last (storable text: no NUL, bounded by the caller).
+    last_error = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.name}: {'closed' if self.opened_until is None else 'open'}"

@@ -34,6 +34,14 @@ logger = logging.getLogger("outbox.relay")
 
 PASS_STALE_SECONDS = 20.0
 
+# The django-q2 schedules the relay needs (created by migrations 0002/0005); by name, so an
+# operator's change of interval is kept and only a deleted one comes back.
+SCHEDULES: tuple[dict[str, Any], ...] = (
+    # Brings a relay pass back after a crash; passes chain themselves the rest of the time.
+    {"name": "outbox-keep-relay-alive", "func": "outbox.passes.keep_passes_alive", "minutes": 1},
+    {"name": "outbox-prune", "func": "outbox.services.prune_finished_tasks", "minutes": 60},
+)
+
 
 def run_pass(pass_id: str | None = None) -> dict[str, Any]:
     """One bounded relay pass; the django-q2 task that keeps the outbox drained."""
@@ -169,3 +177,35 @@ def _stop_on_signals(stop_event: threading.Event) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def missing_schedules(*, using: str = "default") -> list[str]:
+    """The names of the relay's schedules that are not in django-q2's table."""
+    from django_q.models import Schedule
+
+    names = [spec["name"] for spec in SCHEDULES]
+    rows = Schedule.objects.using(using).filter(name__in=names)
+    present = set(rows.values_list("name", flat=True))
+    return [name for name in names if name not in present]
+
+
+def ensure_schedules() -> list[str]:
+    """Create the relay's schedules that are missing (deleted in the admin, say); returns
+    the names created. `qcluster` runs it at start; `outbox_status --repair-schedules` too."""
+    from django_q.models import Schedule
+
+    created = []
+    for spec in SCHEDULES:
+        _, new = Schedule.objects.get_or_create(
+            name=spec["name"],
+            defaults={
+                "func": spec["func"],
+                "schedule_type": Schedule.MINUTES,
+                "minutes": spec["minutes"],
+                "repeats": -1,
+            },
+        )
+        if new:
+            logger.warning("recreated the missing django-q2 schedule %s", spec["name"])
+            created.append(str(spec["name"]))
+    return created

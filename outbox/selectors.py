@@ -14,6 +14,7 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
+    Min,
     Prefetch,
     Q,
     QuerySet,
@@ -22,7 +23,15 @@ from django.db.models import (
 from django.db.models.functions import Now, TruncHour
 from django.utils import timezone
 
-from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
+from outbox.models import (
+    Attempt,
+    AttemptOutcome,
+    Circuit,
+    PausedKind,
+    RelayPass,
+    Task,
+    TaskState,
+)
 
 # Attempts that did not succeed: the ones a dashboard counts as failures.
 FAILED_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.FAILED)
@@ -275,3 +284,199 @@ def describe_age(age: timedelta | None) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
+
+
+# Health: destinations, relay passes, and what the waiting tasks wait for -------------------
+
+CIRCUIT_CLOSED = "closed"
+CIRCUIT_OPEN = "open"
+CIRCUIT_PROBING = "probing"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitHealth:
+    """A destination's circuit as an operator reads it."""
+
+    destination: str
+    state: str
+    """closed; open (resting until `next_probe_at`); probing (the rest is over: the next call,
+    or the one in flight, decides)."""
+    down_since: datetime | None
+    next_probe_at: datetime | None
+    last_error: str
+    opened_count: int
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state == CIRCUIT_CLOSED
+
+
+def circuit_health(*, now: datetime | None = None) -> list[CircuitHealth]:
+    """Every destination that ever had a circuit, by name; one query."""
+    now = now or timezone.now()
+    rows = []
+    for circuit in Circuit.objects.order_by("name"):
+        if circuit.opened_until is None:
+            state = CIRCUIT_CLOSED
+        elif circuit.opened_until > now:
+            state = CIRCUIT_OPEN
+        else:
+            state = CIRCUIT_PROBING
+        down_since = circuit.down_since
+        if down_since is None and circuit.opened_until is not None:
+            # A circuit opened before `down_since` existed: this rest's start.
+            down_since = circuit.opened_until - timedelta(seconds=circuit.cooldown_seconds)
+        rows.append(
+            CircuitHealth(
+                destination=circuit.name,
+                state=state,
+                down_since=None if state == CIRCUIT_CLOSED else down_since,
+                next_probe_at=circuit.opened_until,
+                last_error=circuit.last_error,
+                opened_count=circuit.opened_count,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class PassHealth:
+    worker: str
+    node: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelayHealth:
+    passes: list[PassHealth]
+    running_by_node: dict[str, int]
+    """Tasks in state running per node (host:pid of `leased_by`)."""
+
+    @property
+    def live(self) -> int:
+        return sum(1 for p in self.passes if not p.stale)
+
+    @property
+    def stale(self) -> int:
+        return sum(1 for p in self.passes if p.stale)
+
+
+def node_of(worker: str) -> str:
+    """`host:pid` of a `host:pid:thread` worker name; anything else as it is."""
+    parts = worker.split(":")
+    return ":".join(parts[:2]) if len(parts) >= 3 else worker
+
+
+def relay_health(*, stale_after: timedelta, now: datetime | None = None) -> RelayHealth:
+    """The registered relay passes (stale: no heartbeat within `stale_after`) and the running
+    tasks per node; two queries."""
+    now = now or timezone.now()
+    passes = [
+        PassHealth(
+            worker=row.worker,
+            node=node_of(row.worker),
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+            stale=row.heartbeat_at < now - stale_after,
+        )
+        for row in RelayPass.objects.order_by("worker", "started_at")
+    ]
+    running: dict[str, int] = {}
+    rows = Task.objects.running().order_by().values_list("leased_by").annotate(n=Count("id"))
+    for leased_by, n in rows.values_list("leased_by", "n"):
+        node = node_of(leased_by) or "(unknown)"
+        running[node] = running.get(node, 0) + n
+    return RelayHealth(passes=passes, running_by_node=dict(sorted(running.items())))
+
+
+def relay_pass_counts(*, stale_after: timedelta) -> tuple[int, int]:
+    """(live, stale) registered relay passes, by the database clock; one query."""
+    fresh = Q(heartbeat_at__gte=Now() - stale_after)
+    row = RelayPass.objects.aggregate(
+        live=Count("id", filter=fresh), stale=Count("id", filter=~fresh)
+    )
+    return row["live"], row["stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Pending tasks of one kind (or all kinds), split by what they wait for."""
+
+    kind: str
+    due: int
+    """Due now: only a relay pass is missing."""
+    retrying: int
+    """Back off after an error (or a deferral, a rest of their circuit) until later."""
+    scheduled: int
+    """Enqueued for later, never tried."""
+    oldest_created_at: datetime | None
+    newest_error: str
+
+    @property
+    def total(self) -> int:
+        return self.due + self.retrying + self.scheduled
+
+    def oldest_age(self, now: datetime) -> timedelta | None:
+        return None if self.oldest_created_at is None else now - self.oldest_created_at
+
+
+def waiting_tasks(*, now: datetime | None = None) -> tuple[list[Waiting], Waiting]:
+    """Pending tasks per kind (kinds with none left out) and over every kind.
+
+    A retrying task is one that waits for a later `available_at` after an error (attempts
+    spent, or an error kept by a deferral that spent none). Two queries, plus one per kind
+    with retrying tasks for its newest error.
+    """
+    now = now or timezone.now()
+    later = Q(available_at__gt=now)
+    erred = Q(attempts__gt=0) | ~Q(last_error="")
+    rows = (
+        Task.objects.pending()
+        .order_by()
+        .values("kind")
+        .annotate(
+            due=Count("id", filter=~later),
+            retrying=Count("id", filter=later & erred),
+            scheduled=Count("id", filter=later & ~erred),
+            oldest=Min("created_at"),
+        )
+        .order_by("kind")
+    )
+    per_kind = []
+    for row in rows:
+        error = ""
+        if row["retrying"] or row["due"]:
+            error = _newest_error(Task.objects.pending().filter(kind=row["kind"]))
+        per_kind.append(
+            Waiting(
+                kind=row["kind"],
+                due=row["due"],
+                retrying=row["retrying"],
+                scheduled=row["scheduled"],
+                oldest_created_at=row["oldest"],
+                newest_error=error,
+            )
+        )
+    oldest = [w.oldest_created_at for w in per_kind if w.oldest_created_at is not None]
+    newest = _newest_error(Task.objects.pending()) if per_kind else ""
+    total = Waiting(
+        kind="",
+        due=sum(w.due for w in per_kind),
+        retrying=sum(w.retrying for w in per_kind),
+        scheduled=sum(w.scheduled for w in per_kind),
+        oldest_created_at=min(oldest) if oldest else None,
+        newest_error=newest,
+    )
+    return per_kind, total
+
+
+def _newest_error(tasks: QuerySet[Task]) -> str:
+    error = (
+        tasks.exclude(last_error="")
+        .order_by("-updated_at", "-id")
+        .values_list("last_error", flat=True)
+        .first()
+    )
+    return error_summary(error or "")

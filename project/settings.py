@@ -204,7 +204,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG el
 # `https`): only when the proxy always sets it and strips the client's own.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # Load balancers probe over plain HTTP and do not follow redirects.
-SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health/relay$"]
 _proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "").strip()
 if _proxy_ssl_header and not (
     _proxy_ssl_header.isascii() and _proxy_ssl_header.replace("-", "").isalnum()

@@ -215,18 +215,19 @@ class GatewayClient:
         except requests.RequestException as exc:
             if _refused(exc):
                 # Nothing listens there: every task would fail the same way. Rest the API.
-                breaker.record_failure(open_now=True)
-                raise TransientError(
+                refused = (
                     f"{method} {url}: connection refused; check GATEWAY_ADDR ({self.base_url})"
-                ) from exc
-            breaker.record_failure()
+                )
+                breaker.record_failure(open_now=True, error=refused)
+                raise TransientError(refused) from exc
             if watchdog.fired.is_set():
-                raise TransientError(
-                    f"{what} did not finish within its {deadline:.1f}s deadline"
-                ) from exc
-            if isinstance(exc, requests.Timeout):
-                raise TransientError(f"{what} timed out: {exc}") from exc
-            raise TransientError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
+                failure = f"{what} did not finish within its {deadline:.1f}s deadline"
+            elif isinstance(exc, requests.Timeout):
+                failure = f"{what} timed out: {exc}"
+            else:
+                failure = f"{what} failed: {exc.__class__.__name__}: {exc}"
+            breaker.record_failure(error=failure)
+            raise TransientError(failure) from exc
         status = response.status_code
         if status < 400:
             breaker.record_success()
@@ -234,15 +235,15 @@ class GatewayClient:
         if status == 404 and not _api_error(response):
             # The APIs answer a 404 about a ticket as `{"error": ...}`; any other 404 is a
             # path no API serves: GATEWAY_ADDR is wrong, not the task. Keep it pending.
-            breaker.record_failure(open_now=True)
-            raise TransientError(
+            no_route = (
                 f"{method} {url} answered 404 with no API error: no such route; check "
-                f"GATEWAY_ADDR ({self.base_url})",
-                http_status=status,
+                f"GATEWAY_ADDR ({self.base_url})"
             )
+            breaker.record_failure(open_now=True, error=no_route)
+            raise TransientError(no_route, http_status=status)
         message = f"{what} answered {status}: {_error_text(response)}"
         if status in (408, 429) or status >= 500:
-            breaker.record_failure()
+            breaker.record_failure(error=message)
             raise TransientError(
                 message,
                 http_status=status,

@@ -7,12 +7,15 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from outbox import progress
+from outbox import audit, progress
 from outbox.management.commands import replay_tasks
 from outbox.models import Attempt, PausedKind, Queue, Task, TaskState
 from outbox.selectors import tasks_matching
@@ -465,3 +468,86 @@ def test_replay_applies_the_failed_filter_without_saying_so():
     with pytest.raises(CommandError, match="No failed task matches these filters"):
         call_command("replay_tasks", "--yes", stderr=stderr)
     assert "Only failed tasks (the default; --state chooses another)." in stderr.getvalue()
+
+
+# The audit trail of the commands --------------------------------------------------------
+
+
+def entries_for(obj: Any) -> list[LogEntry]:
+    return list(
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+        ).select_related("user")
+    )
+
+
+def test_a_replay_leaves_the_admins_history_entry_on_each_task_it_changed():
+    replayed, left = make_task(), make_task(TaskState.SUCCEEDED)
+    get_user_model().objects.create_user(username="alice")
+
+    run("replay_tasks", "--yes", "--by", "alice", "--reason", "receipts API is back")
+
+    [entry] = entries_for(replayed)
+    assert entry.user.username == "alice"
+    assert entry.action_flag == CHANGE
+    assert entry.change_message == "Replayed by replay_tasks (by alice): receipts API is back"
+    assert entries_for(left) == []
+
+
+def test_a_command_run_by_someone_without_a_django_user_is_logged_against_the_cli_user():
+    task = make_task()
+
+    with mock.patch("getpass.getuser", return_value="deploy"):
+        run("replay_tasks", "--yes")
+
+    [entry] = entries_for(task)
+    assert entry.user.username == audit.CLI_USERNAME
+    assert not entry.user.is_active
+    assert not entry.user.has_usable_password()
+    assert "(by deploy)" in entry.change_message
+
+
+def test_pause_and_resume_log_against_the_paused_kind(recording_handler):
+    recording_handler("test.record")
+
+    run("outbox_pause", "test.record", "--by", "bob", "--reason", "API migration")
+    run("outbox_resume", "test.record", "--by", "bob")
+
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(PausedKind), object_id="test.record"
+    ).order_by("id")
+    assert [(e.action_flag, e.change_message) for e in entries] == [
+        (ADDITION, "Paused by outbox_pause (by bob): API migration"),
+        (DELETION, "Resumed by outbox_resume (by bob)."),
+    ]
+
+
+def test_a_prune_writes_one_summary_entry_not_one_per_task():
+    for _ in range(3):
+        make_task(TaskState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=40))
+
+    run("prune_outbox", "--by", "carol", "--reason", "disk")
+
+    [entry] = LogEntry.objects.all()
+    assert entry.action_flag == DELETION
+    assert entry.object_repr == "3 finished task(s)"
+    assert entry.change_message.startswith("Deleted 3 task(s) finished more than 30d ago")
+    assert entry.change_message.endswith("(by carol): disk")
+
+
+def test_a_dry_run_leaves_no_audit_entry():
+    make_task()
+
+    run("replay_tasks", "--dry-run")
+    run("prune_outbox", "--dry-run")
+
+    assert not LogEntry.objects.exists()
+
+
+def test_the_task_history_page_shows_command_entries(admin_client):
+    task = make_task()
+    run("replay_tasks", "--yes", "--by", "alice", "--reason", "back up")
+
+    response = admin_client.get(f"/admin/outbox/task/{task.pk}/history/")
+
+    assert "Replayed by replay_tasks (by alice): back up" in response.content.decode()

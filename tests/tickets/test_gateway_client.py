@@ -15,6 +15,7 @@ from django.utils.http import http_date
 
 from outbox.circuit import CircuitOpen
 from outbox.errors import PermanentError, TransientError
+from outbox.models import Circuit
 from tickets.gateway import (
     PaymentsClient,
     ReceiptsClient,
@@ -141,6 +142,8 @@ def test_a_404_from_a_wrong_gateway_addr_fails_the_task_for_good(base_url):
     assert "GATEWAY_ADDR" in caught.value.message
     with pytest.raises(CircuitOpen):  # the API rests at once: the tasks wait, spending nothing
         issue(client)
+    # The operators' pages say why it rests.
+    assert Circuit.objects.get(name="receipts").last_error == caught.value.message
 
 
 def test_an_apis_own_404_about_the_ticket_is_retried_forever():

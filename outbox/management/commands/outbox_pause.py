@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from outbox import audit
+from outbox.models import PausedKind
 from outbox.registry import registered_kinds
 from outbox.services import kind_pause
-
-
-def operator_name() -> str:
-    try:
-        return f"manage.py ({getpass.getuser()})"
-    except (KeyError, OSError):
-        return "manage.py"
 
 
 def warn_unknown_kinds(command: BaseCommand, kinds: list[str]) -> None:
@@ -37,18 +31,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kinds", nargs="+", metavar="KIND", help="The kind(s) to pause.")
-        parser.add_argument(
-            "--by",
-            default="",
-            help="Who paused it, shown in the admin (default: manage.py and your login).",
-        )
+        audit.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         kinds: list[str] = options["kinds"]
         warn_unknown_kinds(self, kinds)
-        by = options["by"] or operator_name()
+        by = options["by"] or audit.os_user()
+        # Shown in the admin's list of paused kinds: say it came from a command.
+        paused_by = options["by"] or f"manage.py ({by})"
+        paused = []
         for kind in kinds:
-            if kind_pause(kind=kind, by=by[:150]):
+            if kind_pause(kind=kind, by=paused_by[:150]):
+                paused.append(kind)
                 self.stdout.write(self.style.SUCCESS(f"Paused {kind}."))
             else:
                 self.stdout.write(f"{kind} was already paused.")
+        audit.log_kinds(
+            list(PausedKind.objects.filter(kind__in=paused)),
+            paused=True,
+            change_message=audit.message("outbox_pause", "Paused", by=by, reason=options["reason"]),
+            by=by,
+        )

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from outbox import audit
 from outbox.conf import outbox_settings
 from outbox.services import finished_before, tasks_prune
 
@@ -45,6 +46,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Count the tasks that would be deleted and delete nothing.",
         )
+        audit.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         label: str = options["older_than"] or f"{outbox_settings().retention_days}d"
@@ -55,4 +57,15 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: {count} task(s) {window} would be deleted.")
             return
         deleted = tasks_prune(older_than=older_than)
+        by = options["by"] or audit.os_user()
+        audit.log_prune(
+            deleted,
+            change_message=audit.message(
+                "prune_outbox",
+                f"Deleted {deleted} task(s) {window}",
+                by=by,
+                reason=options["reason"],
+            ),
+            by=by,
+        )
         self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} task(s) {window}."))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from outbox import preflight, shutdown
+from outbox.passes import ensure_schedules
+
+logger = logging.getLogger("outbox.relay")
 
 
 class Command(QClusterCommand):
@@ -23,6 +28,12 @@ class Command(QClusterCommand):
         settings.SECRET_KEY  # noqa: B018  (fail before forking when settings are broken)
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        # Schedules deleted in the admin come back before the scheduler first reads them.
+        try:
+            ensure_schedules()
+        except DatabaseError:
+            # Not fatal: the cluster retries its database; outbox.W001 keeps saying so.
+            logger.exception("could not check the relay's django-q2 schedules")
         cluster = Cluster()  # installs django-q2's own signal handlers
         # ... which ours now run after setting the event
         shutdown.install(grace_seconds=settings.OUTBOX_STOP_GRACE_SECONDS)

@@ -8,10 +8,12 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 from django.db.models import JSONField
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from outbox import audit
 from outbox.models import Queue, Task, TaskState
 from outbox.progress import ProgressBar
 from outbox.registry import registered_kinds
@@ -138,6 +140,7 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not ask for confirmation.",
         )
+        audit.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         state: str = options["state"] or TaskState.FAILED.value
@@ -181,7 +184,9 @@ class Command(BaseCommand):
         if options["interactive"] and not self.confirm(f"Replay {what}? [y/N] "):
             raise CommandError("Replay canceled; nothing changed.", returncode=EXIT_NONE_MATCHED)
 
-        replayed = self.replay(ids, state=state)
+        by = options["by"] or audit.os_user()
+        log = audit.message("replay_tasks", "Replayed", by=by, reason=options["reason"])
+        replayed = self.replay(ids, state=state, by=by, log_message=log)
         skipped = len(ids) - replayed
         self.stdout.write(
             f"Matched: {len(ids)}. Replayed: {replayed}. "
@@ -210,18 +215,30 @@ class Command(BaseCommand):
             return False
         return answer.strip().lower() in {"y", "yes"}
 
-    def replay(self, ids: Sequence[int], *, state: str) -> int:
-        """Replay in chunks; the service's count is what changed, whatever ran beside us."""
+    def replay(self, ids: Sequence[int], *, state: str, by: str, log_message: str) -> int:
+        """Replay in chunks; the service's count is what changed, whatever ran beside us.
+
+        Each chunk locks its rows first, as the admin's actions do, so the audit entries name
+        exactly the tasks this replay changed.
+        """
         progress = ProgressBar(self.stdout) if len(ids) > CHUNK else None
         replayed = 0
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            # The state condition travels in the UPDATE: a task another replay already took
-            # is not counted (or reset) twice.
-            replayed += tasks_retry(
-                tasks=tasks_with_ids(chunk, states=[state]),
-                include_succeeded=state == TaskState.SUCCEEDED,
-            )
+            with transaction.atomic():
+                locked = list(
+                    tasks_with_ids(chunk, states=[state])
+                    .select_for_update()
+                    .values_list("id", flat=True)
+                )
+                if locked:
+                    # The state condition travels in the UPDATE: a task another replay
+                    # already took is not counted (or reset) twice.
+                    replayed += tasks_retry(
+                        tasks=tasks_with_ids(locked, states=[state]),
+                        include_succeeded=state == TaskState.SUCCEEDED,
+                    )
+                    audit.log_tasks(locked, change_message=log_message, by=by)
             if progress is not None:
                 progress.update(start + len(chunk), len(ids))
         if progress is not None:
