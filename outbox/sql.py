@@ -93,7 +93,9 @@ def _insert_unnest(
         arrays.append(values)
         column = f"c{index}"
         selected.append(f"COALESCE({column}, {db_now_sql()})" if name in db_now_if_null else column)
-    types = ", ".join(f"%s::{fields[name].db_type(connection)}[]" for name in columns)
+    # %b: each array in binary format. The text format quotes every element through a regex
+    # (psycopg's array dumper): ~3 ms of CPU for a 200-task webhook, a fifth of its Python time.
+    types = ", ".join(f"%b::{fields[name].db_type(connection)}[]" for name in columns)
     aliases = ", ".join(f"c{index}" for index in range(len(columns)))
     with _server_binding_cursor() as cursor:
         cursor.execute(
