@@ -29,6 +29,7 @@ import outbox
 from devtools.apps import BENCHMARK_ENV
 from devtools.http_server import HttpServer, Reply, Request
 from devtools.sessions import thread_session
+from outbox.conf import outbox_settings
 from outbox.errors import TransientError
 from outbox.models import Task, TaskState
 from outbox.relay import Relay
@@ -321,14 +322,14 @@ def cluster_drain(options: Options, report: Report, naive: float, ceiling: float
     vacuum()
     with Cluster({}):
         rate = drain_rate(unfinished, options.drain_tasks, timeout=600)
-    conf = settings.OUTBOX
+    conf = outbox_settings()  # settings.OUTBOX holds only what the environment overrides
     report.add(
         "(b) outbox relay in qcluster, no-op handler",
         f"{rate:,.0f} tasks/s",
         f"({rate / naive:,.1f}x naive"
         + (f"; {rate / ceiling:.0%} of the raw loop (h)" if ceiling else "")
-        + f"; up to {conf['MAX_PASSES']} passes, batch {conf['BATCH_SIZE']}, "
-        f"{conf['THREADS']} threads each; {options.drain_tasks:,} tasks)",
+        + f"; up to {conf.max_passes} passes, batch {conf.batch_size}, "
+        f"{conf.threads} threads each; {options.drain_tasks:,} tasks)",
     )
     wipe()
     enqueue_noops(options.drain_tasks)
