@@ -489,8 +489,8 @@ def footprint(options: Options, report: Report) -> None:
     report.add(
         "(j) idle cluster memory (PSS, all processes)",
         f"{total / 1024:,.0f} MiB",
-        f"({len(pids)} processes: {settings.Q_CLUSTER['workers']} workers, the monitor, "
-        "pusher, guard; from /proc/<pid>/smaps_rollup)",
+        f"({len(pids)} processes: qcluster, django-q2's sentinel, pusher and monitor, "
+        f"{settings.Q_CLUSTER['workers']} workers; from /proc/<pid>/smaps_rollup)",
     )
     wipe()
 
