@@ -37,7 +37,7 @@ ODD_VALUES: list[Any] = [
 ]  # fmt: skip
 
 
-def body(*tickets: dict[str, Any]) -> dict[str, Any]:
+def body(*tickets: Any) -> dict[str, Any]:
     return {"tickets": list(tickets)}
 
 
@@ -64,7 +64,7 @@ def bad_bodies() -> list[Any]:
     bodies += [{"tickets": None}, {"tickets": {}}, {"tickets": [None]}, {"tickets": ["t-1"]}]
     bodies += [body({"ticket_id": "t"}), body(ticket("t-1"), [])]
     # test_webhook.py's invalid second ticket.
-    for bad in [
+    bad_fields: list[dict[str, Any]] = [
         {"ticket_id": ""},
         {"ticket_id": "x" * 256},
         {"status": "refunded"},
@@ -79,7 +79,8 @@ def bad_bodies() -> list[Any]:
         {"price": {"amount": "1.00", "currency": "eu1"}},
         {"price": "1.00"},
         {"booking_id": "b" * 256},
-    ]:
+    ]
+    for bad in bad_fields:
         bodies.append(body(ticket("t-1"), {**ticket("t-2"), **bad}))
     # test_plain_input.py's forged identifiers and odd amounts, in the fourth ticket.
     four = [ticket(f"t-{i}") for i in range(3)]
