@@ -29,6 +29,7 @@ import outbox
 from devtools.apps import BENCHMARK_ENV
 from devtools.http_server import HttpServer, Reply, Request
 from devtools.sessions import thread_session
+from outbox.conf import outbox_settings
 from outbox.errors import TransientError
 from outbox.models import Task, TaskState
 from outbox.relay import Relay
@@ -171,10 +172,12 @@ class Cluster:
 
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
     log: Path = field(default_factory=lambda: ROOT / "var" / "benchmark-qcluster.log")
 
     def __enter__(self) -> Cluster:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
@@ -182,6 +185,9 @@ class Cluster:
                 **os.environ,
                 "LOG_LEVEL": "WARNING",
                 "Q_LOG_LEVEL": "WARNING",
+                # As in production: DEBUG on would keep every query in memory.
+                "DEBUG": "0",
+                "SECRET_KEY": settings.SECRET_KEY,
                 BENCHMARK_ENV: "1",
                 **self.env,
             },
@@ -234,6 +240,7 @@ class Options:
     big_table_rows: int = 1_000_000
     threads: int = 16
     batch_size: int = 200
+    start_rounds: int = 3
 
 
 @dataclass
@@ -267,18 +274,62 @@ def naive_baseline(options: Options, report: Report) -> float:
     return rate
 
 
-def cluster_drain(options: Options, report: Report, naive: float) -> None:
+def raw_ceiling(options: Options, report: Report) -> float:
+    """The database's ceiling: a bare loop claiming 100 due tasks per UPDATE..RETURNING.
+
+    No handler, no lease token, no attempt row, no finishing write: what one statement per
+    100 tasks costs on this database, so the relay's drain can be read as a share of it.
+    """
+    wipe()
+    enqueue_noops(options.drain_tasks)
+    vacuum()
+    table = connection.ops.quote_name(Task._meta.db_table)
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    sql = (
+        f"UPDATE {table} SET state = 'running', attempts = attempts + 1 WHERE id IN "
+        f"(SELECT id FROM {table} WHERE state = 'pending' AND queue = 'default' "
+        f"ORDER BY available_at LIMIT 100{lock}) RETURNING id"
+    )
+
+    def loop() -> int:
+        claimed = 0
+        try:
+            with connection.cursor() as cursor:
+                while True:
+                    cursor.execute(sql)
+                    rows = cursor.fetchall()
+                    if not rows:
+                        return claimed
+                    claimed += len(rows)
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    claimed = loop()
+    rate = claimed / (time.perf_counter() - started)
+    report.add(
+        "(h) raw SKIP LOCKED loop: claim 100 per UPDATE..RETURNING, no handler",
+        f"{rate:,.0f} tasks/s",
+        f"(the ceiling the figures read against; one connection, {claimed:,} tasks)",
+    )
+    wipe()
+    return rate
+
+
+def cluster_drain(options: Options, report: Report, naive: float, ceiling: float = 0.0) -> None:
     wipe()
     enqueue_noops(options.drain_tasks)
     vacuum()
     with Cluster({}):
         rate = drain_rate(unfinished, options.drain_tasks, timeout=600)
-    conf = settings.OUTBOX
+    conf = outbox_settings()  # settings.OUTBOX holds only what the environment overrides
     report.add(
         "(b) outbox relay in qcluster, no-op handler",
         f"{rate:,.0f} tasks/s",
-        f"({rate / naive:,.1f}x naive; up to {conf['MAX_PASSES']} passes, batch "
-        f"{conf['BATCH_SIZE']}, {conf['THREADS']} threads each)",
+        f"({rate / naive:,.1f}x naive"
+        + (f"; {rate / ceiling:.0%} of the raw loop (h)" if ceiling else "")
+        + f"; up to {conf.max_passes} passes, batch {conf.batch_size}, "
+        f"{conf.threads} threads each; {options.drain_tasks:,} tasks)",
     )
     wipe()
     enqueue_noops(options.drain_tasks)
@@ -370,8 +421,93 @@ def latency(options: Options, report: Report) -> None:
     )
 
 
+def cluster_start(options: Options, report: Report) -> None:
+    """`manage.py qcluster` launched onto a waiting backlog: launch to the first task done."""
+    samples: list[float] = []
+    for _ in range(options.start_rounds):
+        wipe()
+        with transaction.atomic():
+            enqueue_many([TaskSpec(kind=NOOP, payload={"stamp": True}) for _ in range(1000)])
+        with Cluster({}) as cluster:
+            deadline = time.monotonic() + 60
+            while not Task.objects.filter(state=TaskState.SUCCEEDED).exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no task done within 60 s of starting the cluster")
+                time.sleep(0.02)
+            time.sleep(0.5)  # the first batch recorded: its earliest stamp is the first call
+            results = Task.objects.filter(state=TaskState.SUCCEEDED).values_list(
+                "result", flat=True
+            )
+            first = min(r["called_at"] for r in results if r)
+            samples.append(first - cluster.started_at)
+    report.add(
+        "(i) cluster start: launch of qcluster to the first task done, backlog waiting",
+        f"median {statistics.median(samples):.2f} s",
+        f"({len(samples)} starts: " + ", ".join(f"{s:.2f}" for s in samples) + " s)",
+    )
+    wipe()
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, []))
+    return tree
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of one process: its private pages plus its share of shared ones."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def footprint(options: Options, report: Report) -> None:
+    """The idle cluster's memory: PSS summed over every process of `qcluster`."""
+    if not Path("/proc/self/smaps_rollup").exists():
+        report.add("(j) idle cluster memory", "not measured", "(needs Linux /proc)")
+        return
+    wipe()
+    with Cluster({}) as cluster:
+        assert cluster.process is not None
+        time.sleep(8)  # started, one pass settled into waiting
+        pids = process_tree(cluster.process.pid)
+        total = sum(pss_kib(pid) for pid in pids)
+    report.add(
+        "(j) idle cluster memory (PSS, all processes)",
+        f"{total / 1024:,.0f} MiB",
+        f"({len(pids)} processes: qcluster, django-q2's sentinel, pusher and monitor, "
+        f"{settings.Q_CLUSTER['workers']} workers; from /proc/<pid>/smaps_rollup)",
+    )
+    wipe()
+
+
 def webhook_time(options: Options, report: Report) -> None:
-    """Server time of POST /tickets-status with 100 new tickets, through Django's handler.
+    from unittest import mock
+
+    webhook_round(options, report, 100)
+    webhook_round(options, report, 10)
+    # The baseline, in the same run: every body through DRF's serializer, as before the fast
+    # path (tickets/webhook_validation.py).
+    with mock.patch("tickets.views.fast_tickets", return_value=None):
+        webhook_round(options, report, 100, label=" validated by DRF alone (baseline)")
+
+
+def webhook_round(options: Options, report: Report, size: int, *, label: str = "") -> None:
+    """Server time of POST /tickets-status with `size` new tickets, through Django's handler.
 
     Through the URL, as a seller calls it, so the figure includes routing and middleware.
     """
@@ -387,12 +523,12 @@ def webhook_time(options: Options, report: Report) -> None:
             {
                 "tickets": [
                     {
-                        "ticket_id": f"bench-{request}-{n}",
+                        "ticket_id": f"bench-{size}{label[:4]}-{request}-{n}",
                         "status": "confirmed",
                         "customer_email": f"c{n}@example.com",
                         "price": {"amount": "25.00", "currency": "EUR"},
                     }
-                    for n in range(100)
+                    for n in range(size)
                 ]
             }
         )
@@ -401,15 +537,15 @@ def webhook_time(options: Options, report: Report) -> None:
             "/tickets-status",
             body,
             content_type="application/json",
-            headers={"Idempotency-Key": f"bench-{request}"},
+            headers={"Idempotency-Key": f"bench-{size}{label[:4]}-{request}"},
         )
         samples.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise RuntimeError(f"the webhook answered {response.status_code}: {response.content!r}")
     report.add(
-        "(g) webhook with 100 tickets, server time",
+        f"(g) webhook with {size} tickets{label}, server time",
         f"p50 {percentile(samples, 0.5):,.1f} ms, p99 {percentile(samples, 0.99):,.1f} ms",
-        f"({len(samples)} requests, each 100 new tickets and 200 tasks)",
+        f"({len(samples)} requests, each {size} new tickets and {2 * size} tasks; DEBUG off)",
     )
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM tickets_webhookdelivery")
@@ -511,8 +647,9 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         return only is None or name in only
 
     naive = naive_baseline(options, report) if wanted("a") or wanted("b") else 1.0
+    ceiling = raw_ceiling(options, report) if wanted("h") or wanted("b") else 0.0
     if wanted("b"):
-        cluster_drain(options, report, naive)
+        cluster_drain(options, report, naive, ceiling)
     if wanted("c"):
         http_drain(options, report)
     if wanted("d"):
@@ -523,3 +660,7 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         big_table(options, report)
     if wanted("g"):
         webhook_time(options, report)
+    if wanted("i"):
+        cluster_start(options, report)
+    if wanted("j"):
+        footprint(options, report)

@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 from outbox.lease import Lease
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
 from outbox.registry import TaskContext
-from outbox.sql import db_now_sql
+from outbox.sql import db_now_sql, insert_rows
 from outbox.storable import storable_json, storable_text
 
 logger = logging.getLogger(__name__)
@@ -275,21 +275,24 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
             if not _record_failure(item):
                 lost.add(item.task.id)
         # A deferral is not a try (nothing was called): it leaves no Attempt row.
-        Attempt.objects.bulk_create(
+        insert_rows(
+            Attempt,
             [
-                Attempt(
-                    task_id=item.task.id,
-                    number=item.task.context.attempt,
-                    started_at=item.started_at,
-                    duration_ms=item.duration_ms,
-                    outcome=AttemptOutcome.LEASE_LOST if item.task.id in lost else item.verdict,
-                    http_status=item.http_status,
-                    error=item.error,
-                    worker=item.worker[:200],
-                )
+                {
+                    "task_id": item.task.id,
+                    "number": item.task.context.attempt,
+                    "started_at": item.started_at,
+                    "duration_ms": item.duration_ms,
+                    "outcome": str(
+                        AttemptOutcome.LEASE_LOST if item.task.id in lost else item.verdict
+                    ),
+                    "http_status": item.http_status,
+                    "error": item.error,
+                    "worker": item.worker[:200],
+                }
                 for item in outcomes
                 if not item.deferred
-            ]
+            ],
         )
     return lost
 

@@ -71,6 +71,26 @@ def insert_ignoring_conflicts(
     return returned
 
 
+def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows in one statement, as `bulk_create` but cheaper on PostgreSQL.
+
+    Django's bulk_create renders its arrays into the SQL text, quoting every element through
+    a regex; here they travel bound, in binary. It is a quarter of the relay's time per
+    no-op batch (the Attempt rows); SQLite takes bulk_create.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create([model(**row) for row in rows])
+        return
+    columns = list(rows[0])
+    fields = {name: _concrete(model, name) for name in columns}
+    _refuse_too_long(model, rows, fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    quoted = ", ".join(connection.ops.quote_name(fields[name].column or name) for name in columns)
+    _insert_unnest(table, quoted, "", rows, columns, fields, (), returning=False)
+
+
 def _insert_unnest(
     table: str,
     quoted: str,
@@ -79,6 +99,8 @@ def _insert_unnest(
     columns: list[str],
     fields: dict[str, models.Field[Any, Any]],
     db_now_if_null: tuple[str, ...],
+    *,
+    returning: bool = True,
 ) -> list[tuple[Any, ...]]:
     # One array per column: the statement stays a few hundred characters whatever the row
     # count, so psycopg never re-parses thousands of placeholders, and there is one statement.
@@ -93,7 +115,9 @@ def _insert_unnest(
         arrays.append(values)
         column = f"c{index}"
         selected.append(f"COALESCE({column}, {db_now_sql()})" if name in db_now_if_null else column)
-    types = ", ".join(f"%s::{fields[name].db_type(connection)}[]" for name in columns)
+    # %b: each array in binary format. The text format quotes every element through a regex
+    # (psycopg's array dumper): ~3 ms of CPU for a 200-task webhook, a fifth of its Python time.
+    types = ", ".join(f"%b::{fields[name].db_type(connection)}[]" for name in columns)
     aliases = ", ".join(f"c{index}" for index in range(len(columns)))
     with _server_binding_cursor() as cursor:
         cursor.execute(
@@ -101,7 +125,7 @@ def _insert_unnest(
             f"FROM unnest({types}) AS u({aliases}) {tail}",
             arrays,
         )
-        return cursor.fetchall()
+        return cursor.fetchall() if returning else []
 
 
 def _server_binding_cursor() -> Any:

@@ -36,6 +36,7 @@ from tickets.services import (
 from tickets.ticket_in import TicketIn
 from tickets.webhook_auth import WebhookAuthError, webhook_authenticate
 from tickets.webhook_body import parse_json, read_body
+from tickets.webhook_validation import fast_tickets
 
 logger = logging.getLogger(__name__)
 
@@ -219,20 +220,9 @@ class TicketsStatusView(APIView):
         if len(key) > 255:
             return _error(status.HTTP_400_BAD_REQUEST, "Idempotency-Key is longer than 255")
         data = parse_json(body, content_type=request.content_type)
-        serializer = self.InputSerializer(data=data)
-        if not serializer.is_valid():
-            return _invalid(flatten_errors(serializer.errors))
-        tickets = [
-            TicketIn(
-                ticket_id=t["ticket_id"],
-                status=t["status"],
-                customer_email=t["customer_email"],
-                amount=t["price"]["amount"],
-                currency=t["price"]["currency"],
-                booking_id=t.get("booking_id") or "",
-            )
-            for t in serializer.validated_data["tickets"]
-        ]
+        tickets, errors = validate_tickets(data)
+        if errors:
+            return _invalid(errors)
         correlation_id = getattr(request._request, "correlation_id", "") or clean_correlation_id(
             None
         )
@@ -249,6 +239,37 @@ class TicketsStatusView(APIView):
         response = Response(answer.body, status=status.HTTP_200_OK)
         response[CORRELATION_HEADER] = answer.correlation_id
         return response
+
+
+def validate_tickets(data: Any) -> tuple[list[TicketIn], list[dict[str, str]]]:
+    """The webhook body's tickets, or its errors by field.
+
+    A plainly valid body skips DRF (tickets/webhook_validation.py: 12 ms of a 100-ticket
+    request); any other is the serializer's to accept or refuse, so errors are its own.
+    """
+    tickets = fast_tickets(data, max_tickets=settings.WEBHOOK_MAX_TICKETS)
+    if tickets is not None:
+        return tickets, []
+    return validate_with_serializer(data)
+
+
+def validate_with_serializer(data: Any) -> tuple[list[TicketIn], list[dict[str, str]]]:
+    """The webhook body through DRF: its tickets, or its errors flattened by field."""
+    serializer = TicketsStatusView.InputSerializer(data=data)
+    if not serializer.is_valid():
+        return [], flatten_errors(serializer.errors)
+    tickets = [
+        TicketIn(
+            ticket_id=t["ticket_id"],
+            status=t["status"],
+            customer_email=t["customer_email"],
+            amount=t["price"]["amount"],
+            currency=t["price"]["currency"],
+            booking_id=t.get("booking_id") or "",
+        )
+        for t in serializer.validated_data["tickets"]
+    ]
+    return tickets, []
 
 
 class TicketRefundView(SellerEndpointView):

@@ -113,3 +113,32 @@ def test_enqueue_many_writes_a_thousand_tasks(recording_handler):
 
     assert len(created) == 1000
     assert Task.objects.count() == 1000
+
+
+AWKWARD = ['q"uote', "back\\slash", "{brace}", "a,b", "NULL", "", " pad ", "Zürich · 東京", "'"]
+
+
+@pytest.mark.django_db
+def test_enqueue_many_stores_every_text_and_payload_as_given(recording_handler):
+    # The arrays travel in binary on PostgreSQL: quotes, braces, commas and "NULL" must come
+    # back as they went, in every text column and in the payload.
+    recording_handler("test.record")
+    specs = [
+        TaskSpec(
+            kind="test.record",
+            payload={"text": text, "n": 2**40},
+            dedupe_key=f"d{n}{text}",
+            correlation_id=text,
+        )
+        for n, text in enumerate(AWKWARD)
+    ]
+
+    with transaction.atomic():
+        enqueue_many(specs)
+
+    stored = list(
+        Task.objects.order_by("id").values_list("payload", "dedupe_key", "correlation_id")
+    )
+    assert stored == [
+        ({"text": text, "n": 2**40}, f"d{n}{text}", text) for n, text in enumerate(AWKWARD)
+    ]
