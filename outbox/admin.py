@@ -40,6 +40,7 @@ from outbox.services import (
     tasks_cancel,
     tasks_retry,
 )
+from outbox.triage import FailureFilter, retry_group_view, retry_one_view, triage_view
 
 ACTION_CHUNK = 500
 CANCELABLE = (TaskState.PENDING,)
@@ -113,7 +114,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "finished_at",
         "error_line",
     )
-    list_filter = ("state", "kind", "queue", CreatedAgeFilter)
+    list_filter = ("state", "kind", "queue", CreatedAgeFilter, FailureFilter)
     # Shows the search box; `get_search_results` decides how each field is matched.
     search_fields = ("id", "dedupe_key", "idempotency_key", "payload")
     search_help_text = (
@@ -323,6 +324,20 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         exactly the tasks the service changed, even with a relay or another operator at work.
         """
         selected = list(queryset.order_by().values_list("id", flat=True))
+        return self.apply_to_task_ids(
+            request, selected, states=states, service=service, log_message=log_message
+        )
+
+    def apply_to_task_ids(
+        self,
+        request: HttpRequest,
+        selected: Sequence[int],
+        *,
+        states: Sequence[str],
+        service: Callable[[QuerySet[Task]], int],
+        log_message: str,
+    ) -> tuple[int, int]:
+        """`apply_to_tasks` for tasks named by id (a triage group, one task's retry button)."""
         changed = 0
         for chunk in _chunks(selected, ACTION_CHUNK):
             with transaction.atomic():
@@ -377,7 +392,29 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.dashboard_view),
             name="outbox_task_dashboard",
         )
-        return [dashboard, *super().get_urls()]
+        triage = path(
+            "triage/", self.admin_site.admin_view(self.triage_view), name="outbox_task_triage"
+        )
+        retry_group = path(
+            "triage/retry/",
+            self.admin_site.admin_view(self.retry_group_view),
+            name="outbox_task_retry_group",
+        )
+        retry_one = path(
+            "<int:task_id>/retry/",
+            self.admin_site.admin_view(self.retry_one_view),
+            name="outbox_task_retry",
+        )
+        return [dashboard, triage, retry_group, retry_one, *super().get_urls()]
+
+    def triage_view(self, request: HttpRequest) -> HttpResponse:
+        return triage_view(self, request)
+
+    def retry_group_view(self, request: HttpRequest) -> HttpResponse:
+        return retry_group_view(self, request)
+
+    def retry_one_view(self, request: HttpRequest, task_id: int) -> HttpResponse:
+        return retry_one_view(self, request, task_id)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         return dashboard_view(self, request)
