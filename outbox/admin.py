@@ -27,12 +27,17 @@ from outbox import selectors
 from outbox.admin_mixins import (
     AttemptColumns,
     ReadOnlyMixin,
+    attempts_in_words,
+    cut_line,
     fieldset_fields,
-    pre_text,
+    folded_text,
     pretty_json,
+    retry_button,
 )
 from outbox.dashboard import dashboard_view
-from outbox.models import Attempt, PausedKind, Task, TaskState
+from outbox.errors import UnknownTaskKind
+from outbox.models import FINISHED_STATES, Attempt, PausedKind, Task, TaskState
+from outbox.registry import get_handler, subject_url
 from outbox.services import (
     RETRYABLE_STATES,
     kind_pause,
@@ -128,8 +133,13 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False
     actions = ("retry_now", "cancel_tasks", "pause_kinds", "resume_kinds", "rerun_succeeded")
     inlines = (AttemptInline,)
+
+    class Media:
+        # Long errors wrap, wide tables scroll in their box: readable at 1366 px.
+        css = {"all": ("outbox/admin.css",)}
+
     fieldsets = (
-        (None, {"fields": ("id", "kind", "state", "queue", "attempts_used")}),
+        (None, {"fields": ("id", "kind", "subject", "state", "queue", "attempts_used")}),
         ("Keys", {"fields": ("dedupe_key", "idempotency_key", "correlation_id")}),
         (
             "Times",
@@ -146,17 +156,50 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
         ("Data", {"fields": ("payload_pretty", "result_pretty", "last_error_text")}),
     )
-    readonly_fields = fieldset_fields(fieldsets)
+    readonly_fields = (*fieldset_fields(fieldsets), "retry")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if (
+            obj is None
+            or obj.state not in RETRYABLE_STATES
+            or not self.has_retry_permission(request)
+        ):
+            return fieldsets
+        (title, options), *rest = fieldsets
+        return ((title, {**options, "fields": (*options["fields"], "retry")}), *rest)
 
     # Columns and fields ------------------------------------------------------------------
 
     @admin.display(description="attempts")
     def attempts_used(self, task: Task) -> str:
-        return f"{task.attempts}/{task.max_attempts}"
+        return attempts_in_words(
+            task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
+        )
 
     @admin.display(description="last error")
-    def error_line(self, task: Task) -> str:
-        return selectors.error_summary(task.last_error)[:120]
+    def error_line(self, task: Task) -> SafeString | str:
+        return cut_line(selectors.error_summary(task.last_error), limit=120)
+
+    @admin.display(description="about")
+    def subject(self, task: Task) -> SafeString | str:
+        """What the task is about (its handler's `label` value), linked to the domain's page."""
+        try:
+            handler = get_handler(task.kind)
+        except UnknownTaskKind:
+            return "-"
+        value = handler.subject(task.payload)
+        if value is None:
+            return "-"
+        url = subject_url(task.kind, value)
+        text = f"{handler.label} {value}"
+        return format_html('<a href="{}">{}</a>', url, text) if url else text
+
+    @admin.display(description="retry")
+    def retry(self, task: Task) -> SafeString:
+        return retry_button(
+            task.pk, back=reverse("admin:outbox_task_change", args=[task.pk]), label="Retry now"
+        )
 
     @admin.display(description="payload")
     def payload_pretty(self, task: Task) -> SafeString:
@@ -168,7 +211,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_text(self, task: Task) -> SafeString | str:
-        return pre_text(task.last_error)
+        return folded_text(task.last_error, summary=selectors.error_summary(task.last_error))
 
     # Search ------------------------------------------------------------------------------
 
@@ -429,6 +472,10 @@ class AttemptAdmin(AttemptColumns, ReadOnlyMixin, admin.ModelAdmin):
     ordering = ("-id",)
     show_full_result_count = False
     list_select_related = ("task",)
+
+    class Media:
+        css = {"all": ("outbox/admin.css",)}
+
     fields = (
         "task_link",
         "number",

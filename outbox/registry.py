@@ -89,6 +89,28 @@ def registered_kinds() -> list[str]:
     return sorted(_registry)
 
 
+# Where an operator reads about a task's subject (a ticket's admin page, say): given a kind
+# and its subject value, a URL or None. The domain registers it; the engine only links it.
+SubjectUrl = Callable[[str, str], "str | None"]
+_subject_urls: list[SubjectUrl] = []
+
+
+def register_subject_url(func: SubjectUrl) -> SubjectUrl:
+    """Register `func(kind, subject) -> url | None`; the task page links the subject there."""
+    if func not in _subject_urls:
+        _subject_urls.append(func)
+    return func
+
+
+def subject_url(kind: str, subject: str) -> str | None:
+    """The first URL a registered function gives for this subject, or None."""
+    for func in _subject_urls:
+        url = func(kind, subject)
+        if url:
+            return url
+    return None
+
+
 def unregister(kind: str) -> None:
     """For tests that register throwaway handlers."""
     _registry.pop(kind, None)
