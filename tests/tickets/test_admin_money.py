@@ -142,3 +142,20 @@ def test_attempts_read_as_words_not_a_fraction(admin_client, post_tickets):
 
     assert "attempt 7 (budget 36 tries, 29 left)" in html
     assert "7/36" not in html
+
+
+def test_the_deliveries_list_shows_tickets_answer_and_links(
+    admin_client, post_tickets, django_assert_num_queries
+):
+    post_tickets([ticket("t-1"), ticket("t-2", status="canceled")], key="k-1")
+    post_tickets([ticket("t-3")], key="k-2")
+    one, three = Ticket.objects.get(ticket_id="t-1"), Ticket.objects.get(ticket_id="t-3")
+
+    # The session and its user, the count, the page of deliveries, all of their tickets.
+    with django_assert_num_queries(5):
+        response = admin_client.get("/admin/tickets/webhookdelivery/")
+
+    html = response.content.decode()
+    assert "1 canceled, 1 confirmed; " in html
+    assert f'<a href="{CHANGELIST}{one.pk}/change/">t-1</a>' in html
+    assert f'<a href="{CHANGELIST}{three.pk}/change/">t-3</a>' in html
