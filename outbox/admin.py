@@ -37,7 +37,7 @@ from outbox.admin_mixins import (
 from outbox.dashboard import dashboard_view
 from outbox.errors import UnknownTaskKind
 from outbox.models import FINISHED_STATES, Attempt, PausedKind, Task, TaskState
-from outbox.registry import get_handler, subject_url
+from outbox.registry import get_handler, rerun_note, subject_url
 from outbox.services import (
     RETRYABLE_STATES,
     kind_pause,
@@ -50,6 +50,11 @@ from outbox.triage import FailureFilter, retry_group_view, retry_one_view, triag
 ACTION_CHUNK = 500
 CANCELABLE = (TaskState.PENDING,)
 RERUNNABLE = (TaskState.SUCCEEDED,)
+# A kind whose handler does not say what a re-run does.
+UNSAID_RERUN = (
+    "Its handler does not say what a second run does: an API that honours the idempotency "
+    "key answers as the first time; one that does not may do the effect twice."
+)
 
 
 def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -420,7 +425,9 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "count": count,
             "left_alone": queryset.count() - count,
             "sample": succeeded[:100],
-            "kinds": self.selected_kinds(succeeded),
+            "kinds": [
+                (kind, rerun_note(kind) or UNSAID_RERUN) for kind in self.selected_kinds(succeeded)
+            ],
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
