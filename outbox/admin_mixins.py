@@ -47,7 +47,7 @@ def cut_line(value: str, *, limit: int = 120) -> SafeString | str:
         return ""
     line = value.strip().splitlines()[0] if value.strip() else ""
     shown = line if len(line) <= limit else line[: limit - 1] + "…"
-    return format_html('<span title="{}">{}</span>', value[:2000], shown)
+    return format_html('<span class="outbox-clamp" title="{}">{}</span>', value[:2000], shown)
 
 
 def attempts_in_words(attempts: int, max_attempts: int, *, finished: bool) -> str:
