@@ -123,6 +123,18 @@ def effect_state(task: Task, ticket: Ticket) -> EffectState:
     )
 
 
+def standing_in_a_word(ticket: Ticket, tasks: Sequence[Task]) -> str:
+    """The list's status: `confirmed`, `canceled`, `refund requested` or `refunded`."""
+    if ticket.refund_requested_at is None:
+        return ticket.status
+    refunded = any(
+        effect_label(task, ticket.ticket_id) == kinds.PAYMENT_REFUND.name
+        and task.state == TaskState.SUCCEEDED
+        for task in tasks
+    )
+    return "refunded" if refunded else "refund requested"
+
+
 def money_standing(ticket: Ticket, tasks: Sequence[Task]) -> str:
     """Where the ticket's money is: sold, refund under way, voided, refunded, with when."""
     by_name = {effect_label(task, ticket.ticket_id): task for task in tasks}
@@ -175,7 +187,7 @@ class ReceiptFilter(admin.SimpleListFilter):
 class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "ticket_id",
-        "status",
+        "status_now",
         "customer_email",
         "price",
         "receipt_number",
@@ -257,6 +269,10 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
             for state in (effect_state(t, ticket) for t in _tasks_of(ticket, with_attempts=True))
         ]
         return render_to_string("admin/tickets/ticket/effects.html", {"rows": rows})
+
+    @admin.display(description="status", ordering="status")
+    def status_now(self, ticket: Ticket) -> str:
+        return standing_in_a_word(ticket, _tasks_of(ticket))
 
     @admin.display(description="price", ordering="price_amount")
     def price(self, ticket: Ticket) -> str:

@@ -170,3 +170,17 @@ def test_the_retry_button_never_sends_the_operator_off_site(admin_client):
         f"/admin/outbox/task/{task.pk}/retry/", {"next": "https://evil.example/"}
     )
     assert response["Location"] == f"/admin/outbox/task/{task.pk}/change/"
+
+
+def test_the_triage_page_reads_in_a_fixed_number_of_queries(
+    admin_client, django_assert_num_queries
+):
+    for n in range(30):
+        failing(f"k{n % 3}", f"error {n}", status=500 + n % 4)
+    admin_client.get(TRIAGE)  # fills the content types' process-wide cache
+
+    # The session and its user, the failing tasks with their newest attempts' statuses.
+    with django_assert_num_queries(3):
+        response = admin_client.get(TRIAGE)
+
+    assert response.content.decode().count("Retry this group") == 12

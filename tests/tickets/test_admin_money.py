@@ -63,6 +63,9 @@ def test_a_refunded_ticket_reads_refunded_and_voided_with_when(admin_client, pos
     assert "receipt voided 2026-11-29 14:05:39 UTC" in html
     assert "Payment refunded 2026-11-29 14:05:39 UTC" in html
     assert "Receipt voided 2026-11-29 14:05:39 UTC" in html
+    assert "t-1 (confirmed, refund requested)" in html
+    listed = admin_client.get(CHANGELIST).content.decode()
+    assert '<td class="field-status_now">refunded</td>' in listed
 
 
 def test_a_refund_under_way_says_so_and_how_its_tries_went(admin_client, post_tickets):
