@@ -306,6 +306,8 @@ class FailureGroup:
     newest: datetime
     failed: int
     retrying: int
+    # The newest task's error, summarised: what the signature stands for, in full words.
+    example: str = ""
 
 
 def error_signature(error: str, http_status: int | None) -> str:
@@ -346,6 +348,8 @@ def failure_groups() -> list[FailureGroup]:
             )
         group.count += 1
         group.oldest = min(group.oldest, created_at)
+        if created_at >= group.newest or not group.example:
+            group.example = error_summary(error or "")[:300]
         group.newest = max(group.newest, created_at)
         if state == TaskState.FAILED:
             group.failed += 1

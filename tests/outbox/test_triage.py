@@ -112,6 +112,7 @@ def test_the_triage_page_lists_groups_with_a_link_to_the_filtered_list(admin_cli
 
     page = admin_client.get(TRIAGE).content.decode()
     assert "HTTP 503" in page
+    assert "e.g. answered 503" in page
     assert "HTTP 400" in page
     assert "?kind=k.receipt&amp;failure=HTTP+503" in page
 
