@@ -285,7 +285,7 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return "-"
         return format_html_join(
             " ",
-            '<a href="{}" title="{}" style="color:{};white-space:nowrap">{}: {}</a>',
+            '<a href="{}" title="{}" class="outbox-glance" style="color:{}">{}: {}</a>',
             (
                 (
                     reverse("admin:outbox_task_change", args=[task.pk]),

@@ -48,6 +48,8 @@ LAPTOP: ViewportSize = {"width": 1366, "height": 768}
 MUST_FIT = (
     # The list's table in its box: every column, the last error included, on screen.
     "#changelist .results",
+    "#result_list td.field-price",
+    "#result_list td.field-answer",
     "#result_list td.field-error_line",
     ".field-last_error_text .readonly",
     "#attempt_set-group td.field-error_text",
@@ -264,6 +266,8 @@ def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
                 "dashboard": "/admin/outbox/task/dashboard/",
                 "task-list": "/admin/outbox/task/",
                 "triage": "/admin/outbox/task/triage/",
+                "ticket-list": "/admin/tickets/ticket/",
+                "deliveries": "/admin/tickets/webhookdelivery/",
                 "ticket-with-effects": ticket_admin_path(stack, TICKET),
             },
         )
