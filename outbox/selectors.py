@@ -16,6 +16,7 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
+    Max,
     OuterRef,
     Prefetch,
     Q,
@@ -325,8 +326,18 @@ def error_signature(error: str, http_status: int | None) -> str:
 
 
 def _failing_rows(kinds: Sequence[str] = ()) -> QuerySet[Task, tuple[Any, ...]]:
+    # The newest attempt by MAX(id) over the task's attempts (its foreign-key index), then its
+    # status by primary key. Not ORDER BY id DESC LIMIT 1: PostgreSQL may answer that by
+    # walking the whole attempts table backwards for every task (52 s at 20,000 tasks).
+    newest_id = Subquery(
+        Attempt.objects.filter(task=OuterRef("pk"))
+        .order_by()
+        .values("task")
+        .annotate(newest=Max("id"))
+        .values("newest")
+    )
     newest_status = Subquery(
-        Attempt.objects.filter(task=OuterRef("pk")).order_by("-id").values("http_status")[:1]
+        Attempt.objects.filter(id=OuterRef("newest_attempt")).values("http_status")
     )
     tasks = Task.objects.filter(FAILING)
     if kinds:
@@ -339,6 +350,7 @@ def _failing_rows(kinds: Sequence[str] = ()) -> QuerySet[Task, tuple[Any, ...]]:
     )
     return (
         tasks.order_by()
+        .annotate(newest_attempt=newest_id)
         .annotate(status=newest_status)
         .annotate(error_head=error_head)
         .values_list("id", "kind", "state", "created_at", "error_head", "status")
