@@ -6,7 +6,9 @@ What a domain app needs is here: `import outbox`, then
 - `outbox.enqueue(...)` / `outbox.enqueue_many([outbox.TaskSpec(...)])` inside the caller's
   transaction;
 - `outbox.before_external_call()` before each external call a handler makes;
-- `outbox.register_preflight(check)` for a check qcluster runs once at start-up.
+- `outbox.register_preflight(check)` for a check qcluster runs once at start-up;
+- `outbox.register_subject_url(func)`: `func(kind, subject) -> url | None`, so a task's page
+  links what it is about (its handler's `label` value) to the domain's own page.
 
 Beyond this surface a domain app may use `outbox.models`, `outbox.api` (the staff API's base
 view), `outbox.admin_mixins`, `outbox.circuit`, `outbox.correlation` and `outbox.plaintext`
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from outbox.errors import Cancel, Defer, LeaseLost, PermanentError, TaskError, TransientError
 from outbox.preflight import register as register_preflight
-from outbox.registry import TaskContext, handler
+from outbox.registry import TaskContext, handler, register_subject_url
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
@@ -72,6 +74,7 @@ __all__ = [
     "outbox_settings",
     "redact",
     "register_preflight",
+    "register_subject_url",
     "tasks_cancel",
     "tasks_with_dedupe_keys",
 ]

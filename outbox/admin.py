@@ -20,20 +20,27 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timezone import localtime
 
 from outbox import selectors
 from outbox.admin_mixins import (
     AttemptColumns,
     ReadOnlyMixin,
+    attempts_in_words,
+    cut_line,
     fieldset_fields,
-    pre_text,
+    folded_text,
     pretty_json,
+    retry_button,
 )
 from outbox.dashboard import dashboard_view
+from outbox.errors import UnknownTaskKind
 from outbox.health import PASS_STALE
-from outbox.models import Attempt, PausedKind, RelayPass, Task, TaskState
+from outbox.models import FINISHED_STATES, Attempt, PausedKind, RelayPass, Task, TaskState
+from outbox.registry import get_handler, rerun_note, subject_url
 from outbox.services import (
     RETRYABLE_STATES,
     kind_pause,
@@ -41,10 +48,16 @@ from outbox.services import (
     tasks_cancel,
     tasks_retry,
 )
+from outbox.triage import FailureFilter, retry_group_view, retry_one_view, triage_view
 
 ACTION_CHUNK = 500
 CANCELABLE = (TaskState.PENDING,)
 RERUNNABLE = (TaskState.SUCCEEDED,)
+# A kind whose handler does not say what a re-run does.
+UNSAID_RERUN = (
+    "Its handler does not say what a second run does: an API that honours the idempotency "
+    "key answers as the first time; one that does not may do the effect twice."
+)
 
 
 def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -56,6 +69,11 @@ def _user_id(request: HttpRequest) -> int:
     pk = request.user.pk
     assert pk is not None, "admin views run for a logged-in staff user"
     return int(pk)
+
+
+def _after_dots(text: str) -> list[str]:
+    parts = text.split(".")
+    return [part + "." for part in parts[:-1]] + parts[-1:]
 
 
 def _plural(n: int, word: str) -> str:
@@ -102,19 +120,10 @@ class AttemptInline(AttemptColumns, ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(Task)
 class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = (
-        "id",
-        "kind",
-        "state",
-        "queue",
-        "attempts_used",
-        "dedupe_key",
-        "created_at",
-        "available_at",
-        "finished_at",
-        "error_line",
-    )
-    list_filter = ("state", "kind", "queue", CreatedAgeFilter)
+    # Six columns, so the last error is on screen at 1366 px beside the filters: the queue is a
+    # filter, the dedupe key sits under the kind, due and finished share one column.
+    list_display = ("id", "task_kind", "state", "tries", "created_at", "due_or_done", "error_line")
+    list_filter = ("state", "kind", "queue", CreatedAgeFilter, FailureFilter)
     # Shows the search box; `get_search_results` decides how each field is matched.
     search_fields = ("id", "dedupe_key", "idempotency_key", "payload")
     search_help_text = (
@@ -128,8 +137,13 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False
     actions = ("retry_now", "cancel_tasks", "pause_kinds", "resume_kinds", "rerun_succeeded")
     inlines = (AttemptInline,)
+
+    class Media:
+        # Long errors wrap, wide tables scroll in their box: readable at 1366 px.
+        css = {"all": ("outbox/admin.css",)}
+
     fieldsets = (
-        (None, {"fields": ("id", "kind", "state", "queue", "attempts_used")}),
+        (None, {"fields": ("id", "kind", "subject", "state", "queue", "attempts_used")}),
         ("Keys", {"fields": ("dedupe_key", "idempotency_key", "correlation_id")}),
         (
             "Times",
@@ -146,17 +160,75 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
         ("Data", {"fields": ("payload_pretty", "result_pretty", "last_error_text")}),
     )
-    readonly_fields = fieldset_fields(fieldsets)
+    readonly_fields = (*fieldset_fields(fieldsets), "retry")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if (
+            obj is None
+            or obj.state not in RETRYABLE_STATES
+            or not self.has_retry_permission(request)
+        ):
+            return fieldsets
+        (title, options), *rest = fieldsets
+        return ((title, {**options, "fields": (*options["fields"], "retry")}), *rest)
 
     # Columns and fields ------------------------------------------------------------------
 
     @admin.display(description="attempts")
     def attempts_used(self, task: Task) -> str:
-        return f"{task.attempts}/{task.max_attempts}"
+        return attempts_in_words(
+            task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
+        )
+
+    @admin.display(description="kind", ordering="kind")
+    def task_kind(self, task: Task) -> SafeString:
+        """The kind, and under it the dedupe key (what the task is about)."""
+        # A break allowed after each dot: `tickets.append_sheet_row` is one long word.
+        kind = format_html_join(
+            mark_safe("<wbr>"), "{}", ((part,) for part in _after_dots(task.kind))
+        )
+        if not task.dedupe_key:
+            return kind
+        return format_html('{}<br><small class="outbox-wrap">{}</small>', kind, task.dedupe_key)
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, task: Task) -> SafeString:
+        """`7 tries`, the budget in its tooltip (the task's page says it in full)."""
+        words = attempts_in_words(
+            task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
+        )
+        return format_html('<span title="{}">{}</span>', words, task.attempts)
+
+    @admin.display(description="due / finished", ordering="available_at")
+    def due_or_done(self, task: Task) -> str:
+        if task.finished_at is not None:
+            return f"finished {date_format(localtime(task.finished_at), 'DATETIME_FORMAT')}"
+        return f"due {date_format(localtime(task.available_at), 'DATETIME_FORMAT')}"
 
     @admin.display(description="last error")
-    def error_line(self, task: Task) -> str:
-        return selectors.error_summary(task.last_error)[:120]
+    def error_line(self, task: Task) -> SafeString | str:
+        return cut_line(selectors.error_summary(task.last_error), limit=120)
+
+    @admin.display(description="about")
+    def subject(self, task: Task) -> SafeString | str:
+        """What the task is about (its handler's `label` value), linked to the domain's page."""
+        try:
+            handler = get_handler(task.kind)
+        except UnknownTaskKind:
+            return "-"
+        value = handler.subject(task.payload)
+        if value is None:
+            return "-"
+        url = subject_url(task.kind, value)
+        text = f"{handler.label} {value}"
+        return format_html('<a href="{}">{}</a>', url, text) if url else text
+
+    @admin.display(description="retry")
+    def retry(self, task: Task) -> SafeString:
+        return retry_button(
+            task.pk, back=reverse("admin:outbox_task_change", args=[task.pk]), label="Retry now"
+        )
 
     @admin.display(description="payload")
     def payload_pretty(self, task: Task) -> SafeString:
@@ -168,7 +240,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_text(self, task: Task) -> SafeString | str:
-        return pre_text(task.last_error)
+        return folded_text(task.last_error, summary=selectors.error_summary(task.last_error))
 
     # Search ------------------------------------------------------------------------------
 
@@ -324,6 +396,20 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
         exactly the tasks the service changed, even with a relay or another operator at work.
         """
         selected = list(queryset.order_by().values_list("id", flat=True))
+        return self.apply_to_task_ids(
+            request, selected, states=states, service=service, log_message=log_message
+        )
+
+    def apply_to_task_ids(
+        self,
+        request: HttpRequest,
+        selected: Sequence[int],
+        *,
+        states: Sequence[str],
+        service: Callable[[QuerySet[Task]], int],
+        log_message: str,
+    ) -> tuple[int, int]:
+        """`apply_to_tasks` for tasks named by id (a triage group, one task's retry button)."""
         changed = 0
         for chunk in _chunks(selected, ACTION_CHUNK):
             with transaction.atomic():
@@ -363,7 +449,9 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "count": count,
             "left_alone": queryset.count() - count,
             "sample": succeeded[:100],
-            "kinds": self.selected_kinds(succeeded),
+            "kinds": [
+                (kind, rerun_note(kind) or UNSAID_RERUN) for kind in self.selected_kinds(succeeded)
+            ],
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
@@ -378,7 +466,29 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.dashboard_view),
             name="outbox_task_dashboard",
         )
-        return [dashboard, *super().get_urls()]
+        triage = path(
+            "triage/", self.admin_site.admin_view(self.triage_view), name="outbox_task_triage"
+        )
+        retry_group = path(
+            "triage/retry/",
+            self.admin_site.admin_view(self.retry_group_view),
+            name="outbox_task_retry_group",
+        )
+        retry_one = path(
+            "<int:task_id>/retry/",
+            self.admin_site.admin_view(self.retry_one_view),
+            name="outbox_task_retry",
+        )
+        return [dashboard, triage, retry_group, retry_one, *super().get_urls()]
+
+    def triage_view(self, request: HttpRequest) -> HttpResponse:
+        return triage_view(self, request)
+
+    def retry_group_view(self, request: HttpRequest) -> HttpResponse:
+        return retry_group_view(self, request)
+
+    def retry_one_view(self, request: HttpRequest, task_id: int) -> HttpResponse:
+        return retry_one_view(self, request, task_id)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         return dashboard_view(self, request)
@@ -393,6 +503,10 @@ class AttemptAdmin(AttemptColumns, ReadOnlyMixin, admin.ModelAdmin):
     ordering = ("-id",)
     show_full_result_count = False
     list_select_related = ("task",)
+
+    class Media:
+        css = {"all": ("outbox/admin.css",)}
+
     fields = (
         "task_link",
         "number",

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -23,7 +24,59 @@ def pretty_json(value: Any) -> SafeString:
 
 
 def pre_text(value: str) -> SafeString | str:
+    """The whole text, wrapped at the box's edge (outbox/static/outbox/admin.css)."""
     return format_html('<pre class="outbox-error">{}</pre>', value) if value else "-"
+
+
+def folded_text(value: str, *, summary: str, limit: int = 300) -> SafeString | str:
+    """A short text whole; a long one as its `summary` line, the full text one click away."""
+    if not value:
+        return "-"
+    if len(value) <= limit and "\n" not in value.strip():
+        return pre_text(value)
+    return format_html(
+        '<details class="outbox-fold"><summary class="outbox-wrap">{}</summary>{}</details>',
+        summary[:limit],
+        pre_text(value),
+    )
+
+
+def cut_line(value: str, *, limit: int = 120) -> SafeString | str:
+    """One line for a list cell, cut at `limit`, the whole text in its tooltip."""
+    if not value:
+        return ""
+    line = value.strip().splitlines()[0] if value.strip() else ""
+    shown = line if len(line) <= limit else line[: limit - 1] + "…"
+    return format_html('<span class="outbox-clamp" title="{}">{}</span>', value[:2000], shown)
+
+
+def attempts_in_words(attempts: int, max_attempts: int, *, finished: bool) -> str:
+    """`attempt 7 (budget 36 tries, 29 left)`: the raw `7/36` read like a fraction done.
+
+    A retry adds the kind's whole budget to the tries already spent; a deferral (a circuit
+    open, say) spends none.
+    """
+    if attempts == 0:
+        return f"not tried yet (budget {max_attempts} tries)"
+    if finished:
+        return f"attempt {attempts} (budget {max_attempts} tries)"
+    left = max(max_attempts - attempts, 0)
+    return f"attempt {attempts} (budget {max_attempts} tries, {left} left)"
+
+
+def retry_button(task_id: int, *, back: str, label: str = "Retry now") -> SafeString:
+    """A button that posts its page's form to the task's retry view, then comes `back`.
+
+    `formaction`, not a form of its own: the admin's change page is already one form, and a
+    form inside a form is not HTML. The page's CSRF token goes along with it.
+    """
+    return format_html(
+        '<button type="submit" class="button" formaction="{}" formmethod="post" '
+        'name="next" value="{}">{}</button>',
+        reverse("admin:outbox_task_retry", args=[task_id]),
+        back,
+        label,
+    )
 
 
 def fieldset_fields(fieldsets: Fieldsets) -> tuple[str, ...]:

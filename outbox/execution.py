@@ -129,14 +129,19 @@ def _log_attempt(outcome: Outcome) -> None:
         return
     subject = _subject(context.kind, context.payload)
     first_line = outcome.error.strip().splitlines()[-1] if outcome.error else ""
+    if outcome.deferred:
+        # A deferral (an open circuit, say) gives the try back: `attempt=6/30` would read as
+        # a sixth try spent. Say how many tries are spent so far instead.
+        attempt = f"deferred(not-a-try,{context.attempt - 1}/{context.max_attempts}-spent)"
+    else:
+        attempt = f"{context.attempt}/{context.max_attempts}"
     attempt_logger.log(
         level,
-        "task=%s kind=%s subject=%s attempt=%s/%s outcome=%s status=%s duration_ms=%.1f %s",
+        "task=%s kind=%s subject=%s attempt=%s outcome=%s status=%s duration_ms=%.1f %s",
         context.id,
         context.kind,
         subject if subject is not None else "-",
-        context.attempt,
-        context.max_attempts,
+        attempt,
         outcome.verdict,
         outcome.http_status if outcome.http_status is not None else "-",
         outcome.duration_ms,

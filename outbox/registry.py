@@ -38,6 +38,9 @@ class Handler:
     # The payload key that names what a task is about (an order, a ticket): logged as the
     # attempt's `subject`, so an operator can follow one subject through the logs.
     label: str | None = None
+    # What running a succeeded task of this kind again does, in an operator's words: the
+    # re-run confirmation page shows it for each kind it is about to run again.
+    rerun: str | None = None
 
     def subject(self, payload: Any) -> str | None:
         """The value of this kind's `label` key in `payload`, or None."""
@@ -56,10 +59,12 @@ def handler(
     queue: str = "default",
     max_attempts: int | None = None,
     label: str | None = None,
+    rerun: str | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it.
 
-    `label` names the payload key whose value the attempt logs show as `subject`.
+    `label` names the payload key whose value the attempt logs show as `subject`; `rerun` says
+    what running a succeeded task again does (the admin asks with it before a re-run).
     """
     from outbox.models import Queue  # models import lazily: this module loads before apps
 
@@ -71,7 +76,12 @@ def handler(
         if existing is not None and existing.func is not func:
             raise ValueError(f"a handler for {kind!r} is already registered: {existing.func!r}")
         _registry[kind] = Handler(
-            kind=kind, func=func, queue=queue, max_attempts=max_attempts, label=label
+            kind=kind,
+            func=func,
+            queue=queue,
+            max_attempts=max_attempts,
+            label=label,
+            rerun=rerun,
         )
         return func
 
@@ -87,6 +97,34 @@ def get_handler(kind: str) -> Handler:
 
 def registered_kinds() -> list[str]:
     return sorted(_registry)
+
+
+# Where an operator reads about a task's subject (a ticket's admin page, say): given a kind
+# and its subject value, a URL or None. The domain registers it; the engine only links it.
+SubjectUrl = Callable[[str, str], "str | None"]
+_subject_urls: list[SubjectUrl] = []
+
+
+def register_subject_url(func: SubjectUrl) -> SubjectUrl:
+    """Register `func(kind, subject) -> url | None`; the task page links the subject there."""
+    if func not in _subject_urls:
+        _subject_urls.append(func)
+    return func
+
+
+def subject_url(kind: str, subject: str) -> str | None:
+    """The first URL a registered function gives for this subject, or None."""
+    for func in _subject_urls:
+        url = func(kind, subject)
+        if url:
+            return url
+    return None
+
+
+def rerun_note(kind: str) -> str | None:
+    """What re-running a succeeded task of `kind` does, as its handler declared; None if unsaid."""
+    found = _registry.get(kind)
+    return None if found is None else found.rerun
 
 
 def unregister(kind: str) -> None:

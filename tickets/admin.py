@@ -7,6 +7,8 @@ to the tasks of their effects (`tickets.kinds.EFFECTS`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
@@ -15,13 +17,32 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from outbox.admin_mixins import ReadOnlyMixin, pretty_json
-from outbox.models import Task
-from tickets.models import Ticket, WebhookDelivery
+from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
+from outbox.models import FINISHED_STATES, Task, TaskState
+from tickets import kinds
+from tickets.models import Ticket, TicketStatus, WebhookDelivery
 from tickets.selectors import ticket_tasks
+
+# What an accountant calls each effect (by `Effect.name`, the dedupe key's prefix).
+EFFECT_TITLES = {
+    kinds.RECEIPT.name: "Receipt",
+    kinds.PRINT_ROW.name: "Print-sheet row",
+    kinds.REFUND_ROW.name: "Refund-sheet row",
+    kinds.VOID.name: "Receipt void",
+    kinds.PAYMENT_REFUND.name: "Payment refund",
+}
+# What a succeeded effect did, in words (`{number}`: the receipt's number, when known).
+EFFECT_DONE = {
+    kinds.RECEIPT.name: "Receipt {number}issued",
+    kinds.PRINT_ROW.name: "Print-sheet row written",
+    kinds.REFUND_ROW.name: "Refund-sheet row written",
+    kinds.VOID.name: "Receipt voided",
+    kinds.PAYMENT_REFUND.name: "Payment refunded",
+}
 
 STATE_COLOURS = {
     "pending": "#1565c0",
@@ -33,11 +54,105 @@ STATE_COLOURS = {
 
 
 def attach_tasks(tickets: Iterable[Ticket], *, with_attempts: bool = False) -> None:
-    """Set `outbox_tasks` on each ticket, in one query for all of them."""
+    """Set `outbox_tasks` on each ticket, in one query for all of them (two with attempts)."""
     tickets = list(tickets)
     found = ticket_tasks([ticket.ticket_id for ticket in tickets], with_attempts=with_attempts)
     for ticket in tickets:
         ticket.outbox_tasks = found[ticket.ticket_id]  # type: ignore[attr-defined]
+        ticket.outbox_attempts_read = with_attempts  # type: ignore[attr-defined]
+
+
+def when(moment: datetime | None) -> str:
+    """`2026-11-29 14:05:39 UTC`, the one format of every page (project/formats)."""
+    if moment is None:
+        return "-"
+    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
+
+
+@dataclass(frozen=True, slots=True)
+class EffectState:
+    """One effect of a ticket, said in words an accountant reads without the engine's terms."""
+
+    title: str
+    task: Task
+    words: str
+    error: str
+    retryable: bool
+
+
+def effect_state(task: Task, ticket: Ticket) -> EffectState:
+    name = effect_label(task, ticket.ticket_id)
+    title = EFFECT_TITLES.get(name, name)
+    error = task.last_error
+    if task.state == TaskState.SUCCEEDED:
+        number = f"{ticket.receipt_number} " if ticket.receipt_number else ""
+        done = EFFECT_DONE.get(name, f"{title} done").format(number=number)
+        words = f"{done} {when(task.finished_at)}"
+        error = ""
+    elif task.state == TaskState.RUNNING:
+        words = f"{title}: being tried now (try {task.attempts})"
+    elif task.state == TaskState.PENDING and task.attempts == 0:
+        words = f"{title}: waiting to run (due {when(task.available_at)})"
+    elif task.state == TaskState.PENDING:
+        words = (
+            f"{title}: waiting to retry ({_tries(task.attempts)} so far, next try "
+            f"{when(task.available_at)})"
+        )
+    elif task.state == TaskState.FAILED:
+        words = f"{title}: failed after {_tries(task.attempts)}, gave up {when(task.finished_at)}"
+    else:
+        words = f"{title}: not done, canceled {when(task.finished_at)}"
+    return EffectState(
+        title=title,
+        task=task,
+        words=words,
+        error=error,
+        retryable=task.state in (TaskState.FAILED, TaskState.PENDING) and task.attempts > 0,
+    )
+
+
+def standing_in_a_word(ticket: Ticket, tasks: Sequence[Task]) -> str:
+    """The list's status: `confirmed`, `canceled`, `refund requested` or `refunded`."""
+    if ticket.refund_requested_at is None:
+        return ticket.status
+    refunded = any(
+        effect_label(task, ticket.ticket_id) == kinds.PAYMENT_REFUND.name
+        and task.state == TaskState.SUCCEEDED
+        for task in tasks
+    )
+    return "refunded" if refunded else "refund requested"
+
+
+def money_standing(ticket: Ticket, tasks: Sequence[Task]) -> str:
+    """Where the ticket's money is: sold, refund under way, voided, refunded, with when."""
+    by_name = {effect_label(task, ticket.ticket_id): task for task in tasks}
+    void, refund = by_name.get(kinds.VOID.name), by_name.get(kinds.PAYMENT_REFUND.name)
+    parts = []
+    if ticket.status == TicketStatus.CANCELED:
+        parts.append("Canceled")
+    else:
+        parts.append("Sold (confirmed)")
+    if refund is not None and refund.state == TaskState.SUCCEEDED:
+        parts.append(f"refunded {when(refund.finished_at)}")
+    elif ticket.refund_requested_at is not None:
+        parts.append(f"refund requested {when(ticket.refund_requested_at)}, not yet refunded")
+    if void is not None and void.state == TaskState.SUCCEEDED:
+        parts.append(f"receipt voided {when(void.finished_at)}")
+    elif void is not None and ticket.receipt_number:
+        parts.append("receipt not yet voided")
+    return "; ".join(parts)
 
 
 def effect_label(task: Task, ticket_id: str) -> str:
@@ -72,7 +187,7 @@ class ReceiptFilter(admin.SimpleListFilter):
 class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "ticket_id",
-        "status",
+        "status_now",
         "customer_email",
         "price",
         "receipt_number",
@@ -86,12 +201,19 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     fieldsets = (
-        (None, {"fields": ("ticket_id", "status", "customer_email", "price", "booking_id")}),
-        ("Receipt", {"fields": ("receipt_number", "receipt_issued_at", "refund_requested_at")}),
+        (
+            "Where the money is",
+            {"fields": ("standing", "price", "receipt_number", "effects")},
+        ),
+        (None, {"fields": ("ticket_id", "status", "customer_email", "booking_id")}),
+        ("Receipt", {"fields": ("receipt_issued_at", "refund_requested_at")}),
         ("Times", {"fields": ("created_at", "updated_at")}),
         ("Outbox tasks", {"fields": ("outbox_tasks_detail",)}),
     )
     readonly_fields = (
+        "standing",
+        "effects",
+        "effects_with_retry",
         "ticket_id",
         "status",
         "customer_email",
@@ -105,8 +227,52 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "outbox_tasks_detail",
     )
 
+    class Media:
+        # Long errors wrap, wide tables scroll in their box: readable at 1366 px.
+        css = {"all": ("outbox/admin.css",)}
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return TicketChangeList
+
+    def get_fieldsets(self, request: HttpRequest, obj: Ticket | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if not request.user.has_perm("outbox.retry_task"):
+            return fieldsets
+        # Same list, with a retry button by each failed effect.
+        (title, options), *rest = fieldsets
+        fields = tuple("effects_with_retry" if f == "effects" else f for f in options["fields"])
+        return ((title, {**options, "fields": fields}), *rest)
+
+    @admin.display(description="status")
+    def standing(self, ticket: Ticket) -> str:
+        return money_standing(ticket, _tasks_of(ticket, with_attempts=True))
+
+    @admin.display(description="effects")
+    def effects(self, ticket: Ticket) -> SafeString:
+        return self.render_effects(ticket, can_retry=False)
+
+    @admin.display(description="effects")
+    def effects_with_retry(self, ticket: Ticket) -> SafeString:
+        return self.render_effects(ticket, can_retry=True)
+
+    def render_effects(self, ticket: Ticket, *, can_retry: bool) -> SafeString:
+        back = reverse("admin:tickets_ticket_change", args=[ticket.pk])
+        rows = [
+            {
+                "effect": state,
+                "url": reverse("admin:outbox_task_change", args=[state.task.pk]),
+                "error_line": first_line(state.error),
+                "retry": retry_button(state.task.pk, back=back, label="Retry")
+                if can_retry and state.retryable
+                else "",
+            }
+            for state in (effect_state(t, ticket) for t in _tasks_of(ticket, with_attempts=True))
+        ]
+        return render_to_string("admin/tickets/ticket/effects.html", {"rows": rows})
+
+    @admin.display(description="status", ordering="status")
+    def status_now(self, ticket: Ticket) -> str:
+        return standing_in_a_word(ticket, _tasks_of(ticket))
 
     @admin.display(description="price", ordering="price_amount")
     def price(self, ticket: Ticket) -> str:
@@ -119,11 +285,14 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return "-"
         return format_html_join(
             " ",
-            '<a href="{}" title="{}" style="color:{};white-space:nowrap">{}: {}</a>',
+            '<a href="{}" title="{}" class="outbox-glance" style="color:{}">{}: {}</a>',
             (
                 (
                     reverse("admin:outbox_task_change", args=[task.pk]),
-                    f"task {task.pk}, attempt {task.attempts}/{task.max_attempts}",
+                    f"task {task.pk}, "
+                    + attempts_in_words(
+                        task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
+                    ),
                     STATE_COLOURS.get(task.state, "inherit"),
                     effect_label(task, ticket.ticket_id),
                     task.state,
@@ -142,6 +311,9 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "url": reverse("admin:outbox_task_change", args=[task.pk]),
                 "colour": STATE_COLOURS.get(task.state, "inherit"),
                 "attempts": list(task.attempt_set.all()),
+                "attempts_words": attempts_in_words(
+                    task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
+                ),
             }
             for task in tasks
         ]
@@ -149,21 +321,118 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 def _tasks_of(ticket: Ticket, *, with_attempts: bool = False) -> Sequence[Task]:
-    if with_attempts or not hasattr(ticket, "outbox_tasks"):
+    """The ticket's tasks, read once per page (the page's fields all show them)."""
+    read = getattr(ticket, "outbox_attempts_read", None)
+    if read is None or (with_attempts and not read):
         attach_tasks([ticket], with_attempts=with_attempts)
     tasks: Sequence[Task] = ticket.outbox_tasks  # type: ignore[attr-defined]
     return tasks
 
 
+def delivered_tickets(delivery: WebhookDelivery) -> list[dict[str, str]]:
+    """The tickets a delivery's stored answer names: `[{"ticket_id", "status"}]`."""
+    response = delivery.response if isinstance(delivery.response, dict) else {}
+    tickets = response.get("tickets")
+    if not isinstance(tickets, list):
+        return []
+    return [
+        {"ticket_id": str(row.get("ticket_id", "")), "status": str(row.get("status", ""))}
+        for row in tickets
+        if isinstance(row, dict)
+    ]
+
+
+def attach_ticket_pks(deliveries: Iterable[WebhookDelivery]) -> None:
+    """Set `ticket_pks` (ticket id to admin pk) on each delivery, in one query for all."""
+    deliveries = list(deliveries)
+    wanted = {row["ticket_id"] for d in deliveries for row in delivered_tickets(d)}
+    pks = dict(
+        Ticket.objects.filter(ticket_id__in=wanted).values_list("ticket_id", "pk") if wanted else []
+    )
+    for delivery in deliveries:
+        delivery.ticket_pks = pks  # type: ignore[attr-defined]
+
+
+class DeliveryChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        attach_ticket_pks(self.result_list)
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("idempotency_key", "received_at", "correlation_id")
+    list_display = (
+        "idempotency_key",
+        "received_at",
+        "ticket_count",
+        "answer",
+        "ticket_links",
+        "correlation_id",
+    )
     search_fields = ("=idempotency_key", "=correlation_id")
     search_help_text = "Idempotency key or correlation id (whole value)."
     ordering = ("-id",)
     show_full_result_count = False
-    fields = ("idempotency_key", "received_at", "correlation_id", "body_hash", "response_pretty")
+    fields = (
+        "idempotency_key",
+        "received_at",
+        "correlation_id",
+        "ticket_count",
+        "answer",
+        "ticket_links",
+        "body_hash",
+        "response_pretty",
+    )
     readonly_fields = fields
+
+    class Media:
+        css = {"all": ("outbox/admin.css",)}
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return DeliveryChangeList
+
+    @admin.display(description="tickets")
+    def ticket_count(self, delivery: WebhookDelivery) -> int:
+        return len(delivered_tickets(delivery))
+
+    @admin.display(description="answer")
+    def answer(self, delivery: WebhookDelivery) -> str:
+        """`2 confirmed, 1 canceled; 6 tasks enqueued`: what the first answer said."""
+        statuses: dict[str, int] = {}
+        for row in delivered_tickets(delivery):
+            statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+        said = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
+        response = delivery.response if isinstance(delivery.response, dict) else {}
+        tasks = response.get("tasks")
+        count = len(tasks) if isinstance(tasks, list) else 0
+        return f"{said}; {count} task{'' if count == 1 else 's'} enqueued"
+
+    @admin.display(description="ticket links")
+    def ticket_links(self, delivery: WebhookDelivery) -> SafeString | str:
+        rows = delivered_tickets(delivery)
+        if not hasattr(delivery, "ticket_pks"):
+            attach_ticket_pks([delivery])
+        pks: dict[str, int] = delivery.ticket_pks  # type: ignore[attr-defined]
+        if not rows:
+            return "-"
+        shown, more = rows[:10], len(rows) - 10
+        links = format_html_join(
+            ", ",
+            "{}",
+            (
+                (
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse("admin:tickets_ticket_change", args=[pks[row["ticket_id"]]]),
+                        row["ticket_id"],
+                    )
+                    if row["ticket_id"] in pks
+                    else row["ticket_id"],
+                )
+                for row in shown
+            ),
+        )
+        return format_html("{} and {} more", links, more) if more > 0 else links
 
     @admin.display(description="first answer")
     def response_pretty(self, delivery: WebhookDelivery) -> SafeString:

@@ -17,8 +17,24 @@ from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient
 from tickets.models import Ticket
 from tickets.services import ticket_receipt_record
 
+# What a re-run of each kind does (the admin's re-run confirmation shows it; docs/OPERATORS.md
+# says the same).
+RERUN_RECEIPT = (
+    "The same idempotency key: the Receipts API answers with the receipt it already issued, "
+    "and no second receipt is made. For a refunded ticket nothing is issued: the task ends "
+    "canceled, saying why."
+)
+RERUN_SHEET_ROW = (
+    "Reads the sheet first and appends only when the ticket's row is missing: never a second "
+    "row for one ticket."
+)
+RERUN_VOID = "The same key (`idempotent_id`): the Receipts API records the void once."
+RERUN_REFUND = "The same key (`deduplication_id`): the Payments API records the refund once."
 
-@outbox.handler(kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30, label="ticket_id")
+
+@outbox.handler(
+    kinds.ISSUE_RECEIPT, queue="critical", max_attempts=30, label="ticket_id", rerun=RERUN_RECEIPT
+)
 def issue_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     refunded_at = (
@@ -98,7 +114,9 @@ def sheet_settle_seconds() -> float:
     return float(getattr(settings, "SHEET_SETTLE_SECONDS", 60.0))
 
 
-@outbox.handler(kinds.APPEND_ROW, queue="default", max_attempts=30, label="ticket_id")
+@outbox.handler(
+    kinds.APPEND_ROW, queue="default", max_attempts=30, label="ticket_id", rerun=RERUN_SHEET_ROW
+)
 def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     sheet = p["sheet"]
@@ -145,7 +163,9 @@ def _previous_try_vanished(task: outbox.TaskContext) -> bool:
     return previous is None or previous == AttemptOutcome.LEASE_LOST
 
 
-@outbox.handler(kinds.VOID_RECEIPT, queue="default", max_attempts=30, label="ticket_id")
+@outbox.handler(
+    kinds.VOID_RECEIPT, queue="default", max_attempts=30, label="ticket_id", rerun=RERUN_VOID
+)
 def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     ticket_id = task.payload["ticket_id"]
     # The receipt task first, the ticket second: its handler writes the number before the
@@ -174,7 +194,9 @@ def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     return {"voided": True, "receipt_number": number or None}
 
 
-@outbox.handler(kinds.REFUND_PAYMENT, queue="default", max_attempts=30, label="ticket_id")
+@outbox.handler(
+    kinds.REFUND_PAYMENT, queue="default", max_attempts=30, label="ticket_id", rerun=RERUN_REFUND
+)
 def refund_payment(task: outbox.TaskContext) -> dict[str, Any]:
     ticket_id = task.payload["ticket_id"]
     PaymentsClient().refund(

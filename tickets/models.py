@@ -30,7 +30,9 @@ class Ticket(models.Model):
         permissions = [("request_refund", "Can request a ticket's refund")]
 
     def __str__(self) -> str:
-        return f"{self.ticket_id} ({self.status})"
+        # A refunded ticket stays `confirmed`: its title must not read like a sale that stands.
+        refund = ", refund requested" if self.refund_requested_at is not None else ""
+        return f"{self.ticket_id} ({self.status}{refund})"
 
 
 class WebhookDelivery(models.Model):

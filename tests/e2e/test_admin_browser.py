@@ -7,6 +7,7 @@ qcluster and the fake gateway running as real processes.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.e2e.conftest import ROOT, Stack, wait_until
 
@@ -33,6 +34,33 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = ROOT / "tests" / "artifacts" / "admin-retry.png"
+# The operators' guide shows these (docs/OPERATORS.md, "On a bad day"). A run writes them to
+# tests/artifacts/; UPDATE_DOC_IMAGES=1 writes them over docs/img/, so a plain run of the
+# suite leaves the checkout as it was.
+DOC_IMAGES = (
+    ROOT / "docs" / "img"
+    if os.environ.get("UPDATE_DOC_IMAGES") == "1"
+    else ROOT / "tests" / "artifacts" / "img"
+)
+# An accountant's laptop.
+LAPTOP: ViewportSize = {"width": 1366, "height": 768}
+# Cells that hold an error or an amount: none may be cut off at the laptop's width.
+MUST_FIT = (
+    # The list's table in its box: every column, the last error included, on screen.
+    "#changelist .results",
+    "#result_list td.field-price",
+    "#result_list td.field-answer",
+    "#result_list td.field-error_line",
+    ".field-last_error_text .readonly",
+    "#attempt_set-group td.field-error_text",
+    ".field-price .readonly",
+    ".field-standing .readonly",
+    ".field-effects_with_retry .readonly",
+    ".field-outbox_tasks_detail .readonly",
+    ".outbox-scroll",
+    "table.outbox-tasks td",
+    "#groups td",
+)
 
 TICKET = "t-browser-1"
 RECEIPT_KIND = "tickets.issue_receipt"
@@ -173,6 +201,44 @@ def task_state_after_reload(page: Page) -> str:
     return page.locator(".field-state .readonly").inner_text().strip()
 
 
+def clipped_cells(page: Page) -> list[str]:
+    """The error and amount cells whose text runs past their box, and a page that scrolls
+    sideways; empty when everything can be read without scrolling."""
+    found: list[str] = page.evaluate(
+        """(selectors) => {
+            const clipped = [];
+            for (const selector of selectors) {
+                for (const el of document.querySelectorAll(selector)) {
+                    if (el.scrollWidth > el.clientWidth + 1) {
+                        clipped.push(`${selector}: ${el.scrollWidth} > ${el.clientWidth}`);
+                    }
+                }
+            }
+            const root = document.documentElement;
+            if (root.scrollWidth > window.innerWidth) {
+                clipped.push(`the page: ${root.scrollWidth} > ${window.innerWidth}`);
+            }
+            return clipped;
+        }""",
+        list(MUST_FIT),
+    )
+    return found
+
+
+def check_readable_on_a_laptop(page: Page, stack: Stack, pages: dict[str, str]) -> None:
+    """Each page at 1366 x 768: nothing cut off, no sideways scroll; a screenshot of each."""
+    DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+    for name, path in pages.items():
+        page.goto(f"{stack.web_url}{path}")
+        page.screenshot(path=str(DOC_IMAGES / f"{name}.png"), full_page=True)
+        assert clipped_cells(page) == [], f"{name} ({path}) at 1366 px"
+
+
+def ticket_admin_path(stack: Stack, ticket_id: str) -> str:
+    [(pk,)] = stack.db.rows("SELECT id FROM tickets_ticket WHERE ticket_id = %s", (ticket_id,))
+    return f"/admin/tickets/ticket/{pk}/change/"
+
+
 def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
     require_chromium()  # before starting anything
     stack.start_gateway()
@@ -189,9 +255,24 @@ def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
     create_accounting_user(stack, password)
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=LAPTOP)
         page.set_default_timeout(15_000)
         log_in(page, stack, password)
+        # A bad day, before the retry: the dead task, its group, its ticket with a Retry.
+        check_readable_on_a_laptop(
+            page,
+            stack,
+            {
+                "dashboard": "/admin/outbox/task/dashboard/",
+                "task-list": "/admin/outbox/task/",
+                "triage": "/admin/outbox/task/triage/",
+                "ticket-list": "/admin/tickets/ticket/",
+                "deliveries": "/admin/tickets/webhookdelivery/",
+                "ticket-with-effects": ticket_admin_path(stack, TICKET),
+            },
+        )
+        expect(page.locator(".field-effects_with_retry")).to_contain_text("Receipt: failed")
+        page.goto(f"{stack.web_url}/admin/")
         task_href = retry_from_the_failed_list(page, task_id)
         logged = stack.db.value(
             "SELECT COUNT(*) FROM django_admin_log WHERE object_id = %s AND change_message LIKE %s",
@@ -207,12 +288,21 @@ def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
             what="the task's page to show the retried receipt task succeeded",
             every=0.3,
         )
-        expect(page.locator(".field-attempts_used .readonly")).to_have_text(re.compile(r"^2/"))
+        expect(page.locator(".field-attempts_used .readonly")).to_have_text(
+            re.compile(r"^attempt 2 ")
+        )
         history = page.locator("#attempt_set-group")
         expect(history).to_contain_text("503")
         expect(history).to_contain_text("Succeeded")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # After: the task with its two attempts.
+        check_readable_on_a_laptop(
+            page,
+            stack,
+            {"task-with-attempts": task_href},
+        )
+        expect(page.locator(".field-subject a")).to_have_text(f"ticket_id {TICKET}")
 
     receipts = [r for r in stack.gateway_state()["receipts"] if r["ticket_id"] == TICKET]
     assert len(receipts) == 1, receipts

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections import Counter
@@ -165,6 +166,21 @@ def test_a_deferred_task_waits_without_spending_an_attempt(recording_handler):
     task = Task.objects.get()
     assert (task.state, task.attempts) == (TaskState.PENDING, 0)
     assert 25.0 <= seconds_until_due(task_id) <= 31.0
+
+
+def test_a_deferral_is_not_logged_as_a_try_spent(recording_handler, caplog):
+    def not_yet(task):
+        raise Defer("circuit open", retry_after=30)
+
+    recording_handler(behaviour=not_yet, max_attempts=30)
+    make()
+
+    with caplog.at_level(logging.WARNING, logger="outbox.attempts"):
+        relay().run_once()
+
+    [line] = [r.getMessage() for r in caplog.records if r.name == "outbox.attempts"]
+    assert "attempt=deferred(not-a-try,0/30-spent)" in line
+    assert "attempt=1/30" not in line
 
 
 def test_a_kind_this_worker_does_not_know_waits_for_a_worker_that_does(recording_handler):
