@@ -181,9 +181,14 @@ def void_receipt(task: outbox.TaskContext) -> dict[str, Any]:
         Ticket.objects.filter(ticket_id=ticket_id).values_list("receipt_number", flat=True).first()
     )
     # A receipt task that tried and then failed or was canceled may have written a receipt
-    # whose answer never arrived: void it too (the API records a void by ticket).
-    tried = receipt_task is not None and receipt_task[1] > 0
-    if not number and not tried:
+    # whose answer never arrived: void it too (the API records a void by ticket). If the task
+    # is gone (pruned since), the refund wrote down whether a receipt could exist; a void
+    # enqueued before it did so is sent to be safe.
+    if receipt_task is not None:
+        may_exist = receipt_task[1] > 0
+    else:
+        may_exist = bool(task.payload.get(kinds.RECEIPT_MAY_EXIST, True))
+    if not number and not may_exist:
         return {"voided": False, "reason": "no receipt was issued for this ticket"}
     ReceiptsClient().void(
         ticket_id=ticket_id,

@@ -91,6 +91,12 @@ def _sheet_row_payload(sheet: str) -> Callable[[TicketIn], dict[str, Any]]:
     return payload
 
 
+# In the void's payload: whether, when the refund was asked for, a receipt could exist (its
+# task had tried, or was trying). Written in the refund's transaction, so it outlives a prune
+# of the receipt task.
+RECEIPT_MAY_EXIST = "receipt_may_exist"
+
+
 def _refund_payload(ticket: TicketIn) -> dict[str, Any]:
     return {"ticket_id": ticket.ticket_id, "reason": REFUND_REASON}
 

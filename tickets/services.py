@@ -6,15 +6,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import EnqueuedTask, TaskSpec, enqueue_many, insert_ignoring_conflicts, tasks_cancel
-from outbox.models import Task
+from outbox.models import Task, TaskState
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery, WebhookMessage
 from tickets.ticket_in import TicketIn
@@ -247,10 +248,12 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
             return []
         ticket.refund_requested_at = timezone.now()
         ticket.save(update_fields=["refund_requested_at", "updated_at"])
-        tasks_cancel(
-            tasks=Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id)),
-            reason=RECEIPT_WITHDRAWN,
-        )
+        receipt = Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))
+        # Read before the cancel, under the ticket's lock: a task that has tried, or is trying
+        # now, may have left a receipt; one that never ran never will (it is canceled here,
+        # and the receipt handler refuses a refunded ticket).
+        may_exist = receipt.filter(Q(attempts__gt=0) | Q(state=TaskState.RUNNING)).exists()
+        tasks_cancel(tasks=receipt, reason=RECEIPT_WITHDRAWN)
         stored = TicketIn(
             ticket.ticket_id,
             ticket.status,
@@ -259,7 +262,13 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
             ticket.price_currency,
             ticket.booking_id,
         )
-        return enqueue_many(kinds.specs_on([kinds.ON_REFUND_REQUESTED], stored, correlation_id))
+        specs = [
+            replace(spec, payload={**spec.payload, kinds.RECEIPT_MAY_EXIST: may_exist})
+            if spec.kind == kinds.VOID_RECEIPT
+            else spec
+            for spec in kinds.specs_on([kinds.ON_REFUND_REQUESTED], stored, correlation_id)
+        ]
+        return enqueue_many(specs)
 
 
 def ticket_receipt_record(*, ticket_id: str, number: str, issued_at: Any) -> None:

@@ -249,3 +249,24 @@ def test_a_try_after_one_that_left_no_outcome_waits_for_a_slow_write_before_read
     assert "ended without an outcome" in row_task.last_error
     assert (row_task.available_at - row_task.now).total_seconds() >= 59.0
     assert not any("/spreadsheets-api" in call["path"] for call in gateway.snapshot()["calls"])
+
+
+@pytest.mark.parametrize(
+    ("attempts", "voided"),
+    [(1, ["t-1"]), (0, [])],
+    ids=["tried-then-pruned", "never-tried-then-pruned"],
+)
+def test_a_receipt_task_pruned_before_the_void_runs_is_judged_as_the_refund_saw_it(
+    client, post_tickets, gateway_url, gateway, attempts, voided
+):
+    post_tickets([ticket("t-1")])
+    # A first try may have written a receipt whose answer was lost (or the task never ran).
+    Task.objects.filter(kind=kinds.ISSUE_RECEIPT).update(attempts=attempts)
+    client.put("/ticket-refund/t-1")
+    # The withdrawn receipt task is pruned before the void gets its turn.
+    Task.objects.filter(kind=kinds.ISSUE_RECEIPT).update(finished_at=Now() - timedelta(days=31))
+    tasks_prune()
+    drain()
+
+    assert not Task.objects.filter(kind=kinds.ISSUE_RECEIPT).exists()
+    assert effects(gateway)["voids"] == Counter(voided)
