@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -25,7 +26,7 @@ from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, r
 from outbox.models import FINISHED_STATES, Task, TaskState
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
-from tickets.selectors import ticket_tasks
+from tickets.selectors import ticket_tasks, tickets_by_correlation_id
 
 # What an accountant calls each effect (by `Effect.name`, the dedupe key's prefix).
 EFFECT_TITLES = {
@@ -161,6 +162,23 @@ def effect_label(task: Task, ticket_id: str) -> str:
     return key.removesuffix(f":{ticket_id}")
 
 
+def exact_match(term: str) -> int | None:
+    """The pk of the one ticket `term` names exactly (its id, receipt number, customer email,
+    booking id or a Correlation-ID that touched only it), or None when none or several do.
+    """
+    exact = (
+        Q(ticket_id=term)
+        | Q(receipt_number=term)
+        | Q(booking_id=term)
+        | Q(customer_email__iexact=term)
+    )
+    correlated = tickets_by_correlation_id(term)
+    if correlated:
+        exact |= Q(ticket_id__in=correlated)
+    pks = list(Ticket.objects.filter(exact).values_list("pk", flat=True)[:2])
+    return pks[0] if len(pks) == 1 else None
+
+
 class TicketChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -195,8 +213,11 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "tasks_at_a_glance",
     )
     list_filter = ("status", ReceiptFilter, "price_currency")
-    search_fields = ("ticket_id", "customer_email")
-    search_help_text = "Ticket id or customer email (or part of either)."
+    search_fields = ("ticket_id", "customer_email", "receipt_number", "booking_id")
+    search_help_text = (
+        "Ticket id, customer email, receipt number or booking id (or part of one), or a "
+        "Correlation-ID (whole). One exact match opens the ticket."
+    )
     ordering = ("-id",)
     list_per_page = 100
     show_full_result_count = False
@@ -233,6 +254,29 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return TicketChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """The fields' matches, and the tickets whose webhook or tasks carried the term as
+        their Correlation-ID (tasks have no foreign key to tickets: see tickets_by_correlation_id).
+        """
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        correlated = tickets_by_correlation_id(search_term.strip())
+        if correlated:
+            found = found | queryset.filter(ticket_id__in=correlated)
+        return found, may_have_duplicates
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Only a bare search (the dashboard's box, or a pasted id) jumps; filters stay a list.
+        term = request.GET.get(SEARCH_VAR, "").strip()
+        if term and set(request.GET) == {SEARCH_VAR} and self.has_view_permission(request):
+            pk = exact_match(term)
+            if pk is not None:
+                return redirect(reverse("admin:tickets_ticket_change", args=[pk]))
+        return super().changelist_view(request, extra_context)
 
     def get_fieldsets(self, request: HttpRequest, obj: Ticket | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)

@@ -557,3 +557,13 @@ def test_oldest_due_age_ignores_tasks_scheduled_for_later():
     assert age is not None
     # The database clock keeps milliseconds on SQLite: allow that much either way.
     assert timedelta(minutes=3, seconds=-1) <= age < timedelta(minutes=4)
+
+
+def test_the_dashboard_search_box_sends_its_words_to_the_ticket_list(admin_client):
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    assert (
+        '<form class="search" id="search-tickets" method="get" action="/admin/tickets/ticket/">'
+        in html
+    )
+    assert 'name="q"' in html
