@@ -19,7 +19,7 @@ from django.utils import timezone
 from outbox import selectors
 from outbox.health import PASS_STALE
 from outbox.models import TaskState
-from outbox.registry import search_urls
+from outbox.registry import dashboard_links, search_urls
 
 
 def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
@@ -57,6 +57,7 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "passes": [(p, selectors.describe_age(now - p.heartbeat_at)) for p in relay.passes],
         # The domain's lists the search box sends `?q=` to (the engine cannot name them).
         "searches": search_urls(),
+        "links": dashboard_links(),
     }
     return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
 

@@ -138,6 +138,21 @@ def search_urls() -> list[tuple[str, str]]:
     return [(label, func()) for label, func in _search_urls.items()]
 
 
+# Pages of the domain the dashboard links to (the accountants' totals, say), by label.
+_dashboard_links: dict[str, SearchUrl] = {}
+
+
+def register_dashboard_link(label: str, func: SearchUrl) -> SearchUrl:
+    """Register a link on the dashboard: `label` shown, `func()` its URL."""
+    _dashboard_links[label] = func
+    return func
+
+
+def dashboard_links() -> list[tuple[str, str]]:
+    """(label, URL) of every registered dashboard link, in the order they were registered."""
+    return [(label, func()) for label, func in _dashboard_links.items()]
+
+
 def rerun_note(kind: str) -> str | None:
     """What re-running a succeeded task of `kind` does, as its handler declared; None if unsaid."""
     found = _registry.get(kind)

@@ -12,19 +12,28 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
 from outbox.models import FINISHED_STATES, Task, TaskState
-from tickets import kinds
+from tickets import kinds, reports
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 from tickets.selectors import ticket_tasks, tickets_by_correlation_id
 
@@ -179,6 +188,9 @@ def exact_match(term: str) -> int | None:
     return pks[0] if len(pks) == 1 else None
 
 
+TOTALS_DAYS = 14
+
+
 class TicketChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -253,7 +265,56 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         css = {"all": ("outbox/admin.css",)}
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        match = request.resolver_match
+        if match is not None and match.url_name == "tickets_ticket_export":
+            return ChangeList  # the export reads the filtered queryset, not a page of rows
         return TicketChangeList
+
+    def get_urls(self) -> list[URLPattern]:
+        totals = path(
+            "totals/", self.admin_site.admin_view(self.totals_view), name="tickets_ticket_totals"
+        )
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="tickets_ticket_export",
+        )
+        return [totals, export, *super().get_urls()]
+
+    def totals_view(self, request: HttpRequest) -> HttpResponse:
+        """Receipts, refunds and failures per UTC day and currency (`?days=`, 1 to 92)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = min(max(int(request.GET.get("days", TOTALS_DAYS)), 1), 92)
+        except ValueError:
+            days = TOTALS_DAYS
+        rows = reports.daily_totals(days=days)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Totals per day, last {days} days (UTC)",
+            "opts": self.opts,
+            "days": days,
+            "rows": rows,
+            "totals": list(reports.grand_totals(rows).values()),
+        }
+        return TemplateResponse(request, "admin/tickets/ticket/totals.html", context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The ticket list as filtered and searched (the list's own querystring), as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("These filters do not apply to tickets.")
+        tickets = changelist.get_queryset(request)
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = StreamingHttpResponse(
+            reports.tickets_csv(tickets), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="tickets-{stamp}.csv"'
+        return response
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

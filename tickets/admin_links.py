@@ -21,3 +21,8 @@ def ticket_admin_url(kind: str, subject: str) -> str | None:
 def ticket_search_url() -> str:
     """The ticket list, which the dashboard's search box sends its `?q=` to."""
     return reverse("admin:tickets_ticket_changelist")
+
+
+def ticket_totals_url() -> str:
+    """Receipts, refunds and failures per day: the dashboard links it for the accountants."""
+    return reverse("admin:tickets_ticket_totals")
