@@ -58,8 +58,25 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         # The domain's lists the search box sends `?q=` to (the engine cannot name them).
         "searches": search_urls(),
         "links": dashboard_links(),
+        "refresh_seconds": refresh_seconds(request),
+        "default_refresh_seconds": REFRESH_SECONDS,
     }
     return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
+
+
+# The page refreshes itself this often (outbox/static/outbox/dashboard.js); `?refresh=N`
+# sets another period, `?refresh=0` stops it (a link that sticks in a bookmark).
+REFRESH_SECONDS = 10
+MIN_REFRESH_SECONDS = 2
+
+
+def refresh_seconds(request: HttpRequest) -> int:
+    """The refresh period `?refresh=` asks for (0: none); the default when it is absent or bad."""
+    raw = request.GET.get("refresh", "")
+    if not raw.isdigit():
+        return REFRESH_SECONDS
+    seconds = int(raw)
+    return 0 if seconds == 0 else max(seconds, MIN_REFRESH_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,3 +568,38 @@ def test_the_dashboard_search_box_sends_its_words_to_the_ticket_list(admin_clien
         in html
     )
     assert 'name="q"' in html
+
+
+def test_the_dashboard_refreshes_itself_with_a_local_script_and_an_off_switch(admin_client):
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    assert '<div id="dashboard-live" data-refresh="10">' in html
+    assert '<script src="/static/outbox/dashboard.js" defer></script>' in html
+    assert 'id="dashboard-refresh"' in html, "the switch"
+    assert '<a href="?refresh=0">stop</a>' in html
+    assert "://" not in "".join(re.findall(r"<script[^>]*>", html)), "no script from elsewhere"
+
+
+def test_refresh_0_turns_the_refresh_off(admin_client):
+    html = admin_client.get(DASHBOARD, {"refresh": "0"}).content.decode()
+
+    assert "dashboard.js" not in html
+    assert "data-refresh" not in html
+    assert '<div id="dashboard-live">' in html, "the content is there, only still"
+
+
+@pytest.mark.parametrize(("asked", "period"), [("30", 30), ("1", 2), ("soon", 10)])
+def test_refresh_sets_the_period_within_bounds(admin_client, asked, period):
+    html = admin_client.get(DASHBOARD, {"refresh": asked}).content.decode()
+
+    assert f'data-refresh="{period}"' in html
+
+
+def test_the_refresh_script_is_served_from_our_static_files():
+    from django.contrib.staticfiles import finders
+
+    path = finders.find("outbox/dashboard.js")
+    assert path is not None
+    script = Path(path).read_text(encoding="utf-8")
+    assert "dashboard-live" in script
+    assert "localStorage" in script, "the off switch sticks"
