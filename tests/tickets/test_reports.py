@@ -99,6 +99,7 @@ def test_the_export_is_the_list_as_filtered(admin_client, post_tickets):
     response = admin_client.get(EXPORT, {"status": "confirmed", "q": "t-"})
 
     assert response.status_code == 200
+    assert response.streaming, "rows are written as they are read, not held in memory"
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert "attachment" in response["Content-Disposition"]
     header, *rows = rows_of(response)
