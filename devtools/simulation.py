@@ -10,6 +10,7 @@ Effects are judged only for the tickets of this run, so the gateway may hold any
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ import requests
 from devtools.sessions import thread_session
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from tickets.kinds import PRINT_SHEET, REFUND_SHEET
+from tickets.webhook_auth import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 RECEIPTS = "receipts"
 EFFECTS = (RECEIPTS, PRINT_SHEET, REFUND_SHEET)
@@ -272,8 +274,11 @@ class WebhookPoster:
         timeout: float = 30.0,
         max_tries: int = 5,
         backoff_seconds: float = 0.2,
+        key: bytes | None = None,
     ) -> None:
         self.url = f"{service_url.rstrip('/')}/tickets-status"
+        # The decoded WEBHOOK_SECRET: with it every post is signed as docs/SECURITY.md asks.
+        self.key = key
         self.concurrency = concurrency
         self.timeout = timeout
         self.max_tries = max_tries
@@ -324,15 +329,13 @@ class WebhookPoster:
 
     def _post(self, webhook: Webhook) -> tuple[int | None, Any, int]:
         """(status, parsed answer or error text, tries). Never raises."""
-        headers = {
-            "Idempotency-Key": webhook.idempotency_key,
-            CORRELATION_HEADER: webhook.correlation_id,
-        }
         problem = ""
         for attempt in range(1, self.max_tries + 1):
+            # Signed per attempt: a retry is the same message (same id), sent at a new time.
+            body, headers = webhook_request(webhook, self.key, now=time.time())
             try:
                 response = thread_session().post(
-                    self.url, json=webhook.body, headers=headers, timeout=self.timeout
+                    self.url, data=body, headers=headers, timeout=self.timeout
                 )
             except requests.RequestException as exc:
                 problem = f"{exc.__class__.__name__}: {exc}"
@@ -345,6 +348,30 @@ class WebhookPoster:
             if attempt < self.max_tries:
                 time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
         return None, f"no 200 after {self.max_tries} tries; last: {problem}", self.max_tries
+
+
+def webhook_request(
+    webhook: Webhook, key: bytes | None, *, now: float
+) -> tuple[bytes, dict[str, str]]:
+    """The raw body and headers of one post; signed (Standard Webhooks) when `key` is given.
+
+    The body is serialized here, once, because the signature covers its exact bytes. The
+    message id is the Idempotency-Key's: a repeat is the same message sent again, which the
+    service answers from its first answer either way.
+    """
+    body = json.dumps(webhook.body).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": webhook.idempotency_key,
+        CORRELATION_HEADER: webhook.correlation_id,
+    }
+    if key is not None:
+        webhook_id = webhook.idempotency_key
+        timestamp = int(now)
+        headers[ID_HEADER] = webhook_id
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        headers[SIGNATURE_HEADER] = sign(key, webhook_id=webhook_id, timestamp=timestamp, body=body)
+    return body, headers
 
 
 def _json_or_text(response: requests.Response) -> Any:

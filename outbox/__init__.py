@@ -8,7 +8,10 @@ What a domain app needs is here: `import outbox`, then
 - `outbox.before_external_call()` before each external call a handler makes;
 - `outbox.register_preflight(check)` for a check qcluster runs once at start-up;
 - `outbox.register_subject_url(func)`: `func(kind, subject) -> url | None`, so a task's page
-  links what it is about (its handler's `label` value) to the domain's own page.
+  links what it is about (its handler's `label` value) to the domain's own page;
+- `outbox.register_search_url(label, func)`: the dashboard gets a search box that sends its
+  words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
+  `outbox.register_dashboard_link(label, func)` a link to one of its pages.
 
 Beyond this surface a domain app may use `outbox.models`, `outbox.api` (the staff API's base
 view), `outbox.admin_mixins`, `outbox.circuit`, `outbox.correlation` and `outbox.plaintext`
@@ -23,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from outbox.errors import Cancel, Defer, LeaseLost, PermanentError, TaskError, TransientError
 from outbox.preflight import register as register_preflight
-from outbox.registry import TaskContext, handler, register_subject_url
+from outbox.registry import (
+    TaskContext,
+    handler,
+    register_dashboard_link,
+    register_search_url,
+    register_subject_url,
+)
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
@@ -73,7 +82,9 @@ __all__ = [
     "insert_ignoring_conflicts",
     "outbox_settings",
     "redact",
+    "register_dashboard_link",
     "register_preflight",
+    "register_search_url",
     "register_subject_url",
     "tasks_cancel",
     "tasks_with_dedupe_keys",

@@ -19,6 +19,7 @@ from django.utils import timezone
 from outbox import selectors
 from outbox.health import PASS_STALE
 from outbox.models import TaskState
+from outbox.registry import dashboard_links, search_urls
 
 
 def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
@@ -27,7 +28,8 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         raise PermissionDenied
     now = timezone.now()
     counts = selectors.task_counts_by_kind()
-    hours = selectors.hourly_activity(hours=24)
+    by_kind = selectors.hourly_activity_by_kind(hours=24, now=now)
+    hours = selectors.total_buckets(by_kind, hours=24, now=now)
     waiting, all_waiting = selectors.waiting_tasks(now=now)
     circuits = selectors.circuit_health(now=now)
     relay = selectors.relay_health(stale_after=PASS_STALE, now=now)
@@ -46,6 +48,14 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "per_minute": selectors.succeeded_per_minute(minutes=5),
         "paused": selectors.paused_kinds(),
         "chart": HourChart.from_buckets(hours),
+        # Small multiples: one short row per kind, each scaled to its own busiest hour.
+        "kind_charts": [
+            (
+                kind,
+                HourChart.from_buckets(buckets, plot_height=HourChart.KIND_PLOT_HEIGHT, kind=kind),
+            )
+            for kind, buckets in by_kind.items()
+        ],
         "hours": hours,
         "waiting": [(w, selectors.describe_age(w.oldest_age(now))) for w in waiting],
         "all_waiting": all_waiting,
@@ -54,8 +64,28 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "open_circuits": [c for c in circuits if not c.is_closed],
         "relay": relay,
         "passes": [(p, selectors.describe_age(now - p.heartbeat_at)) for p in relay.passes],
+        # The domain's lists the search box sends `?q=` to (the engine cannot name them).
+        "searches": search_urls(),
+        "links": dashboard_links(),
+        "refresh_seconds": refresh_seconds(request),
+        "default_refresh_seconds": REFRESH_SECONDS,
     }
     return TemplateResponse(request, "admin/outbox/task/dashboard.html", context)
+
+
+# The page refreshes itself this often (outbox/static/outbox/dashboard.js); `?refresh=N`
+# sets another period, `?refresh=0` stops it (a link that sticks in a bookmark).
+REFRESH_SECONDS = 10
+MIN_REFRESH_SECONDS = 2
+
+
+def refresh_seconds(request: HttpRequest) -> int:
+    """The refresh period `?refresh=` asks for (0: none); the default when it is absent or bad."""
+    raw = request.GET.get("refresh", "")
+    if not raw.isdigit():
+        return REFRESH_SECONDS
+    seconds = int(raw)
+    return 0 if seconds == 0 else max(seconds, MIN_REFRESH_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +112,17 @@ class HourChart:
 
     SLOT = 30
     PLOT_HEIGHT = 150
+    KIND_PLOT_HEIGHT = 40
     TOP = 10
 
     @classmethod
-    def from_buckets(cls, buckets: Sequence[selectors.HourBucket]) -> HourChart:
+    def from_buckets(
+        cls,
+        buckets: Sequence[selectors.HourBucket],
+        *,
+        plot_height: int = PLOT_HEIGHT,
+        kind: str = "",
+    ) -> HourChart:
         peak = max([1, *(b.succeeded for b in buckets), *(b.failed for b in buckets)])
         bars: list[Bar] = []
         ticks: list[tuple[float, str]] = []
@@ -97,24 +134,24 @@ class HourChart:
                 (0.0, bucket.succeeded, "succeeded", "succeeded"),
                 (bar_width, bucket.failed, "failed", "failed attempts"),
             ):
-                height = cls.PLOT_HEIGHT * value / peak
+                height = plot_height * value / peak
                 bars.append(
                     Bar(
                         x=left + offset,
-                        y=cls.TOP + cls.PLOT_HEIGHT - height,
+                        y=cls.TOP + plot_height - height,
                         width=bar_width,
                         height=height,
                         value=value,
                         css_class=css_class,
-                        label=f"{hour} UTC: {value} {what}",
+                        label=f"{kind + ', ' if kind else ''}{hour} UTC: {value} {what}",
                     )
                 )
             if index % 3 == 0:
                 ticks.append((left + bar_width, hour))
         return cls(
             width=len(buckets) * cls.SLOT,
-            height=cls.TOP + cls.PLOT_HEIGHT + 20,
-            plot_height=cls.TOP + cls.PLOT_HEIGHT,
+            height=cls.TOP + plot_height + 20,
+            plot_height=cls.TOP + plot_height,
             bars=bars,
             ticks=ticks,
             peak=peak,

@@ -185,36 +185,77 @@ def hourly_activity(*, hours: int = 24, now: datetime | None = None) -> list[Hou
     A task counts in the hour it finished; a failure is an attempt that ended in a retry or a
     dead task, in the hour it started.
     """
-    now = (now or timezone.now()).astimezone(UTC)
-    # Hours in UTC, so a zone with a half-hour offset cannot shift the buckets.
-    this_hour = now.replace(minute=0, second=0, microsecond=0)
-    start = this_hour - timedelta(hours=hours - 1)
+    now = now or timezone.now()
+    return total_buckets(hourly_activity_by_kind(hours=hours, now=now), hours=hours, now=now)
+
+
+def hourly_activity_by_kind(
+    *, hours: int = 24, now: datetime | None = None
+) -> dict[str, list[HourBucket]]:
+    """`hourly_activity` for each kind that had any, by kind name; two queries in all."""
+    start = _first_hour(hours, now)
     succeeded = _per_hour(
         Task.objects.filter(state=TaskState.SUCCEEDED, finished_at__gte=start),
         "finished_at",
+        "kind",
     )
     failed = _per_hour(
         Attempt.objects.filter(outcome__in=FAILED_OUTCOMES, started_at__gte=start),
         "started_at",
+        "task__kind",
     )
-    buckets = []
-    for index in range(hours):
-        hour = start + timedelta(hours=index)
-        buckets.append(
-            HourBucket(start=hour, succeeded=succeeded.get(hour, 0), failed=failed.get(hour, 0))
+    kinds = sorted({kind for kind, _ in succeeded} | {kind for kind, _ in failed})
+    return {
+        kind: [
+            HourBucket(
+                start=hour,
+                succeeded=succeeded.get((kind, hour), 0),
+                failed=failed.get((kind, hour), 0),
+            )
+            for hour in _hours(start, hours)
+        ]
+        for kind in kinds
+    }
+
+
+def total_buckets(
+    by_kind: dict[str, list[HourBucket]], *, hours: int = 24, now: datetime | None = None
+) -> list[HourBucket]:
+    """Every kind's buckets added up, hour by hour (all hours, even without any kind)."""
+    start = _first_hour(hours, now)
+    totals = []
+    for index, hour in enumerate(_hours(start, hours)):
+        rows = [buckets[index] for buckets in by_kind.values()]
+        totals.append(
+            HourBucket(
+                start=hour,
+                succeeded=sum(b.succeeded for b in rows),
+                failed=sum(b.failed for b in rows),
+            )
         )
-    return buckets
+    return totals
 
 
-def _per_hour(rows: QuerySet[Any], field: str) -> dict[datetime, int]:
+def _first_hour(hours: int, now: datetime | None) -> datetime:
+    now = (now or timezone.now()).astimezone(UTC)
+    # Hours in UTC, so a zone with a half-hour offset cannot shift the buckets.
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    return this_hour - timedelta(hours=hours - 1)
+
+
+def _hours(start: datetime, hours: int) -> list[datetime]:
+    return [start + timedelta(hours=index) for index in range(hours)]
+
+
+def _per_hour(rows: QuerySet[Any], field: str, kind: str) -> dict[tuple[str, datetime], int]:
     grouped = (
         rows.order_by()
         .annotate(hour=TruncHour(field, tzinfo=UTC))
-        .values_list("hour")
+        .values_list(kind, "hour")
         .annotate(n=Count("id"))
-        .values_list("hour", "n")
+        .values_list(kind, "hour", "n")
     )
-    return {hour: n for hour, n in grouped}
+    return {(k, hour): n for k, hour, n in grouped}
 
 
 def paused_kinds() -> list[PausedKind]:
@@ -432,8 +473,8 @@ def waiting_tasks(*, now: datetime | None = None) -> tuple[list[Waiting], Waitin
     """Pending tasks per kind (kinds with none left out) and over every kind.
 
     A retrying task is one that waits for a later `available_at` after an error (attempts
-    spent, or an error kept by a deferral that spent none). Two queries, plus one per kind
-    with retrying tasks for its newest error.
+    spent, or an error kept by a deferral that spent none). Two queries whatever the number of
+    kinds: each kind's newest error is a subquery of the first.
     """
     now = now or timezone.now()
     later = Q(available_at__gt=now)
@@ -448,13 +489,14 @@ def waiting_tasks(*, now: datetime | None = None) -> tuple[list[Waiting], Waitin
             scheduled=Count("id", filter=later & ~erred),
             oldest=Min("created_at"),
         )
+        .annotate(newest_error=Subquery(_newest_errors.filter(kind=OuterRef("kind"))[:1]))
         .order_by("kind")
     )
     per_kind = []
     for row in rows:
         error = ""
         if row["retrying"] or row["due"]:
-            error = _newest_error(Task.objects.pending().filter(kind=row["kind"]))
+            error = error_summary(row["newest_error"] or "")
         per_kind.append(
             Waiting(
                 kind=row["kind"],
@@ -476,6 +518,15 @@ def waiting_tasks(*, now: datetime | None = None) -> tuple[list[Waiting], Waitin
         newest_error=newest,
     )
     return per_kind, total
+
+
+# The pending tasks' errors, newest first: `waiting_tasks` takes each kind's first.
+_newest_errors = (
+    Task.objects.pending()
+    .exclude(last_error="")
+    .order_by("-updated_at", "-id")
+    .values("last_error")
+)
 
 
 def _newest_error(tasks: QuerySet[Task]) -> str:

@@ -12,20 +12,30 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
 from outbox.models import FINISHED_STATES, Task, TaskState
-from tickets import kinds
+from tickets import kinds, reports
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
-from tickets.selectors import ticket_tasks
+from tickets.selectors import ticket_tasks, tickets_by_correlation_id
 
 # What an accountant calls each effect (by `Effect.name`, the dedupe key's prefix).
 EFFECT_TITLES = {
@@ -161,6 +171,26 @@ def effect_label(task: Task, ticket_id: str) -> str:
     return key.removesuffix(f":{ticket_id}")
 
 
+def exact_match(term: str) -> int | None:
+    """The pk of the one ticket `term` names exactly (its id, receipt number, customer email,
+    booking id or a Correlation-ID that touched only it), or None when none or several do.
+    """
+    exact = (
+        Q(ticket_id=term)
+        | Q(receipt_number=term)
+        | Q(booking_id=term)
+        | Q(customer_email__iexact=term)
+    )
+    correlated = tickets_by_correlation_id(term)
+    if correlated:
+        exact |= Q(ticket_id__in=correlated)
+    pks = list(Ticket.objects.filter(exact).values_list("pk", flat=True)[:2])
+    return pks[0] if len(pks) == 1 else None
+
+
+TOTALS_DAYS = 14
+
+
 class TicketChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -195,8 +225,11 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "tasks_at_a_glance",
     )
     list_filter = ("status", ReceiptFilter, "price_currency")
-    search_fields = ("ticket_id", "customer_email")
-    search_help_text = "Ticket id or customer email (or part of either)."
+    search_fields = ("ticket_id", "customer_email", "receipt_number", "booking_id")
+    search_help_text = (
+        "Ticket id, customer email, receipt number or booking id (or part of one), or a "
+        "Correlation-ID (whole). One exact match opens the ticket."
+    )
     ordering = ("-id",)
     list_per_page = 100
     show_full_result_count = False
@@ -232,7 +265,79 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         css = {"all": ("outbox/admin.css",)}
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        match = request.resolver_match
+        if match is not None and match.url_name == "tickets_ticket_export":
+            return ChangeList  # the export reads the filtered queryset, not a page of rows
         return TicketChangeList
+
+    def get_urls(self) -> list[URLPattern]:
+        totals = path(
+            "totals/", self.admin_site.admin_view(self.totals_view), name="tickets_ticket_totals"
+        )
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="tickets_ticket_export",
+        )
+        return [totals, export, *super().get_urls()]
+
+    def totals_view(self, request: HttpRequest) -> HttpResponse:
+        """Receipts, refunds and failures per UTC day and currency (`?days=`, 1 to 92)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = min(max(int(request.GET.get("days", TOTALS_DAYS)), 1), 92)
+        except ValueError:
+            days = TOTALS_DAYS
+        rows = reports.daily_totals(days=days)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Totals per day, last {days} days (UTC)",
+            "opts": self.opts,
+            "days": days,
+            "rows": rows,
+            "totals": list(reports.grand_totals(rows).values()),
+        }
+        return TemplateResponse(request, "admin/tickets/ticket/totals.html", context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The ticket list as filtered and searched (the list's own querystring), as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("These filters do not apply to tickets.")
+        tickets = changelist.get_queryset(request)
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = StreamingHttpResponse(
+            reports.tickets_csv(tickets), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="tickets-{stamp}.csv"'
+        return response
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """The fields' matches, and the tickets whose webhook or tasks carried the term as
+        their Correlation-ID (tasks have no foreign key to tickets: see tickets_by_correlation_id).
+        """
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        correlated = tickets_by_correlation_id(search_term.strip())
+        if correlated:
+            found = found | queryset.filter(ticket_id__in=correlated)
+        return found, may_have_duplicates
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Only a bare search (the dashboard's box, or a pasted id) jumps; filters stay a list.
+        term = request.GET.get(SEARCH_VAR, "").strip()
+        if term and set(request.GET) == {SEARCH_VAR} and self.has_view_permission(request):
+            pk = exact_match(term)
+            if pk is not None:
+                return redirect(reverse("admin:tickets_ticket_change", args=[pk]))
+        return super().changelist_view(request, extra_context)
 
     def get_fieldsets(self, request: HttpRequest, obj: Ticket | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)

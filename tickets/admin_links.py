@@ -16,3 +16,13 @@ def ticket_admin_url(kind: str, subject: str) -> str | None:
         return None
     pk = Ticket.objects.filter(ticket_id=subject).values_list("pk", flat=True).first()
     return None if pk is None else reverse("admin:tickets_ticket_change", args=[pk])
+
+
+def ticket_search_url() -> str:
+    """The ticket list, which the dashboard's search box sends its `?q=` to."""
+    return reverse("admin:tickets_ticket_changelist")
+
+
+def ticket_totals_url() -> str:
+    """Receipts, refunds and failures per day: the dashboard links it for the accountants."""
+    return reverse("admin:tickets_ticket_totals")

@@ -120,6 +120,16 @@ def dedupe_keys(ticket_id: str) -> list[str]:
     return [effect.dedupe_key(ticket_id) for effect in EFFECTS]
 
 
+def ticket_id_of(dedupe_key: str) -> str | None:
+    """The ticket a task's dedupe key belongs to, or None when no effect made it."""
+    for effect in EFFECTS:
+        prefix = f"{effect.name}:"
+        # `sheet:tickets-to-print:T` also starts with no other effect's prefix: names differ.
+        if dedupe_key.startswith(prefix) and len(dedupe_key) > len(prefix):
+            return dedupe_key[len(prefix) :]
+    return None
+
+
 def specs_on(entered: Sequence[str], ticket: TicketIn, correlation_id: str) -> list[TaskSpec]:
     """The tasks of the effects these transitions cause, in the order of `EFFECTS`."""
     return [effect.spec(ticket, correlation_id) for effect in EFFECTS if effect.on in entered]

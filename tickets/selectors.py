@@ -8,9 +8,10 @@ from typing import Any
 
 from django.db.models import Prefetch
 
+from outbox.correlation import clean_correlation_id
 from outbox.models import Attempt, Task
 from tickets import kinds
-from tickets.models import Ticket, TicketStatus
+from tickets.models import Ticket, TicketStatus, WebhookDelivery
 
 # GET /tickets answers at most this many tickets at once (docs/SECURITY.md).
 MAX_PAGE_SIZE = 1000
@@ -81,4 +82,28 @@ def ticket_tasks(
     for task in tasks:
         assert task.dedupe_key is not None
         found[owner[task.dedupe_key]].append(task)
+    return found
+
+
+def tickets_by_correlation_id(correlation_id: str) -> set[str]:
+    """The ids of the tickets a Correlation-ID touched: the webhooks that carried it, and the
+    tasks it was copied onto (a refund requested by hand has no webhook). Two queries; none
+    when the text cannot be a Correlation-ID.
+    """
+    if clean_correlation_id(correlation_id) != correlation_id:
+        return set()
+    found: set[str] = set()
+    keys = Task.objects.filter(correlation_id=correlation_id).values_list("dedupe_key", flat=True)
+    for key in keys:
+        ticket_id = kinds.ticket_id_of(key) if key else None
+        if ticket_id is not None:
+            found.add(ticket_id)
+    answers = WebhookDelivery.objects.filter(correlation_id=correlation_id).values_list(
+        "response", flat=True
+    )
+    for answer in answers:
+        entries = answer.get("tickets", []) if isinstance(answer, dict) else []
+        found.update(
+            str(e["ticket_id"]) for e in entries if isinstance(e, dict) and "ticket_id" in e
+        )
     return found

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import Client, override_settings
 
 from devtools.fake_gateway import FakeGateway, start_in_thread
 from devtools.simulation import (
@@ -24,8 +27,14 @@ from devtools.simulation import (
     check_effects,
     plan_simulation,
     wait_for_effects,
+    webhook_request,
 )
 from tickets.kinds import PRINT_SHEET, REFUND_SHEET
+from tickets.models import Ticket
+from tickets.webhook_auth import WebhookAuthError, verify
+
+KEY = bytes(range(32))
+SECRET = "whsec_" + base64.b64encode(KEY).decode()
 
 
 def plan(**overrides: Any):
@@ -426,6 +435,8 @@ class Seller:
         self.gateway = gateway
         self.mode = mode
         self.answers: dict[str, bytes] = {}
+        # With a key, it refuses what is not signed with it, as a service with WEBHOOK_SECRET.
+        self.key: bytes | None = None
         self.statuses: dict[str, str] = {}
         self.lock = threading.Lock()
 
@@ -471,7 +482,14 @@ def serve_seller(seller: Seller) -> Iterator[str]:
             self.answer(200, b"ok") if self.path == "/health" else self.answer(404, b"{}")
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            if seller.key is not None:
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                try:
+                    verify(seller.key, headers=headers, body=raw, now=time.time())
+                except WebhookAuthError as exc:
+                    return self.answer(401, str(exc).encode())
+            body = json.loads(raw)
             status, answer = seller.take(
                 self.headers["Idempotency-Key"], self.headers["Correlation-ID"], body
             )
@@ -497,7 +515,9 @@ def serve_seller(seller: Seller) -> Iterator[str]:
 @pytest.fixture
 def seller_url(request, fake_gateway) -> Iterator[str]:
     mode = getattr(request, "param", "correct")
-    yield from serve_seller(Seller(fake_gateway[0], mode))
+    seller = Seller(fake_gateway[0], mode.removesuffix("+signed"))
+    seller.key = KEY if mode.endswith("+signed") else None
+    yield from serve_seller(seller)
 
 
 class Terminal(io.StringIO):
@@ -609,5 +629,66 @@ def test_bad_arguments_exit_with_2(args, message):
 def test_a_service_that_does_not_answer_exits_with_2(fake_gateway):
     with pytest.raises(CommandError, match="does not answer") as error:
         simulate("http://127.0.0.1:9", fake_gateway[1])
+
+    assert error.value.returncode == 2
+
+
+# Signing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_service_with_a_secret_accepts_the_simulators_signed_webhook(client: Client):
+    webhook = plan(orders=1, tickets_per_order=2, cancel_rate=0, repeat_rate=0).webhooks[0]
+    body, headers = webhook_request(webhook, KEY, now=time.time())
+
+    with override_settings(WEBHOOK_SECRET=SECRET):
+        response = client.post(
+            "/tickets-status", body, content_type="application/json", headers=headers
+        )
+
+    assert response.status_code == 200, response.content
+    assert Ticket.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_service_with_a_secret_refuses_the_simulators_unsigned_webhook(client: Client):
+    webhook = plan(orders=1, tickets_per_order=2, cancel_rate=0, repeat_rate=0).webhooks[0]
+    body, headers = webhook_request(webhook, None, now=time.time())
+
+    with override_settings(WEBHOOK_SECRET=SECRET):
+        response = client.post(
+            "/tickets-status", body, content_type="application/json", headers=headers
+        )
+
+    assert response.status_code == 401
+    assert Ticket.objects.count() == 0
+
+
+@pytest.mark.parametrize("seller_url", ["correct+signed"], indirect=True)
+def test_the_command_signs_with_secret_and_a_signing_service_accepts_it(seller_url, fake_gateway):
+    out, _ = simulate(seller_url, fake_gateway[1], "--secret", SECRET)
+
+    assert "OK: every expected effect is at the gateway, exactly once." in out
+
+
+@pytest.mark.parametrize("seller_url", ["correct+signed"], indirect=True)
+def test_the_command_signs_with_webhook_secret_by_default(seller_url, fake_gateway):
+    with override_settings(WEBHOOK_SECRET=SECRET):
+        out, _ = simulate(seller_url, fake_gateway[1])
+
+    assert "OK: every expected effect is at the gateway, exactly once." in out
+
+
+@pytest.mark.parametrize("seller_url", ["correct+signed"], indirect=True)
+def test_unsigned_webhooks_are_refused_by_a_signing_service(seller_url, fake_gateway):
+    with override_settings(WEBHOOK_SECRET=""), pytest.raises(CommandError, match="not accepted"):
+        simulate(seller_url, fake_gateway[1])
+
+
+def test_a_malformed_secret_exits_with_2():
+    nowhere = "http://127.0.0.1:9"
+
+    with pytest.raises(CommandError, match="--secret") as error:
+        simulate(nowhere, nowhere, "--secret", "not-a-secret")
 
     assert error.value.returncode == 2

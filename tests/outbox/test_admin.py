@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Group, Permission, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from outbox import selectors
@@ -499,8 +501,9 @@ def test_the_dashboard_shows_counts_lag_and_an_inline_chart(admin_client, record
     assert context["per_minute"] == pytest.approx(2 / 5)
     html = response.content.decode()
     assert "<svg" in html
-    assert html.count('<rect class="succeeded"') == 24
-    assert html.count('<rect class="failed"') == 24
+    # The whole chart, and a row for the one kind that finished tasks (other.kind).
+    assert html.count('<rect class="succeeded"') == 24 * 2
+    assert html.count('<rect class="failed"') == 24 * 2
     assert "other.kind (since" in html
     # No asset from elsewhere: the chart is drawn server-side.
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -557,3 +560,99 @@ def test_oldest_due_age_ignores_tasks_scheduled_for_later():
     assert age is not None
     # The database clock keeps milliseconds on SQLite: allow that much either way.
     assert timedelta(minutes=3, seconds=-1) <= age < timedelta(minutes=4)
+
+
+def test_the_dashboard_search_box_sends_its_words_to_the_ticket_list(admin_client):
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    assert (
+        '<form class="search" id="search-tickets" method="get" action="/admin/tickets/ticket/">'
+        in html
+    )
+    assert 'name="q"' in html
+
+
+def test_the_dashboard_refreshes_itself_with_a_local_script_and_an_off_switch(admin_client):
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    assert '<div id="dashboard-live" data-refresh="10">' in html
+    assert '<script src="/static/outbox/dashboard.js" defer></script>' in html
+    assert 'id="dashboard-refresh"' in html, "the switch"
+    assert '<a href="?refresh=0">stop</a>' in html
+    assert "://" not in "".join(re.findall(r"<script[^>]*>", html)), "no script from elsewhere"
+
+
+def test_refresh_0_turns_the_refresh_off(admin_client):
+    html = admin_client.get(DASHBOARD, {"refresh": "0"}).content.decode()
+
+    assert "dashboard.js" not in html
+    assert "data-refresh" not in html
+    assert '<div id="dashboard-live">' in html, "the content is there, only still"
+
+
+@pytest.mark.parametrize(("asked", "period"), [("30", 30), ("1", 2), ("soon", 10)])
+def test_refresh_sets_the_period_within_bounds(admin_client, asked, period):
+    html = admin_client.get(DASHBOARD, {"refresh": asked}).content.decode()
+
+    assert f'data-refresh="{period}"' in html
+
+
+def test_the_refresh_script_is_served_from_our_static_files():
+    from django.contrib.staticfiles import finders
+
+    path = finders.find("outbox/dashboard.js")
+    assert path is not None
+    script = Path(path).read_text(encoding="utf-8")
+    assert "dashboard-live" in script
+    assert "localStorage" in script, "the off switch sticks"
+
+
+def _fail_once(task: Task, when: Any) -> None:
+    Attempt.objects.create(
+        task=task, number=1, started_at=when, duration_ms=1.0, outcome=AttemptOutcome.RETRY
+    )
+
+
+def test_hourly_activity_is_broken_down_by_kind_and_adds_up_to_the_totals():
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    make_task(TaskState.SUCCEEDED, kind="a.one", finished_at=now)
+    make_task(TaskState.SUCCEEDED, kind="a.one", finished_at=now - timedelta(hours=1))
+    _fail_once(make_task(TaskState.PENDING, kind="b.two"), now)
+
+    by_kind = selectors.hourly_activity_by_kind(hours=24, now=now)
+
+    assert list(by_kind) == ["a.one", "b.two"]
+    assert [(h.succeeded, h.failed) for h in by_kind["a.one"][-2:]] == [(1, 0), (1, 0)]
+    assert [(h.succeeded, h.failed) for h in by_kind["b.two"][-2:]] == [(0, 0), (0, 1)]
+    totals = selectors.hourly_activity(hours=24, now=now)
+    assert [(h.succeeded, h.failed) for h in totals[-2:]] == [(1, 0), (1, 1)]
+
+
+def test_the_dashboard_draws_one_small_chart_per_kind(admin_client):
+    make_task(TaskState.SUCCEEDED, kind="a.one")
+    _fail_once(make_task(TaskState.PENDING, kind="b.two"), timezone.now())
+
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    rows = re.findall(r'<tr><th scope="row">([^<]+)<br>', html)
+    assert rows == ["a.one", "b.two"]
+    assert 'aria-label="b.two: succeeded tasks and failed attempts per hour"' in html
+    assert re.search(r"<title>b\.two, \d\d:00 UTC: 1 failed attempts</title>", html)
+
+
+def test_the_dashboard_reads_in_a_fixed_number_of_queries(admin_client, django_assert_num_queries):
+    def load() -> None:
+        assert admin_client.get(DASHBOARD).status_code == 200
+
+    load()  # warm the session and the user
+    for n in range(3):
+        make_task(TaskState.SUCCEEDED, kind=f"k.{n}")
+        _fail_once(make_task(TaskState.PENDING, kind=f"k.{n}"), timezone.now())
+    with CaptureQueriesContext(connection) as few:
+        load()
+    for n in range(3, 12):
+        make_task(TaskState.SUCCEEDED, kind=f"k.{n}")
+        _fail_once(make_task(TaskState.PENDING, kind=f"k.{n}"), timezone.now())
+
+    with django_assert_num_queries(len(few)):
+        load()

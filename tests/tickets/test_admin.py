@@ -84,9 +84,58 @@ def test_the_list_reads_every_ticket_s_tasks_in_one_query(admin_client, post_tic
 def test_search_finds_a_ticket_by_id_or_email(admin_client, post_tickets):
     post_tickets([ticket("t-1", email="ada@example.com"), ticket("t-2", email="bob@example.com")])
 
-    assert [t.ticket_id for t in listed(admin_client, {"q": "t-2"})] == ["t-2"]
+    assert [t.ticket_id for t in listed(admin_client, {"q": "t-2", "status": "confirmed"})] == [
+        "t-2"
+    ]
     assert [t.ticket_id for t in listed(admin_client, {"q": "ada@"})] == ["t-1"]
     assert listed(admin_client, {"q": "carol"}) == []
+
+
+def page_of(ticket_id: str) -> str:
+    return f"/admin/tickets/ticket/{Ticket.objects.get(ticket_id=ticket_id).pk}/change/"
+
+
+def test_search_finds_tickets_by_receipt_number_and_booking_id(admin_client, post_tickets):
+    post_tickets(
+        [ticket("t-1", booking_id="B-77"), ticket("t-2", booking_id="B-77"), ticket("t-3")]
+    )
+    Ticket.objects.filter(ticket_id="t-3").update(receipt_number="R-000123")
+
+    assert [t.ticket_id for t in listed(admin_client, {"q": "000123"})] == ["t-3"]
+    assert {t.ticket_id for t in listed(admin_client, {"q": "B-77"})} == {"t-1", "t-2"}
+
+
+def test_search_finds_the_tickets_a_correlation_id_touched(admin_client, post_tickets):
+    post_tickets([ticket("t-1"), ticket("t-2")], key="k-1", correlation_id="corr-order-1")
+    post_tickets([ticket("t-3")], key="k-2", correlation_id="corr-order-2")
+    # A refund requested by hand carries its own Correlation-ID only on its tasks.
+    Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key("t-3")).update(
+        correlation_id="corr-refund-9"
+    )
+
+    found = {t.ticket_id for t in listed(admin_client, {"q": "corr-order-1"})}
+    assert found == {"t-1", "t-2"}
+    response = admin_client.get(CHANGELIST, {"q": "corr-refund-9"})
+    assert response.status_code == 302
+    assert response["Location"] == page_of("t-3")
+
+
+@pytest.mark.parametrize("term", ["t-2", "R-9", "bob@example.com", "BOB@example.com"])
+def test_a_single_exact_match_opens_the_ticket(admin_client, post_tickets, term):
+    post_tickets([ticket("t-1"), ticket("t-2", email="bob@example.com"), ticket("t-22")])
+    Ticket.objects.filter(ticket_id="t-2").update(receipt_number="R-9")
+
+    response = admin_client.get(CHANGELIST, {"q": term})
+
+    assert response.status_code == 302
+    assert response["Location"] == page_of("t-2")
+
+
+def test_several_matches_or_a_filter_keep_the_list(admin_client, post_tickets):
+    post_tickets([ticket("t-1", booking_id="B-1"), ticket("t-2", booking_id="B-1")])
+
+    assert admin_client.get(CHANGELIST, {"q": "B-1"}).status_code == 200
+    assert admin_client.get(CHANGELIST, {"q": "t-1", "status": "confirmed"}).status_code == 200
 
 
 def test_the_list_filters_by_status_and_receipt(admin_client, post_tickets):

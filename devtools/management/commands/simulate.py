@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from devtools.simulation import (
@@ -26,6 +27,7 @@ from devtools.simulation import (
 )
 from outbox.progress import ProgressBar
 from tickets.kinds import REFUND_SHEET
+from tickets.webhook_auth import decode_secret
 
 EXIT_FAILED = 1
 EXIT_BAD_ARGUMENTS = 2
@@ -140,6 +142,13 @@ class Command(BaseCommand):
             "(default: random), so runs never collide.",
         )
         parser.add_argument(
+            "--secret",
+            default=None,
+            help="Sign every webhook with this 'whsec_<base64>' key (Standard Webhooks), as a "
+            "service with WEBHOOK_SECRET set requires (default: WEBHOOK_SECRET; unsigned when "
+            "empty).",
+        )
+        parser.add_argument(
             "--no-verify",
             action="store_true",
             help="Only post; do not check effects. Needed when --gateway is a real gateway, "
@@ -156,6 +165,12 @@ class Command(BaseCommand):
                 "--deadline must be above 0 and --settle at least 0.",
                 returncode=EXIT_BAD_ARGUMENTS,
             )
+        secret = settings.WEBHOOK_SECRET if options["secret"] is None else options["secret"]
+        try:
+            key = decode_secret(secret) if secret else None
+        except ImproperlyConfigured as exc:
+            message = str(exc).replace("WEBHOOK_SECRET", "--secret (or WEBHOOK_SECRET)", 1)
+            raise CommandError(message, returncode=EXIT_BAD_ARGUMENTS) from exc
         try:
             plan = plan_simulation(
                 orders=options["orders"],
@@ -189,7 +204,7 @@ class Command(BaseCommand):
 
         self.describe(plan, service_url, options["seed"])
         started = time.monotonic()
-        posted = self.post(plan, service_url, concurrency=options["concurrency"])
+        posted = self.post(plan, service_url, concurrency=options["concurrency"], key=key)
         if not posted.ok:
             raise CommandError(
                 "Some webhooks were not accepted; effects were not checked.",
@@ -253,8 +268,10 @@ class Command(BaseCommand):
             f"{service_url}/tickets-status."
         )
 
-    def post(self, plan: SimulationPlan, service_url: str, *, concurrency: int) -> PostReport:
-        poster = WebhookPoster(service_url, concurrency=concurrency)
+    def post(
+        self, plan: SimulationPlan, service_url: str, *, concurrency: int, key: bytes | None
+    ) -> PostReport:
+        poster = WebhookPoster(service_url, concurrency=concurrency, key=key)
         posting = ProgressBar(self.stdout, label="Posting", unit="webhooks")
         report = poster.post_all(plan.phases(), on_progress=posting.update)
         posting.end()
