@@ -66,7 +66,8 @@ def evaluate(
                 round(age, 3),
                 limit,
                 age <= limit,
-                f"the oldest due task has waited {age:.0f}s (more than {limit:g}s)",
+                f"the oldest due task has waited {age:.0f}s "
+                + _bound(age <= limit, f"at most {limit:g}s", f"more than {limit:g}s"),
             )
         )
     if thresholds.max_failed is not None:
@@ -76,7 +77,12 @@ def evaluate(
                 failed,
                 thresholds.max_failed,
                 failed <= thresholds.max_failed,
-                f"{failed} failed task(s) (more than {thresholds.max_failed})",
+                f"{failed} failed task(s) "
+                + _bound(
+                    failed <= thresholds.max_failed,
+                    f"at most {thresholds.max_failed}",
+                    f"more than {thresholds.max_failed}",
+                ),
             )
         )
     if thresholds.max_open_circuits is not None:
@@ -87,8 +93,13 @@ def evaluate(
                 n,
                 thresholds.max_open_circuits,
                 n <= thresholds.max_open_circuits,
-                f"{n} open circuit(s): {', '.join(open_circuits)} "
-                f"(more than {thresholds.max_open_circuits})",
+                f"{n} open circuit(s)"
+                + (f": {', '.join(open_circuits)} " if open_circuits else " ")
+                + _bound(
+                    n <= thresholds.max_open_circuits,
+                    f"at most {thresholds.max_open_circuits}",
+                    f"more than {thresholds.max_open_circuits}",
+                ),
             )
         )
     if thresholds.min_live_passes is not None:
@@ -98,10 +109,20 @@ def evaluate(
                 live_passes,
                 thresholds.min_live_passes,
                 live_passes >= thresholds.min_live_passes,
-                f"{live_passes} live relay pass(es) (fewer than {thresholds.min_live_passes})",
+                f"{live_passes} live relay pass(es) "
+                + _bound(
+                    live_passes >= thresholds.min_live_passes,
+                    f"at least {thresholds.min_live_passes}",
+                    f"fewer than {thresholds.min_live_passes}",
+                ),
             )
         )
     return checks
+
+
+def _bound(ok: bool, allowed: str, crossed: str) -> str:
+    """The threshold in words: what is allowed when it holds, what crossed it when not."""
+    return f"(limit: {allowed})" if ok else f"({crossed})"
 
 
 def current_checks(thresholds: Thresholds) -> list[Check]:

@@ -344,3 +344,25 @@ def test_deleted_schedules_are_warned_about_and_recreated():
     assert ensure_schedules() == []
     recreated = Schedule.objects.get(name=SCHEDULES[0]["name"])
     assert (recreated.func, recreated.minutes) == ("outbox.passes.keep_passes_alive", 1)
+
+
+def test_a_passing_check_states_its_limit_and_never_reads_as_crossed():
+    from outbox.health import Thresholds, evaluate
+
+    checks = evaluate(
+        Thresholds(
+            max_oldest_due_seconds=300, max_failed=0, max_open_circuits=0, min_live_passes=1
+        ),
+        oldest_due=timedelta(seconds=3),
+        failed=0,
+        open_circuits=[],
+        live_passes=2,
+    )
+
+    assert all(check.ok for check in checks)
+    assert [check.message for check in checks] == [
+        "the oldest due task has waited 3s (limit: at most 300s)",
+        "0 failed task(s) (limit: at most 0)",
+        "0 open circuit(s) (limit: at most 0)",
+        "2 live relay pass(es) (limit: at least 1)",
+    ]
