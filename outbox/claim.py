@@ -73,6 +73,21 @@ class Outcome:
     deferred: bool = False
 
 
+# A lease's end by the database's clock, from one parameter (`_lease_param`), per database.
+_LEASE_EXPIRY_SQL = {
+    True: "STATEMENT_TIMESTAMP() + %s * interval '1 second'",
+    False: "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)",
+}
+
+
+def _lease_param(seconds: float, postgres: bool) -> Any:
+    return seconds if postgres else f"+{seconds:.3f} seconds"
+
+
+def _token_param(token: uuid.UUID, postgres: bool) -> Any:
+    return token if postgres else token.hex
+
+
 def _table() -> str:
     return connection.ops.quote_name(Task._meta.db_table)
 
@@ -105,21 +120,20 @@ def claim_due_tasks(
     # On PostgreSQL the outer LIMIT stops the Append early, so no more rows than needed are
     # locked; SQLite holds the database write lock for the whole statement instead.
     candidates = " UNION ALL ".join(parts)
-    if postgres:
-        expires = f"{now} + %s * interval '1 second'"
-        token_param: Any = token
-    else:
-        expires = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)"
-        token_param = token.hex
     sql = (
         f"UPDATE {table} SET state = 'running', attempts = attempts + 1, lease_token = %s, "
-        f"lease_expires_at = {expires}, leased_by = %s, updated_at = {now} "
+        f"lease_expires_at = {_LEASE_EXPIRY_SQL[postgres]}, leased_by = %s, updated_at = {now} "
         f"WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s) "
         "RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, "
         "correlation_id, created_at"
     )
-    lease_param: Any = lease_seconds if postgres else f"+{lease_seconds:.3f} seconds"
-    all_params = [token_param, lease_param, worker[:200], *params, limit]
+    all_params = [
+        _token_param(token, postgres),
+        _lease_param(lease_seconds, postgres),
+        worker[:200],
+        *params,
+        limit,
+    ]
     # The lease is reckoned from before the statement is sent: never later than the database's
     # own start, so the local estimate cannot outlive the row.
     sent_at = time.monotonic()
@@ -160,12 +174,7 @@ def renew_leases(tasks: Sequence[ClaimedTask]) -> set[int]:
     if not tasks:
         return set()
     postgres = connection.vendor == "postgresql"
-    now = db_now_sql()
     table = _table()
-    if postgres:
-        expires = f"{now} + %s * interval '1 second'"
-    else:
-        expires = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)"
     by_lease: dict[tuple[uuid.UUID, float], list[ClaimedTask]] = {}
     for task in tasks:
         by_lease.setdefault((task.lease_token, task.lease.seconds), []).append(task)
@@ -176,13 +185,9 @@ def renew_leases(tasks: Sequence[ClaimedTask]) -> set[int]:
             ids = [task.id for task in group]
             marks = ", ".join(["%s"] * len(ids))
             cursor.execute(
-                f"UPDATE {table} SET lease_expires_at = {expires} "
+                f"UPDATE {table} SET lease_expires_at = {_LEASE_EXPIRY_SQL[postgres]} "
                 f"WHERE id IN ({marks}) AND lease_token = %s AND state = 'running' RETURNING id",
-                [
-                    seconds if postgres else f"+{seconds:.3f} seconds",
-                    *ids,
-                    token if postgres else token.hex,
-                ],
+                [_lease_param(seconds, postgres), *ids, _token_param(token, postgres)],
             )
             kept.update(row[0] for row in cursor.fetchall())
     lost = set()
