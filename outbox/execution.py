@@ -7,9 +7,10 @@ an `Outcome` for `record_outcomes`. `HandlerPool` runs them on threads.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from django.db import connections
@@ -157,17 +158,120 @@ def _log_attempt(outcome: Outcome) -> None:
     )
 
 
-class HandlerPool(ThreadPoolExecutor):
-    """Handler threads that give their database connection back after every task.
+def _crashed(task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
+    """The outcome of a `run_task` that raised after all (a bug in the relay's own code around
+    the handler): retried like a handler's bug, never lost from its pass."""
+    outcome = Outcome(
+        task=task,
+        verdict=AttemptOutcome.RETRY,
+        started_at=datetime.now(UTC),
+        duration_ms=0.0,
+        worker=worker,
+    )
+    _fail(outcome, policy, traceback.format_exc(), permanent=False)
+    return outcome
+
+
+class HandlerPool:
+    """Handler threads fed from one queue, their outcomes handed back on another.
+
+    `submit` queues a claimed task; `results` returns the outcomes finished so far. A pass
+    hands over thousands of tasks a second: a `concurrent.futures` Future per task (with its
+    Condition and lock), and waiting on all of them at once, was 15% of a no-op drain.
 
     A handler may use the ORM; holding a connection per thread would cost a cluster one
     connection per thread. Closed after each task, it goes back to the process's pool
-    (PostgreSQL) or is reopened cheaply (SQLite).
+    (PostgreSQL) or is reopened cheaply (SQLite). Threads start as work arrives, up to
+    `threads`; they are daemons, so a stuck handler a pass abandoned does not hold its
+    process at exit.
     """
 
-    def run(self, task: ClaimedTask, *, policy: RetryPolicy, worker: str) -> Outcome:
+    def __init__(self, threads: int, *, policy: RetryPolicy, worker: str) -> None:
+        self._size = max(1, threads)
+        self._policy = policy
+        self._worker = worker
+        self._todo: queue.SimpleQueue[ClaimedTask | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> HandlerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+    def submit(self, task: ClaimedTask) -> None:
+        self._todo.put(task)
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
+            thread = threading.Thread(
+                target=self._work,
+                name=f"outbox-handler-{len(self._threads)}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def results(self, timeout: float) -> list[Outcome]:
+        """The outcomes finished since the last call; waits up to `timeout` for the first."""
         try:
-            return run_task(task, policy=policy, worker=worker)
-        finally:
-            for conn in connections.all(initialized_only=True):
-                conn.close()
+            found = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                found.append(self._done.get_nowait())
+            except queue.Empty:
+                return found
+
+    def take_unstarted(self) -> list[ClaimedTask]:
+        """Take back the tasks no thread has started: none of them will run here."""
+        taken: list[ClaimedTask] = []
+        stops = 0
+        while True:
+            try:
+                item = self._todo.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stops += 1
+            else:
+                taken.append(item)
+        for _ in range(stops):
+            self._todo.put(None)
+        return taken
+
+    def shutdown(self, *, wait: bool, cancel: bool = False) -> None:
+        if cancel:
+            self.take_unstarted()
+        for _ in self._threads:
+            self._todo.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def run_all(self, tasks: list[ClaimedTask]) -> list[Outcome]:
+        """Run `tasks` to the end; their outcomes, in no particular order."""
+        for task in tasks:
+            self.submit(task)
+        outcomes: list[Outcome] = []
+        while len(outcomes) < len(tasks):
+            outcomes.extend(self.results(timeout=1.0))
+        return outcomes
+
+    def _work(self) -> None:
+        while True:
+            task = self._todo.get()
+            if task is None:
+                return
+            try:
+                outcome = run_task(task, policy=self._policy, worker=self._worker)
+            except Exception:
+                outcome = _crashed(task, policy=self._policy, worker=self._worker)
+            try:
+                for conn in connections.all(initialized_only=True):
+                    conn.close()
+            except Exception:
+                logger.warning("a handler thread could not close its connection", exc_info=True)
+            self._done.put(outcome)
+            self._idle.release()

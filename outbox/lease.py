@@ -12,7 +12,6 @@ pass can take the task over.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,9 @@ class Lease:
     token: uuid.UUID
     seconds: float
     expires: float = 0.0  # time.monotonic() deadline, set from the claim's send time
-    _lost: threading.Event = field(default_factory=threading.Event)
+    # Set once, never cleared, read by the handler's thread: a plain flag is enough (one
+    # Event per task was a Condition and two locks for every claimed task).
+    _lost: bool = field(default=False)
 
     @classmethod
     def starting(cls, token: uuid.UUID, seconds: float, sent_at: float) -> Lease:
@@ -49,11 +50,11 @@ class Lease:
 
     def lose(self) -> None:
         """Another pass owns the task now, or this pass gave it up: no further calls."""
-        self._lost.set()
+        self._lost = True
 
     @property
     def lost(self) -> bool:
-        return self._lost.is_set()
+        return self._lost
 
     def remaining(self) -> float:
         return 0.0 if self.lost else self.expires - time.monotonic()

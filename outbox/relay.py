@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +124,8 @@ class Relay:
             queue_order=draw_queue_order(self.queue_weights, self.rand),
         )
 
-    def _execute(self, pool: HandlerPool, task: ClaimedTask) -> Outcome:
-        return pool.run(task, policy=self.policy, worker=self.worker)
+    def _pool(self, threads: int) -> HandlerPool:
+        return HandlerPool(threads, policy=self.policy, worker=self.worker)
 
     def run_once(self, *, limit: int | None = None) -> PassStats:
         """Claim one batch, run it to the end, record it. Deterministic: no waiting."""
@@ -135,8 +134,8 @@ class Relay:
         stats.claimed = len(tasks)
         if not tasks:
             return stats
-        with HandlerPool(min(self.threads, len(tasks))) as pool:
-            outcomes = list(pool.map(lambda t: self._execute(pool, t), tasks))
+        with self._pool(min(self.threads, len(tasks))) as pool:
+            outcomes = pool.run_all(tasks)
         batch = list(outcomes)
         stats.add(batch, record_outcomes(outcomes))
         return stats
@@ -167,11 +166,11 @@ class Relay:
         """
         stats = PassStats()
         claim_until = time.monotonic() + seconds
-        inflight: dict[Future[Outcome], ClaimedTask] = {}
+        inflight: dict[int, ClaimedTask] = {}  # by task id
         done: list[Outcome] = []
         last_flush = last_beat = last_renew = time.monotonic()
         low_water = max(1, self.batch_size // 2)
-        pool = HandlerPool(self.threads)
+        pool = self._pool(self.threads)
         abandoned = False
         claiming_ended: float | None = None
         try:
@@ -195,7 +194,8 @@ class Relay:
                             if self.on_backlog is not None:
                                 self.on_backlog()
                         for task in tasks:
-                            inflight[pool.submit(self._execute, pool, task)] = task
+                            inflight[task.id] = task
+                            pool.submit(task)
                     if now - last_renew >= self.renew_seconds:
                         # Outcomes not yet written hold their leases too: an expired one would
                         # let another pass run the task again.
@@ -215,12 +215,11 @@ class Relay:
                         waiter.wait(min(claim_until - now, 1.0), self.stop_event)
                         continue
                     if not claiming and not self.wound_down.is_set():
-                        self._give_back_unstarted(inflight, stats)
+                        self._give_back_unstarted(pool, inflight, stats)
                         self.wound_down.set()
-                    finished, _ = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        del inflight[future]
-                        done.append(future.result())
+                    for outcome in pool.results(timeout=0.05):
+                        del inflight[outcome.task.id]
+                        done.append(outcome)
                     if (
                         len(done) >= low_water
                         or not inflight
@@ -246,7 +245,7 @@ class Relay:
                         abandoned = True
                         break
         finally:
-            pool.shutdown(wait=not abandoned, cancel_futures=True)
+            pool.shutdown(wait=not abandoned, cancel=True)
             self._flush_before(done, stats, time.monotonic() + self.max_task_seconds)
         return stats
 
@@ -302,13 +301,13 @@ class Relay:
         self.stop_event.wait(0.5)
 
     def _give_back_unstarted(
-        self, inflight: dict[Future[Outcome], ClaimedTask], stats: PassStats
+        self, pool: HandlerPool, inflight: dict[int, ClaimedTask], stats: PassStats
     ) -> None:
-        unstarted = [task for future, task in list(inflight.items()) if future.cancel()]
+        unstarted = pool.take_unstarted()
         if not unstarted:
             return
-        for future in [f for f in inflight if f.cancelled()]:
-            del inflight[future]
+        for task in unstarted:
+            del inflight[task.id]
         stats.released += release_leases(unstarted)
 
 

@@ -154,6 +154,34 @@ def test_an_unexpected_exception_is_retried_with_its_traceback_and_the_pass_goes
     assert "KeyError: 'missing_field'" in failed.last_error
 
 
+def test_a_crash_around_the_handler_is_retried_and_the_timed_pass_does_not_hang(
+    recording_handler, monkeypatch
+):
+    # The relay's own code around a handler (its log line, say) raising for one task: that
+    # task comes back as a retry with the traceback, and the pass neither waits for it
+    # forever nor loses the others.
+    from outbox import execution
+
+    real_run_task = execution.run_task
+
+    def run_task(task, **kwargs):
+        if task.context.payload["n"] == 0:
+            raise RuntimeError("the attempt's log line could not be written")
+        return real_run_task(task, **kwargs)
+
+    monkeypatch.setattr(execution, "run_task", run_task)
+    recording_handler()
+    for n in range(3):
+        make(payload={"n": n})
+
+    stats = relay(poll_seconds=0.01).run(seconds=0.5)
+
+    assert (stats.succeeded, stats.retried) == (2, 1)
+    crashed = Task.objects.get(payload__n=0)
+    assert crashed.state == TaskState.PENDING
+    assert "RuntimeError: the attempt's log line could not be written" in crashed.last_error
+
+
 def test_a_deferred_task_waits_without_spending_an_attempt(recording_handler):
     def not_yet(task):
         raise Defer("the receipt is not issued yet", retry_after=30)
