@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,9 @@ from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
     F,
+    Field,
     JSONField,
+    Model,
     Value,
     When,
 )
@@ -31,7 +34,7 @@ from django.utils.dateparse import parse_datetime
 from outbox.lease import Lease
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
 from outbox.registry import TaskContext
-from outbox.sql import db_now_sql, insert_rows
+from outbox.sql import db_now_sql, insert_rows, server_binding_cursor
 from outbox.storable import storable_json, storable_text
 
 logger = logging.getLogger(__name__)
@@ -137,7 +140,10 @@ def claim_due_tasks(
     # The lease is reckoned from before the statement is sent: never later than the database's
     # own start, so the local estimate cannot outlive the row.
     sent_at = time.monotonic()
-    with transaction.atomic(), connection.cursor() as cursor:
+    # One statement is its own transaction on PostgreSQL: BEGIN and COMMIT would be two more
+    # round trips per claim. SQLite takes its write lock up front in a transaction (BEGIN
+    # IMMEDIATE), where a statement that reads before it writes could be refused instead.
+    with transaction.atomic() if not postgres else nullcontext(), connection.cursor() as cursor:
         cursor.execute(sql, all_params)
         rows = cursor.fetchall()
     payload_field = JSONField()
@@ -270,6 +276,10 @@ def _record_one_isolated(item: Outcome) -> set[int]:
 
 
 def _record(outcomes: Sequence[Outcome]) -> set[int]:
+    if connection.vendor == "postgresql":
+        tokens = {item.task.lease_token for item in outcomes}
+        if len(tokens) == 1 and all(_plain_success(item) for item in outcomes):
+            return _record_successes_in_one_statement(outcomes, tokens.pop())
     lost: set[int] = set()
     with transaction.atomic():
         succeeded = [o for o in outcomes if o.verdict == AttemptOutcome.SUCCEEDED]
@@ -300,6 +310,70 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
             ],
         )
     return lost
+
+
+def _plain_success(item: Outcome) -> bool:
+    return (
+        item.verdict == AttemptOutcome.SUCCEEDED
+        and not item.deferred
+        and not item.error
+        and item.http_status is None
+    )
+
+
+def _record_successes_in_one_statement(outcomes: Sequence[Outcome], token: uuid.UUID) -> set[int]:
+    """PostgreSQL, the common batch (successes under one lease): the tasks' UPDATE and their
+    Attempt rows in one statement, a data-modifying CTE. One round trip where BEGIN, UPDATE,
+    INSERT and COMMIT took four; the same fencing: a task whose lease is no longer ours is not
+    updated, and its Attempt row says `lease_lost`."""
+    table = _table()
+    attempts = connection.ops.quote_name(Attempt._meta.db_table)
+    result_field = Task._meta.get_field("result")
+    assert isinstance(result_field, JSONField)
+    columns = {
+        "task_id": [item.task.id for item in outcomes],
+        "number": [item.task.context.attempt for item in outcomes],
+        "started_at": [item.started_at for item in outcomes],
+        "duration_ms": [item.duration_ms for item in outcomes],
+        "worker": [item.worker[:200] for item in outcomes],
+    }
+    types = ", ".join(f"%b::{_column_type(Attempt, name)}[]" for name in columns)
+    results = [
+        None if item.result is None else result_field.get_db_prep_save(item.result, connection)
+        for item in outcomes
+    ]
+    sql = (
+        f"WITH r AS (SELECT * FROM unnest({types}, %b::jsonb[]) "
+        "AS r(task_id, number, started_at, duration_ms, worker, result)), "
+        f"done AS (UPDATE {table} AS t SET state = %s, result = r.result, last_error = '', "
+        "lease_expires_at = NULL, finished_at = STATEMENT_TIMESTAMP(), "
+        "updated_at = STATEMENT_TIMESTAMP() FROM r "
+        "WHERE t.id = r.task_id AND t.lease_token = %s AND t.state = %s RETURNING t.id) "
+        f"INSERT INTO {attempts} "
+        "(task_id, number, started_at, duration_ms, outcome, http_status, error, worker) "
+        "SELECT r.task_id, r.number, r.started_at, r.duration_ms, "
+        "CASE WHEN r.task_id IN (SELECT id FROM done) THEN %s ELSE %s END, NULL, '', r.worker "
+        "FROM r RETURNING task_id, outcome"
+    )
+    params = [
+        *columns.values(),
+        results,
+        str(TaskState.SUCCEEDED),
+        token,
+        str(TaskState.RUNNING),
+        str(AttemptOutcome.SUCCEEDED),
+        str(AttemptOutcome.LEASE_LOST),
+    ]
+    with server_binding_cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return {task_id for task_id, outcome in rows if outcome == AttemptOutcome.LEASE_LOST}
+
+
+def _column_type(model: type[Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return str(field.db_type(connection))
 
 
 def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:

@@ -119,7 +119,7 @@ def _insert_unnest(
     # (psycopg's array dumper): ~3 ms of CPU for a 200-task webhook, a fifth of its Python time.
     types = ", ".join(f"%b::{fields[name].db_type(connection)}[]" for name in columns)
     aliases = ", ".join(f"c{index}" for index in range(len(columns)))
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({quoted}) SELECT {', '.join(selected)} "
             f"FROM unnest({types}) AS u({aliases}) {tail}",
@@ -128,7 +128,7 @@ def _insert_unnest(
         return cursor.fetchall() if returning else []
 
 
-def _server_binding_cursor() -> Any:
+def server_binding_cursor() -> Any:
     """A cursor that sends the arrays as bound parameters (binary), not as SQL text.
 
     Django's PostgreSQL cursors bind client-side: the arrays would be rendered and escaped
