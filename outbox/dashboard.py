@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -20,9 +19,16 @@ from outbox import selectors
 from outbox.health import PASS_STALE
 from outbox.models import TaskState
 from outbox.registry import dashboard_links, search_urls
+from outbox.triage import group_list_url
+
+if TYPE_CHECKING:
+    from outbox.admin import TaskAdmin
+
+# The biggest failure groups the dashboard shows; the triage page lists them all.
+FAILURE_GROUPS_SHOWN = 5
 
 
-def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
+def dashboard_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
     """The page TaskAdmin serves at `dashboard/`, with the task admin's permissions."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
@@ -33,6 +39,7 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
     waiting, all_waiting = selectors.waiting_tasks(now=now)
     circuits = selectors.circuit_health(now=now)
     relay = selectors.relay_health(stale_after=PASS_STALE, now=now)
+    failures = selectors.failure_groups()
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Outbox dashboard",
@@ -63,6 +70,16 @@ def dashboard_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> 
         "circuits": circuits,
         "open_circuits": [c for c in circuits if not c.is_closed],
         "relay": relay,
+        # The failing tasks grouped as on the triage page, the biggest groups first.
+        "failure_groups": [
+            (group, group_list_url(group.kind, group.signature))
+            for group in failures[:FAILURE_GROUPS_SHOWN]
+        ],
+        "failure_groups_total": len(failures),
+        "failing_total": sum(group.count for group in failures),
+        "can_retry": model_admin.has_retry_permission(request),
+        # Where a group's retry comes back to: this page, with its refresh period.
+        "here": request.get_full_path(),
         "passes": [(p, selectors.describe_age(now - p.heartbeat_at)) for p in relay.passes],
         # The domain's lists the search box sends `?q=` to (the engine cannot name them).
         "searches": search_urls(),

@@ -71,7 +71,10 @@ def triage_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
 
 
 def retry_group_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
-    """Retry exactly one triage group's tasks still failed or waiting; log each one."""
+    """Retry exactly one triage group's tasks still failed or waiting; log each one.
+
+    Back to `next` (the dashboard's button sends its own address), else to the triage page.
+    """
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     if not model_admin.has_retry_permission(request):
@@ -91,11 +94,12 @@ def retry_group_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpRespon
     )
     model_admin.message_user(
         request,
-        f"{kind} / {signature}: {changed} task{'' if changed == 1 else 's'} due now with a "
+        # Led by the number: the admin capitalises a message's first letter, and a kind's.
+        f"{changed} task{'' if changed == 1 else 's'} of {kind} / {signature} due now with a "
         "fresh attempt budget.",
         messages.SUCCESS if changed else messages.WARNING,
     )
-    return HttpResponseRedirect(reverse("admin:outbox_task_triage"))
+    return HttpResponseRedirect(_next_or(request, reverse("admin:outbox_task_triage")))
 
 
 def retry_one_view(model_admin: TaskAdmin, request: HttpRequest, task_id: int) -> HttpResponse:
@@ -121,9 +125,16 @@ def retry_one_view(model_admin: TaskAdmin, request: HttpRequest, task_id: int) -
             f"Task {task_id} was not failed or waiting and stayed as it was.",
             messages.WARNING,
         )
+    return HttpResponseRedirect(
+        _next_or(request, reverse("admin:outbox_task_change", args=[task_id]))
+    )
+
+
+def _next_or(request: HttpRequest, default: str) -> str:
+    """The POSTed `next` when it is a page of this site, else `default`."""
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    if back and url_has_allowed_host_and_scheme(
         back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
-        back = reverse("admin:outbox_task_change", args=[task_id])
-    return HttpResponseRedirect(back)
+        return back
+    return default

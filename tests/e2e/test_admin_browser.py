@@ -1,4 +1,5 @@
-"""A person from accounting retries a dead receipt task in the admin, in a real browser.
+"""A person from accounting retries dead receipt tasks in the admin, in a real browser: one
+task from the task list, and a bad day's whole group with one click on the dashboard.
 
 Playwright (sync API) drives Debian's chromium, /usr/bin/chromium (`scripts/system-deps.sh`
 installs it; Playwright's own browser download is never used), against gunicorn, with
@@ -60,6 +61,7 @@ MUST_FIT = (
     ".outbox-scroll",
     "table.outbox-tasks td",
     "#groups td",
+    "#failure-groups td",
 )
 
 TICKET = "t-browser-1"
@@ -225,13 +227,23 @@ def clipped_cells(page: Page) -> list[str]:
     return found
 
 
-def check_readable_on_a_laptop(page: Page, stack: Stack, pages: dict[str, str]) -> None:
-    """Each page at 1366 x 768: nothing cut off, no sideways scroll; a screenshot of each."""
-    DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+def readable_on_a_laptop(page: Page, name: str, *, picture: bool = True) -> None:
+    """The page as it is at 1366 x 768: nothing cut off, no sideways scroll; its picture for
+    the docs (DOC_IMAGES/<name>.png) unless `picture` is False."""
+    if picture:
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOC_IMAGES / f"{name}.png"), full_page=True)
+    assert clipped_cells(page) == [], f"{name} ({page.url}) at 1366 px"
+
+
+def check_readable_on_a_laptop(
+    page: Page, stack: Stack, pages: dict[str, str], *, pictures: bool = True
+) -> None:
+    """Each page opened at 1366 x 768: nothing cut off, no sideways scroll; a picture of each
+    for the docs unless `pictures` is False (another test takes that page's picture)."""
     for name, path in pages.items():
         page.goto(f"{stack.web_url}{path}")
-        page.screenshot(path=str(DOC_IMAGES / f"{name}.png"), full_page=True)
-        assert clipped_cells(page) == [], f"{name} ({path}) at 1366 px"
+        readable_on_a_laptop(page, name, picture=pictures)
 
 
 def ticket_admin_path(stack: Stack, ticket_id: str) -> str:
@@ -263,13 +275,21 @@ def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
             page,
             stack,
             {
-                "dashboard": "/admin/outbox/task/dashboard/",
                 "task-list": "/admin/outbox/task/",
-                "triage": "/admin/outbox/task/triage/",
                 "ticket-list": "/admin/tickets/ticket/",
                 "deliveries": "/admin/tickets/webhookdelivery/",
+            },
+        )
+        # The bad day's test below takes these pages' pictures, in the middle of its outage.
+        check_readable_on_a_laptop(
+            page,
+            stack,
+            {
+                "dashboard": "/admin/outbox/task/dashboard/",
+                "triage": "/admin/outbox/task/triage/",
                 "ticket-with-effects": ticket_admin_path(stack, TICKET),
             },
+            pictures=False,
         )
         expect(page.locator(".field-effects_with_retry")).to_contain_text("Receipt: failed")
         page.goto(f"{stack.web_url}/admin/")
@@ -296,13 +316,144 @@ def test_accounting_retries_a_failed_receipt_from_the_admin(stack: Stack):
         expect(history).to_contain_text("Succeeded")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
-        # After: the task with its two attempts.
-        check_readable_on_a_laptop(
-            page,
-            stack,
-            {"task-with-attempts": task_href},
-        )
+        # After: the task with its two attempts (the bad day's test takes its picture).
+        check_readable_on_a_laptop(page, stack, {"task-with-attempts": task_href}, pictures=False)
         expect(page.locator(".field-subject a")).to_have_text(f"ticket_id {TICKET}")
 
     receipts = [r for r in stack.gateway_state()["receipts"] if r["ticket_id"] == TICKET]
     assert len(receipts) == 1, receipts
+
+
+# A bad day --------------------------------------------------------------------------------
+
+BAD_DAY_TICKETS = tuple(f"t-bad-day-{n}" for n in range(1, 5))
+# Refresh the live part of the dashboard every 2 s (the least `?refresh=` allows).
+LIVE_DASHBOARD = "/admin/outbox/task/dashboard/?refresh=2"
+GROUP = f"{RECEIPT_KIND} / HTTP 503"
+# The cluster of the bad day. One relay pass at a time, so one process counts the failures
+# that open the receipts circuit; it opens at the last ticket's failure, so every task has
+# been tried once before it does; and it rests 15 s (an outage's later rests last up to
+# 30 s) so the dashboard can be seen saying "open" before it reads "probing".
+BAD_DAY_CLUSTER = {
+    "OUTBOX_MAX_PASSES": "1",
+    "OUTBOX_CIRCUIT_FAILURES": str(len(BAD_DAY_TICKETS)),
+    "OUTBOX_CIRCUIT_COOLDOWN_SECONDS": "15",
+}
+
+
+def receipt_tasks(stack: Stack) -> dict[int, str]:
+    """{id: state} of the receipt tasks."""
+    rows = stack.db.rows("SELECT id, state FROM outbox_task WHERE kind = %s", (RECEIPT_KIND,))
+    return {int(task_id): str(state) for task_id, state in rows}
+
+
+def mark_the_document(page: Page) -> None:
+    """Tag the page's document; `still_the_same_document` then tells a reload from none."""
+    page.evaluate("window.__badDay = 'not reloaded'")
+
+
+def still_the_same_document(page: Page) -> bool:
+    return bool(page.evaluate("window.__badDay === 'not reloaded'"))
+
+
+def test_a_bad_day_receipts_down_then_one_click_retries_the_group(stack: Stack):
+    """The Receipts API goes down under the accountant's eyes, and comes back.
+
+    The dashboard, opened before anything fails, shows by itself (no reload) the receipts
+    circuit open and the four dead receipt tasks as one group; the API comes back; one click
+    on the group's "Retry this group" retries all four; the dashboard shows them succeeded,
+    again by itself; each task's history names the accountant. Every ticket gets one receipt.
+
+    Each receipt task's budget shrinks to one attempt before the relay first runs (as in the
+    test above): each dies at its first real 503, so only the click can bring them back.
+    """
+    require_chromium()  # before starting anything
+    stack.start_gateway()
+    stack.configure_gateway(down=["receipts"])
+    stack.start_web()
+    for ticket_id in BAD_DAY_TICKETS:
+        post_confirmed_ticket(stack, ticket_id)
+    tasks = receipt_tasks(stack)
+    assert sorted(tasks.values()) == ["pending"] * len(BAD_DAY_TICKETS)
+    shrunk = stack.db.rows(
+        "UPDATE outbox_task SET max_attempts = 1 WHERE kind = %s RETURNING id", (RECEIPT_KIND,)
+    )
+    assert sorted(task_id for (task_id,) in shrunk) == sorted(tasks)
+    password = uuid.uuid4().hex
+    create_accounting_user(stack, password)
+
+    with chromium() as browser:
+        context = browser.new_context(viewport=LAPTOP)
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        log_in(page, stack, password)
+        page.goto(f"{stack.web_url}{LIVE_DASHBOARD}")
+        mark_the_document(page)
+        failures = page.locator("#failure-groups")
+        circuit_alert = page.locator("#circuit-alert-receipts")
+        receipt_counts = page.locator("#counts tbody tr", has_text=RECEIPT_KIND)
+        # Before the relay runs: nothing has failed, no circuit is open.
+        expect(failures).to_contain_text("No task is failing.")
+        expect(circuit_alert).to_have_count(0)
+
+        # The relay starts against the down API, the dashboard still open.
+        stack.start_cluster(**BAD_DAY_CLUSTER)
+        expect(circuit_alert).to_contain_text("Circuit receipts open since", timeout=30_000)
+        expect(circuit_alert).to_contain_text("503")
+        group = failures.locator("tbody tr", has_text=RECEIPT_KIND)
+        expect(group).to_have_count(1, timeout=30_000)
+        expect(group.locator("td").nth(1)).to_contain_text("HTTP 503")
+        # Tasks, failed, retrying: all four dead.
+        expect(group.locator("td.num")).to_have_text(["4", "4", "0"], timeout=30_000)
+        expect(page.locator("#failure-summary")).to_contain_text("4 failing tasks in 1 group.")
+        assert still_the_same_document(page), "the dashboard was reloaded"
+        assert sorted(receipt_tasks(stack).values()) == ["failed"] * len(BAD_DAY_TICKETS)
+        readable_on_a_laptop(page, "dashboard")
+
+        # Beside the dashboard, in a second tab: the group on the triage page, and a ticket.
+        other = context.new_page()
+        other.goto(f"{stack.web_url}/admin/outbox/task/triage/")
+        triage_row = other.locator("#groups tbody tr", has_text=RECEIPT_KIND)
+        expect(triage_row).to_contain_text("HTTP 503")
+        expect(triage_row).to_contain_text("Retry this group (4)")
+        readable_on_a_laptop(other, "triage")
+        other.goto(f"{stack.web_url}{ticket_admin_path(stack, BAD_DAY_TICKETS[0])}")
+        expect(other.locator(".field-effects_with_retry")).to_contain_text("Receipt: failed")
+        readable_on_a_laptop(other, "ticket-with-effects")
+
+        # The API comes back; the dead tasks stay dead until someone retries them.
+        stack.configure_gateway(down=[])
+        group.get_by_role("button", name="Retry this group (4)").click()
+        expect(page).to_have_url(f"{stack.web_url}{LIVE_DASHBOARD}")
+        expect(page.locator("ul.messagelist li.success")).to_have_text(
+            f"4 tasks of {GROUP} due now with a fresh attempt budget."
+        )
+        # The click's page: from here on the dashboard refreshes itself, never reloaded.
+        mark_the_document(page)
+        # They wait out the circuit's rest (at most 15 s), then one probe closes it for all.
+        expect(failures).to_contain_text("No task is failing.", timeout=40_000)
+        expect(circuit_alert).to_have_count(0, timeout=15_000)
+        # Pending, running, succeeded, failed, canceled, total.
+        expect(receipt_counts.locator("td.num")).to_have_text(
+            ["0", "0", "4", "0", "0", "4"], timeout=15_000
+        )
+        expect(page.locator("#circuits tbody tr", has_text="receipts")).to_contain_text("closed")
+        assert still_the_same_document(page), "the dashboard was reloaded"
+        assert sorted(receipt_tasks(stack).values()) == ["succeeded"] * len(BAD_DAY_TICKETS)
+
+        # One task: who retried it, and its attempts (the 503, then the receipt).
+        task_id = min(tasks)
+        other.goto(f"{stack.web_url}/admin/outbox/task/{task_id}/history/")
+        entries = other.locator("#change-history tbody tr")
+        expect(entries).to_have_count(1)
+        expect(entries).to_contain_text(USERNAME)
+        expect(entries).to_contain_text(f"Retried from failure triage ({GROUP}).")
+        other.goto(f"{stack.web_url}/admin/outbox/task/{task_id}/change/")
+        expect(other.locator(".field-state .readonly")).to_have_text("Succeeded")
+        attempts = other.locator("#attempt_set-group")
+        expect(attempts).to_contain_text("503")
+        expect(attempts).to_contain_text("Succeeded")
+        readable_on_a_laptop(other, "task-with-attempts")
+
+    receipts = [r["ticket_id"] for r in stack.gateway_state()["receipts"]]
+    assert sorted(receipts) == sorted(BAD_DAY_TICKETS), receipts

@@ -185,3 +185,83 @@ def test_the_triage_page_reads_in_a_fixed_number_of_queries(
         response = admin_client.get(TRIAGE)
 
     assert response.content.decode().count("Retry this group") == 12
+
+
+# The dashboard's failing tasks ---------------------------------------------------------
+
+DASHBOARD = "/admin/outbox/task/dashboard/"
+
+
+def test_the_dashboard_shows_the_biggest_failure_groups_and_links_triage(admin_client):
+    for n in range(7):  # seven groups of one kind: 7, 6, ... 1 tasks
+        for _ in range(7 - n):
+            failing("k.receipt", "answered", status=500 + n)
+    Task.objects.create(kind="k.receipt", state=TaskState.SUCCEEDED, attempts=1)
+
+    page = admin_client.get(DASHBOARD).content.decode()
+    failures = page[page.index('id="failure-groups"') : page.index('id="failure-summary"')]
+
+    shown = [f"HTTP {500 + n}" for n in range(5)]
+    assert [s for s in shown if s in failures] == shown, "the five biggest groups"
+    assert "HTTP 505" not in failures
+    assert "HTTP 506" not in failures
+    assert failures.index("HTTP 500") < failures.index("HTTP 504"), "biggest first"
+    assert "?kind=k.receipt&amp;failure=HTTP+500" in failures, "each group links its tasks"
+    assert "Retry this group (7)" in failures
+    assert "28 failing tasks in 7 groups, the 5 biggest shown." in page
+    assert f'<a href="{TRIAGE}">Failure triage</a>' in page
+
+
+def test_a_dashboard_without_failures_says_so(admin_client):
+    Task.objects.create(kind="k", state=TaskState.PENDING, attempts=0)  # not tried yet
+
+    page = admin_client.get(DASHBOARD).content.decode()
+
+    assert "No task is failing." in page
+    assert "failing task" not in page
+    assert "Retry this group" not in page
+
+
+def test_retry_this_group_from_the_dashboard_comes_back_to_it(admin_client, admin_user):
+    group = [failing("k.receipt", "answered 503", status=503) for _ in range(2)]
+    other = failing("k.receipt", "answered 400", status=400)
+    page = admin_client.get(DASHBOARD, {"refresh": "3"}).content.decode()
+    assert f'name="next" value="{DASHBOARD}?refresh=3"' in page
+
+    response = admin_client.post(
+        RETRY_GROUP,
+        {"kind": "k.receipt", "signature": "HTTP 503", "next": f"{DASHBOARD}?refresh=3"},
+        follow=True,
+    )
+
+    assert response.redirect_chain == [(f"{DASHBOARD}?refresh=3", 302)]
+    assert (
+        '<li class="success">2 tasks of k.receipt / HTTP 503 due now with a fresh attempt '
+        "budget.</li>" in response.content.decode()
+    )
+    states = dict(Task.objects.values_list("id", "state"))
+    assert [states[t.pk] for t in group] == [TaskState.PENDING] * 2
+    assert states[other.pk] == TaskState.FAILED
+    assert LogEntry.objects.filter(
+        user=admin_user, change_message__startswith="Retried from failure triage"
+    ).count() == len(group)
+
+
+def test_retry_this_group_never_sends_the_operator_off_site(admin_client):
+    failing("k", "answered 503", status=503)
+    response = admin_client.post(
+        RETRY_GROUP, {"kind": "k", "signature": "HTTP 503", "next": "https://evil.example/"}
+    )
+    assert response["Location"] == TRIAGE
+
+
+def test_the_dashboard_offers_no_group_retry_without_the_permission(client: Client):
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    grant(viewer, "outbox.view_task")
+    client.force_login(viewer)
+    failing("k", "answered 503", status=503)
+
+    page = client.get(DASHBOARD).content.decode()
+
+    assert "1 failing task in 1 group." in page
+    assert "Retry this group" not in page
