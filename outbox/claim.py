@@ -122,11 +122,15 @@ def claim_due_tasks(
         params += [queue, limit]
     # On PostgreSQL the outer LIMIT stops the Append early, so no more rows than needed are
     # locked; SQLite holds the database write lock for the whole statement instead.
-    candidates = " UNION ALL ".join(parts)
+    candidates = f"SELECT id FROM ({' UNION ALL '.join(parts)}) AS candidates LIMIT %s"
+    # PostgreSQL: `id = ANY(ARRAY(..))` runs the candidates once and fetches each row by its
+    # primary key. `id IN (..)` let the planner hash-join them against a sequential scan of
+    # the whole table: half of a claim's time with 30,000 tasks waiting, and growing with them.
+    chosen = f"id = ANY(ARRAY({candidates}))" if postgres else f"id IN ({candidates})"
     sql = (
         f"UPDATE {table} SET state = 'running', attempts = attempts + 1, lease_token = %s, "
         f"lease_expires_at = {_LEASE_EXPIRY_SQL[postgres]}, leased_by = %s, updated_at = {now} "
-        f"WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s) "
+        f"WHERE {chosen} "
         "RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, "
         "correlation_id, created_at"
     )

@@ -235,3 +235,25 @@ def test_expired_leases_are_taken_before_new_work(recording_handler):
     make(n=3)
 
     assert [t.id for t in claim(limit=1)] == crashed
+
+
+def test_a_claim_fetches_its_rows_by_key_not_by_scanning_the_backlog(
+    postgres_only, recording_handler
+):
+    # With tens of thousands waiting, `id IN (subquery)` was planned as a hash join against a
+    # sequential scan of the whole table: every claim read the whole backlog.
+    from django.test.utils import CaptureQueriesContext
+
+    recording_handler()
+    make(n=30_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_task")
+    with CaptureQueriesContext(connection) as captured:
+        claim(limit=200)
+    [claim_sql] = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {claim_sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "Seq Scan on outbox_task" not in plan, plan
