@@ -551,3 +551,30 @@ def test_the_task_history_page_shows_command_entries(admin_client):
     response = admin_client.get(f"/admin/outbox/task/{task.pk}/history/")
 
     assert "Replayed by replay_tasks (by alice): back up" in response.content.decode()
+
+
+def test_qcluster_queues_the_first_relay_pass_before_its_pusher_starts(monkeypatch):
+    # Queued later (from the workers' post_spawn hook), the pass waited for the pusher's next
+    # poll: a tenth of a second of every start with a backlog waiting.
+    from django_q.models import OrmQ
+
+    from outbox.management.commands import qcluster
+
+    queued_at_start: list[int] = []
+
+    class Cluster:
+        def start(self) -> None:
+            queued_at_start.append(OrmQ.objects.count())
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(qcluster, "Cluster", Cluster)
+    monkeypatch.setattr(qcluster.shutdown, "install", lambda **_: None)
+    monkeypatch.setattr(qcluster.preflight, "run", lambda: None)
+
+    call_command("qcluster", run_once=True)
+
+    assert queued_at_start == [1]
+    [queued] = OrmQ.objects.all()
+    assert queued.func() == "outbox.passes.run_pass"

@@ -12,7 +12,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from outbox import preflight, shutdown
-from outbox.passes import ensure_schedules
+from outbox.passes import ensure_schedules, keep_passes_alive
 
 logger = logging.getLogger("outbox.relay")
 
@@ -34,6 +34,13 @@ class Command(QClusterCommand):
         except DatabaseError:
             # Not fatal: the cluster retries its database; outbox.W001 keeps saying so.
             logger.exception("could not check the relay's django-q2 schedules")
+        # The first pass goes on the broker before the pusher starts, so its first read takes
+        # it: queued from the workers' post_spawn hook (which stays, for a restarted worker),
+        # it waited for the pusher's next poll, a tenth of a second of every start.
+        try:
+            keep_passes_alive()
+        except DatabaseError:
+            logger.exception("could not queue the first relay pass; the workers try again")
         cluster = Cluster()  # installs django-q2's own signal handlers
         # ... which ours now run after setting the event
         shutdown.install(grace_seconds=settings.OUTBOX_STOP_GRACE_SECONDS)
