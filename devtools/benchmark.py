@@ -27,6 +27,7 @@ from django.db.models import Max
 
 import outbox
 from devtools.apps import BENCHMARK_ENV
+from devtools.bulk import fill_tasks
 from devtools.http_server import HttpServer, Reply, Request
 from devtools.sessions import thread_session
 from outbox.conf import outbox_settings
@@ -594,26 +595,7 @@ def big_table(options: Options, report: Report, *, rounds: int = 3) -> None:
 
 
 def fill_finished(rows: int) -> None:
-    columns = (
-        "kind, payload, idempotency_key, queue, state, attempts, max_attempts, available_at, "
-        "leased_by, last_error, correlation_id, created_at, updated_at, finished_at"
-    )
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}'::jsonb, md5(g::text), "
-                "'default', 'succeeded', 1, 3, now(), '', '', '', now(), now(), now() "
-                "FROM generate_series(1, %s) AS g",
-                [NOOP, rows],
-            )
-        else:
-            cursor.execute(
-                f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < %s) "
-                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}', hex(randomblob(16)), "
-                "'default', 'succeeded', 1, 3, datetime('now'), '', '', '', datetime('now'), "
-                "datetime('now'), datetime('now') FROM g",
-                [rows, NOOP],
-            )
+    fill_tasks(rows, kinds=[NOOP])
 
 
 def machine() -> str:
