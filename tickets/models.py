@@ -46,6 +46,8 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         verbose_name_plural = "webhook deliveries"
+        # The search by Correlation-ID (a whole value, so an equality on this index).
+        indexes = [models.Index(fields=["correlation_id"], name="tickets_delivery_correlation")]
 
     def __str__(self) -> str:
         return self.idempotency_key

@@ -1,12 +1,22 @@
-"""The benchmark: its footprint counts the cluster's processes; it starts on a scratch database."""
+"""The benchmark's figures: the footprint counts every process of the cluster, and only those;
+the console figure (k) times both pages and reuses the table (f) filled; it starts on a
+scratch database."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from typing import Any
 
-from devtools.benchmark import process_tree, pss_kib
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from devtools import benchmark
+from devtools.benchmark import Options, Report, process_tree, pss_kib
+from outbox.models import Task
 
 
 def test_the_process_tree_holds_a_child_and_not_the_parent():
@@ -57,3 +67,57 @@ def test_the_benchmark_runs_on_its_scratch_database_when_the_default_one_is_not_
 
     assert done.returncode == 0, done.stderr
     assert "(d) enqueue, 100 tasks per transaction" in done.stdout
+
+
+# (k) the console's server time ------------------------------------------------------------
+
+SMALL = Options(big_table_rows=40, console_failing=10, console_requests=3)
+
+
+def quiet_report() -> Report:
+    return Report(vendor=connection.vendor, log=lambda line: None)
+
+
+@pytest.mark.django_db(transaction=True)  # VACUUM cannot run in a transaction
+def test_the_console_figure_times_both_pages_then_leaves_nothing_behind():
+    report = quiet_report()
+
+    benchmark.console_time(SMALL, report)
+
+    assert [figure for figure, _value, _note in report.lines] == [
+        "(k) dashboard with 40 succeeded tasks, server time",
+        "(k) triage page with 40 succeeded tasks, server time",
+    ]
+    for _figure, value, note in report.lines:
+        assert re.fullmatch(r"p50 [\d,]+ ms, p99 [\d,]+ ms", value)
+        assert note.startswith("(3 requests as a superuser")
+        assert "50 tasks, 10 of them failed or retrying" in note
+    assert not Task.objects.exists()
+    assert not get_user_model().objects.filter(username="benchmark-console").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_console_figure_reads_the_finished_rows_f_left_instead_of_filling_again():
+    benchmark.fill_finished(25)
+    report = quiet_report()
+
+    benchmark.console_time(SMALL, report, filled=True)
+
+    assert report.lines[0][0] == "(k) dashboard with 25 succeeded tasks, server time"
+
+
+def test_a_run_of_f_and_k_keeps_f_s_table_for_k(monkeypatch):
+    calls: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(benchmark, "big_table", lambda *a, **kw: calls.append(("f", kw)))
+    monkeypatch.setattr(benchmark, "console_time", lambda *a, **kw: calls.append(("k", kw)))
+
+    benchmark.run(SMALL, quiet_report(), only={"f", "k"})
+    assert calls == [("f", {"keep": True}), ("k", {"filled": True})]
+
+    calls.clear()
+    benchmark.run(SMALL, quiet_report(), only={"k"})
+    assert calls == [("k", {"filled": False})]
+
+    calls.clear()
+    benchmark.run(SMALL, quiet_report(), only={"f"})
+    assert calls == [("f", {"keep": False})]

@@ -640,6 +640,25 @@ def test_the_dashboard_draws_one_small_chart_per_kind(admin_client):
     assert re.search(r"<title>b\.two, \d\d:00 UTC: 1 failed attempts</title>", html)
 
 
+def test_the_dashboard_counts_successes_of_the_last_day_and_every_task_in_other_states(
+    admin_client,
+):
+    two_days_ago = timezone.now() - timedelta(days=2)
+    make_task(TaskState.SUCCEEDED, kind="a.kind")
+    make_task(TaskState.SUCCEEDED, kind="a.kind", finished_at=two_days_ago)
+    make_task(TaskState.FAILED, kind="a.kind", finished_at=two_days_ago)
+    make_task(TaskState.SUCCEEDED, kind="old.kind", finished_at=two_days_ago)
+
+    response = admin_client.get(DASHBOARD)
+
+    # The old success is left out; the old failure is not; a kind with only old successes
+    # has no row.
+    assert response.context["counts"] == [("a.kind", [0, 0, 1, 1, 0], 2)]
+    html = response.content.decode()
+    assert '<th class="num">Succeeded (24 h)</th>' in html
+    assert "Succeeded: in the last 24 hours" in html
+
+
 def test_the_dashboard_reads_in_a_fixed_number_of_queries(admin_client, django_assert_num_queries):
     def load() -> None:
         assert admin_client.get(DASHBOARD).status_code == 200
