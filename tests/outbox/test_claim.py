@@ -237,6 +237,7 @@ def test_expired_leases_are_taken_before_new_work(recording_handler):
     assert [t.id for t in claim(limit=1)] == crashed
 
 
+@pytest.mark.postgres
 def test_a_claim_fetches_its_rows_by_key_not_by_scanning_the_backlog(
     postgres_only, recording_handler
 ):
