@@ -55,6 +55,9 @@ class Task(models.Model):
     kind = models.CharField(max_length=100, help_text="Name of the registered handler.")
     payload = models.JSONField(default=dict)
     result = models.JSONField(null=True, blank=True)
+    # Unique: its index serves ON CONFLICT and every lookup (`=`, `IN`). On PostgreSQL,
+    # migration 0008 drops the second, `varchar_pattern_ops` index Django adds to a unique
+    # CharField for prefix LIKE, which nothing here runs: each task write paid for it.
     dedupe_key = models.CharField(
         max_length=320,
         unique=True,
@@ -98,7 +101,14 @@ class Task(models.Model):
                 condition=models.Q(state="running"),
             ),
             models.Index(fields=["state", "kind"], name="outbox_task_state_kind"),
-            models.Index(fields=["finished_at"], name="outbox_task_finished"),
+            # Prune, metrics and the dashboard read finished rows only (`finished_at > x`,
+            # `< x`): a pending or running task has no entry, so the claim's UPDATE, which
+            # moves every column of a row to a new version, writes one index entry less.
+            models.Index(
+                fields=["finished_at"],
+                name="outbox_task_finished_only",
+                condition=models.Q(finished_at__isnull=False),
+            ),
             # The search by Correlation-ID (a whole value, so an equality on this index).
             models.Index(fields=["correlation_id"], name="outbox_task_correlation"),
         ]

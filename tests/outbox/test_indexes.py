@@ -1,0 +1,81 @@
+"""PostgreSQL: each index of the task table earns its write cost, and its readers can use it.
+
+Every write of a task row (the claim, the outcome) moves it to a new version with an entry in
+every index: an index no query reads slows every task down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from devtools.bulk import fill_tasks
+from outbox.selectors import delivery_latency, hourly_activity, succeeded_per_minute
+from outbox.services import finished_before
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+def task_indexes() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'outbox_task'")
+        return dict(cursor.fetchall())
+
+
+def plans_of_queries_reading_finished_at(read: Callable[[], object]) -> list[str]:
+    """EXPLAIN of each statement `read` runs that compares `finished_at`."""
+    with CaptureQueriesContext(connection) as captured:
+        read()
+    statements = [q["sql"] for q in captured.captured_queries if "finished_at" in q["sql"]]
+    assert statements, "the reader reads finished_at"
+    plans = []
+    with connection.cursor() as cursor:
+        # Whether the planner *can* use the index, not whether it prefers it for this small
+        # table: with the table scan priced out and the state index gone (dropped inside the
+        # test's transaction), a partial index whose condition the query does not imply is
+        # still not chosen.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("DROP INDEX outbox_task_state_kind")
+        for sql in statements:
+            cursor.execute(f"EXPLAIN {sql}")
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    return plans
+
+
+def test_no_index_serves_only_prefix_matches_on_the_dedupe_key(postgres_only):
+    indexes = task_indexes()
+
+    assert not [name for name, text in indexes.items() if "varchar_pattern_ops" in text]
+    assert "UNIQUE" in indexes["outbox_task_dedupe_key_key"], "ON CONFLICT (dedupe_key) needs it"
+
+
+def test_the_finished_at_index_holds_finished_rows_only(postgres_only):
+    indexes = task_indexes()
+
+    assert "WHERE (finished_at IS NOT NULL)" in indexes["outbox_task_finished_only"]
+    assert "outbox_task_finished" not in indexes
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(lambda: list(finished_before(older_than=timedelta(days=7))), id="prune"),
+        pytest.param(lambda: succeeded_per_minute(minutes=5), id="rate"),
+        pytest.param(lambda: hourly_activity(hours=24), id="dashboard-chart"),
+        pytest.param(
+            lambda: delivery_latency(bounds=[1.0, 10.0], window=timedelta(minutes=5)),
+            id="metrics-latency",
+        ),
+    ],
+)
+def test_the_readers_of_finished_at_can_use_its_partial_index(postgres_only, read):
+    fill_tasks(2000, kinds=["k.a"], failed_every=10, retrying_every=10, spread_seconds=3600)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_task")
+
+    for text in plans_of_queries_reading_finished_at(read):
+        assert "outbox_task_finished_only" in text, text
