@@ -217,7 +217,10 @@ class Relay:
                     if not claiming and not self.wound_down.is_set():
                         self._give_back_unstarted(pool, inflight, stats)
                         self.wound_down.set()
-                    for outcome in pool.results(timeout=0.05):
+                    # While claiming, wake when there is room for a claim (or to flush on
+                    # time); otherwise for each outcome, to finish promptly.
+                    wake_below = low_water if claiming else None
+                    for outcome in pool.results(timeout=0.05, unfinished_below=wake_below):
                         del inflight[outcome.task.id]
                         done.append(outcome)
                     if (
