@@ -280,10 +280,8 @@ def _record_one_isolated(item: Outcome) -> set[int]:
 
 
 def _record(outcomes: Sequence[Outcome]) -> set[int]:
-    if connection.vendor == "postgresql":
-        tokens = {item.task.lease_token for item in outcomes}
-        if len(tokens) == 1 and all(_plain_success(item) for item in outcomes):
-            return _record_successes_in_one_statement(outcomes, tokens.pop())
+    if connection.vendor == "postgresql" and all(_plain_success(item) for item in outcomes):
+        return _record_successes_in_one_statement(outcomes)
     lost: set[int] = set()
     with transaction.atomic():
         succeeded = [o for o in outcomes if o.verdict == AttemptOutcome.SUCCEEDED]
@@ -325,8 +323,8 @@ def _plain_success(item: Outcome) -> bool:
     )
 
 
-def _record_successes_in_one_statement(outcomes: Sequence[Outcome], token: uuid.UUID) -> set[int]:
-    """PostgreSQL, the common batch (successes under one lease): the tasks' UPDATE and their
+def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
+    """PostgreSQL, the common batch (successes only, from any claims): the tasks' UPDATE and their
     Attempt rows in one statement, a data-modifying CTE. One round trip where BEGIN, UPDATE,
     INSERT and COMMIT took four; the same fencing: a task whose lease is no longer ours is not
     updated, and its Attempt row says `lease_lost`."""
@@ -347,12 +345,12 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome], token: uuid.
         for item in outcomes
     ]
     sql = (
-        f"WITH r AS (SELECT * FROM unnest({types}, %b::jsonb[]) "
-        "AS r(task_id, number, started_at, duration_ms, worker, result)), "
+        f"WITH r AS (SELECT * FROM unnest({types}, %b::jsonb[], %b::uuid[]) "
+        "AS r(task_id, number, started_at, duration_ms, worker, result, token)), "
         f"done AS (UPDATE {table} AS t SET state = %s, result = r.result, last_error = '', "
         "lease_expires_at = NULL, finished_at = STATEMENT_TIMESTAMP(), "
         "updated_at = STATEMENT_TIMESTAMP() FROM r "
-        "WHERE t.id = r.task_id AND t.lease_token = %s AND t.state = %s RETURNING t.id) "
+        "WHERE t.id = r.task_id AND t.lease_token = r.token AND t.state = %s RETURNING t.id) "
         f"INSERT INTO {attempts} "
         "(task_id, number, started_at, duration_ms, outcome, http_status, error, worker) "
         "SELECT r.task_id, r.number, r.started_at, r.duration_ms, "
@@ -362,8 +360,8 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome], token: uuid.
     params = [
         *columns.values(),
         results,
+        [item.task.lease_token for item in outcomes],
         str(TaskState.SUCCEEDED),
-        token,
         str(TaskState.RUNNING),
         str(AttemptOutcome.SUCCEEDED),
         str(AttemptOutcome.LEASE_LOST),

@@ -88,3 +88,36 @@ def test_recording_n_successes_is_one_statement_on_postgresql_and_two_on_sqlite(
         assert result == {"n": task_id}
     attempts = Attempt.objects.values_list("task_id", "number", "outcome", "worker")
     assert sorted(attempts) == [(task_id, 1, AttemptOutcome.SUCCEEDED, "w") for task_id in ids]
+
+
+def test_successes_from_two_claims_are_one_statement_on_postgresql_and_stay_fenced(
+    recording_handler, django_assert_num_queries
+):
+    # A pass's flush mixes outcomes of several claims (each with its own lease token); one of
+    # them lost its lease to another pass meanwhile: its write is refused, its attempt says so.
+    recording_handler("test.count")
+    with transaction.atomic():
+        enqueue_many([TaskSpec(kind="test.count", payload={"n": i}) for i in range(4)])
+    first, second = claim(limit=2), claim(limit=2)
+    stolen = second[0]
+    Task.objects.filter(id=stolen.id).update(lease_token=None)  # another pass took it over
+    now = datetime.now(UTC)
+    outcomes = [
+        Outcome(task, AttemptOutcome.SUCCEEDED, now, 1.0, "w") for task in [*first, *second]
+    ]
+
+    # SQLite: an UPDATE per lease, the check of which lease was lost, the Attempt INSERT.
+    with django_assert_num_queries(1 if postgres() else 2 + 1 + 1 + SAVEPOINT):
+        lost = record_outcomes(outcomes)
+
+    assert lost == {stolen.id}
+    states = dict(Task.objects.values_list("id", "state"))
+    assert [states[t.id] for t in [*first, *second]] == [
+        TaskState.SUCCEEDED,
+        TaskState.SUCCEEDED,
+        TaskState.RUNNING,
+        TaskState.SUCCEEDED,
+    ]
+    labels = dict(Attempt.objects.values_list("task_id", "outcome"))
+    assert labels[stolen.id] == AttemptOutcome.LEASE_LOST
+    assert [labels[t.id] for t in [*first, second[1]]] == [AttemptOutcome.SUCCEEDED] * 3
