@@ -140,23 +140,45 @@ def unfinished() -> int:
     return Task.objects.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).count()
 
 
-def drain_rate(remaining: Callable[[], int], total: int, *, timeout: float) -> float:
-    """Tasks/s from the first finished task to the last, polling `remaining`."""
+def drain_rate(
+    remaining: Callable[[], int],
+    total: int,
+    *,
+    timeout: float,
+    any_done: Callable[[], bool] | None = None,
+    any_left: Callable[[], bool] | None = None,
+) -> float:
+    """Tasks/s from the first finished task to the last.
+
+    Polls every 20 ms: `any_done` until the first task is done, then `remaining` once, then
+    `any_left` until none is. Given the outbox's cheap EXISTS checks, the poll costs the
+    database almost nothing; a COUNT over the backlog every 20 ms was a few percent of a CPU
+    taken from what it measured.
+    """
+    any_done = any_done or (lambda: remaining() < total)
+    any_left = any_left or (lambda: remaining() > 0)
     deadline = time.monotonic() + timeout
     started_at: float | None = None
     left_at_start = total
     while time.monotonic() < deadline:
-        left = remaining()
-        now = time.monotonic()
-        if started_at is None and left < total:
-            # Counted from here: the tasks still left when the first ones were seen done.
-            started_at, left_at_start = now, left
-        if left == 0:
-            if started_at is None or left_at_start == 0:
+        if started_at is None:
+            if any_done():
+                # Counted from here: the tasks still left when the first ones were seen done.
+                started_at, left_at_start = time.monotonic(), remaining()
+        elif not any_left():
+            if left_at_start == 0:
                 raise RuntimeError("drained between two polls: use more tasks")
-            return left_at_start / (now - started_at)
+            return left_at_start / (time.monotonic() - started_at)
         time.sleep(0.02)
     raise RuntimeError(f"not drained within {timeout:.0f}s: {remaining()} of {total} left")
+
+
+def any_task_done() -> bool:
+    return Task.objects.filter(state=TaskState.SUCCEEDED).exists()
+
+
+def any_task_left() -> bool:
+    return Task.objects.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).exists()
 
 
 def wait_drained(*, timeout: float) -> None:
@@ -324,7 +346,13 @@ def cluster_drain(options: Options, report: Report, naive: float, ceiling: float
     enqueue_noops(options.drain_tasks)
     vacuum()
     with Cluster({}):
-        rate = drain_rate(unfinished, options.drain_tasks, timeout=600)
+        rate = drain_rate(
+            unfinished,
+            options.drain_tasks,
+            timeout=600,
+            any_done=any_task_done,
+            any_left=any_task_left,
+        )
     conf = outbox_settings()  # settings.OUTBOX holds only what the environment overrides
     report.add(
         "(b) outbox relay in qcluster, no-op handler",
