@@ -14,7 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from devtools.bulk import fill_tasks
-from outbox.selectors import delivery_latency, hourly_activity, succeeded_per_minute
+from outbox.selectors import (
+    delivery_latency,
+    hourly_activity,
+    hourly_activity_by_kind,
+    succeeded_per_minute,
+)
 from outbox.services import finished_before
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -26,12 +31,13 @@ def task_indexes() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
-def plans_of_queries_reading_finished_at(read: Callable[[], object]) -> list[str]:
-    """EXPLAIN of each statement `read` runs that compares `finished_at`."""
+def plans_of_queries_reading(column: str, read: Callable[[], object]) -> list[str]:
+    """EXPLAIN of each statement `read` runs that compares `column`."""
     with CaptureQueriesContext(connection) as captured:
         read()
-    statements = [q["sql"] for q in captured.captured_queries if "finished_at" in q["sql"]]
-    assert statements, "the reader reads finished_at"
+    statements = [q["sql"] for q in captured.captured_queries if f'"{column}" >' in q["sql"]]
+    statements += [q["sql"] for q in captured.captured_queries if f'"{column}" <' in q["sql"]]
+    assert statements, f"the reader compares {column}"
     plans = []
     with connection.cursor() as cursor:
         # Whether the planner *can* use the index, not whether it prefers it for this small
@@ -77,5 +83,26 @@ def test_the_readers_of_finished_at_can_use_its_partial_index(postgres_only, rea
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE outbox_task")
 
-    for text in plans_of_queries_reading_finished_at(read):
+    for text in plans_of_queries_reading("finished_at", read):
         assert "outbox_task_finished_only" in text, text
+
+
+def test_the_failures_per_hour_can_use_the_partial_index_of_failed_tries(postgres_only):
+    fill_tasks(2000, kinds=["k.a"], failed_every=10, retrying_every=10, spread_seconds=3600)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_attempt")
+
+    [text] = plans_of_queries_reading("started_at", lambda: hourly_activity_by_kind(hours=24))
+
+    assert "outbox_attempt_failed_started" in text, text
+
+
+def test_the_started_at_index_holds_failed_tries_only(postgres_only):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'outbox_attempt'"
+        )
+        indexes = dict(cursor.fetchall())
+
+    assert "WHERE ((outcome)::text = ANY" in indexes["outbox_attempt_failed_started"]
+    assert "outbox_attempt_started" not in indexes
