@@ -23,7 +23,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Count, Max
 
 import outbox
 from devtools.apps import BENCHMARK_ENV
@@ -32,7 +32,7 @@ from devtools.http_server import HttpServer, Reply, Request
 from devtools.sessions import thread_session
 from outbox.conf import outbox_settings
 from outbox.errors import TransientError
-from outbox.models import Task, TaskState
+from outbox.models import Attempt, Task, TaskState
 from outbox.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 
@@ -507,7 +507,9 @@ def pss_kib(pid: int) -> int:
 
 
 def footprint(options: Options, report: Report) -> None:
-    """The idle cluster's memory: PSS summed over every process of `qcluster`."""
+    """The idle cluster's memory: PSS summed over every process of `qcluster`, a few seconds
+    after start, then idle again after each of four drains: memory that grew with work
+    would show as a rising line."""
     if not Path("/proc/self/smaps_rollup").exists():
         report.add("(j) idle cluster memory", "not measured", "(needs Linux /proc)")
         return
@@ -516,13 +518,66 @@ def footprint(options: Options, report: Report) -> None:
         assert cluster.process is not None
         time.sleep(8)  # started, one pass settled into waiting
         pids = process_tree(cluster.process.pid)
-        total = sum(pss_kib(pid) for pid in pids)
+        at_start = sum(pss_kib(pid) for pid in pids)
+        after: list[int] = []
+        for _ in range(4):
+            enqueue_noops(options.drain_tasks)
+            wait_drained(timeout=600)
+            time.sleep(8)  # the passes wound down to one waiting
+            after.append(sum(pss_kib(pid) for pid in process_tree(cluster.process.pid)))
     report.add(
         "(j) idle cluster memory (PSS, all processes)",
-        f"{total / 1024:,.0f} MiB",
+        f"{at_start / 1024:,.0f} MiB after start; "
+        + ", ".join(f"{kib / 1024:,.0f}" for kib in after)
+        + f" MiB idle after each of 4 drains of {options.drain_tasks:,} tasks",
         f"({len(pids)} processes: qcluster, django-q2's sentinel, pusher and monitor, "
         f"{settings.Q_CLUSTER['workers']} workers; from /proc/<pid>/smaps_rollup)",
     )
+    wipe()
+
+
+def two_clusters(options: Options, report: Report) -> None:
+    """Two `qcluster` processes on one database draining one backlog: the rate, how the work
+    spread over them, and that no task ran twice (one attempt per task, each succeeded)."""
+    wipe()
+    enqueue_noops(options.drain_tasks)
+    vacuum()
+    var = ROOT / "var"
+    with (
+        Cluster({}, log=var / "benchmark-qcluster-1.log") as first,
+        Cluster({}, log=var / "benchmark-qcluster-2.log") as second,
+    ):
+        rate = drain_rate(
+            unfinished,
+            options.drain_tasks,
+            timeout=600,
+            any_done=any_task_done,
+            any_left=any_task_left,
+        )
+        assert first.process is not None
+        assert second.process is not None
+        trees = [set(process_tree(first.process.pid)), set(process_tree(second.process.pid))]
+    by_cluster = [0, 0]
+    passes: list[set[str]] = [set(), set()]
+    for worker, count in Attempt.objects.values_list("worker").annotate(n=Count("id")):
+        pid = int(worker.split(":")[1])
+        for index, tree in enumerate(trees):
+            if pid in tree:
+                by_cluster[index] += count
+                passes[index].add(worker)
+    attempts = Attempt.objects.count()
+    tasks = Task.objects.count()
+    not_once = Task.objects.exclude(state=TaskState.SUCCEEDED, attempts=1).count()
+    report.add(
+        "(l) two qclusters on one database, no-op handler",
+        f"{rate:,.0f} tasks/s",
+        f"(attempts by cluster: {by_cluster[0]:,} and {by_cluster[1]:,}, by "
+        f"{len(passes[0])} and {len(passes[1])} passes; {attempts:,} attempts for {tasks:,} "
+        f"tasks, {not_once} not run exactly once; up to {outbox_settings().max_passes} passes "
+        "over both)",
+    )
+    if attempts != tasks or not_once:
+        raise RuntimeError(f"{attempts} attempts for {tasks} tasks, {not_once} not run once")
     wipe()
 
 
@@ -748,3 +803,5 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         cluster_start(options, report)
     if wanted("j"):
         footprint(options, report)
+    if wanted("l"):
+        two_clusters(options, report)
