@@ -485,3 +485,18 @@ def test_the_schedule_migration_rewrites_the_old_dotted_path_and_back():
     migration.forwards(apps, None)
     keeper.refresh_from_db()
     assert keeper.func == "outbox.passes.keep_passes_alive"
+
+
+@pytest.mark.postgres
+def test_the_waiter_is_listening_once_a_pass_first_waits(postgres_only):
+    # LISTEN is opened on a thread while the first claim runs; the first wait must find it in
+    # place, or an idle pass would only notice new work on its 0.25 s timer.
+    from outbox.services import NOTIFY_CHANNEL
+    from outbox.waiter import Waiter
+
+    stop = threading.Event()
+    with Waiter(poll_seconds=0.05) as waiter:
+        waiter.wait(0.01, stop)
+        channels = [row[0] for row in waiter.conn.execute("SELECT pg_listening_channels()")]
+
+    assert channels == [NOTIFY_CHANNEL]
