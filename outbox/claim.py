@@ -282,7 +282,8 @@ def _record_one_isolated(item: Outcome) -> set[int]:
 def _record(outcomes: Sequence[Outcome]) -> set[int]:
     if connection.vendor == "postgresql" and all(_plain_success(item) for item in outcomes):
         return _record_successes_in_one_statement(outcomes)
-    lost: set[int] = set()
+    # By (task id, lease token): a stale attempt and the owner's can be in one batch.
+    lost: set[tuple[int, uuid.UUID]] = set()
     with transaction.atomic():
         succeeded = [o for o in outcomes if o.verdict == AttemptOutcome.SUCCEEDED]
         lost |= _record_successes(succeeded)
@@ -290,7 +291,7 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
             if item.verdict == AttemptOutcome.SUCCEEDED:
                 continue
             if not _record_failure(item):
-                lost.add(item.task.id)
+                lost.add((item.task.id, item.task.lease_token))
         # A deferral is not a try (nothing was called): it leaves no Attempt row.
         insert_rows(
             Attempt,
@@ -301,7 +302,9 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
                     "started_at": item.started_at,
                     "duration_ms": item.duration_ms,
                     "outcome": str(
-                        AttemptOutcome.LEASE_LOST if item.task.id in lost else item.verdict
+                        AttemptOutcome.LEASE_LOST
+                        if (item.task.id, item.task.lease_token) in lost
+                        else item.verdict
                     ),
                     "http_status": item.http_status,
                     "error": item.error,
@@ -311,7 +314,7 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
                 if not item.deferred
             ],
         )
-    return lost
+    return {task_id for task_id, _ in lost}
 
 
 def _plain_success(item: Outcome) -> bool:
@@ -350,11 +353,13 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
         f"done AS (UPDATE {table} AS t SET state = %s, result = r.result, last_error = '', "
         "lease_expires_at = NULL, finished_at = STATEMENT_TIMESTAMP(), "
         "updated_at = STATEMENT_TIMESTAMP() FROM r "
-        "WHERE t.id = r.task_id AND t.lease_token = r.token AND t.state = %s RETURNING t.id) "
+        "WHERE t.id = r.task_id AND t.lease_token = r.token AND t.state = %s "
+        "RETURNING t.id, t.lease_token) "
         f"INSERT INTO {attempts} "
         "(task_id, number, started_at, duration_ms, outcome, http_status, error, worker) "
         "SELECT r.task_id, r.number, r.started_at, r.duration_ms, "
-        "CASE WHEN r.task_id IN (SELECT id FROM done) THEN %s ELSE %s END, NULL, '', r.worker "
+        "CASE WHEN (r.task_id, r.token) IN (SELECT id, lease_token FROM done) "
+        "THEN %s ELSE %s END, NULL, '', r.worker "
         "FROM r RETURNING task_id, outcome"
     )
     params = [
@@ -378,8 +383,8 @@ def _column_type(model: type[Model], name: str) -> str:
     return str(field.db_type(connection))
 
 
-def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:
-    lost: set[int] = set()
+def _record_successes(outcomes: Sequence[Outcome]) -> set[tuple[int, uuid.UUID]]:
+    lost: set[tuple[int, uuid.UUID]] = set()
     by_token: dict[uuid.UUID, list[Outcome]] = {}
     for item in outcomes:
         by_token.setdefault(item.task.lease_token, []).append(item)
@@ -416,7 +421,7 @@ def _record_successes(outcomes: Sequence[Outcome]) -> set[int]:
                     id__in=ids, state=TaskState.SUCCEEDED, lease_token=token
                 ).values_list("id", flat=True)
             )
-            lost |= set(ids) - ours
+            lost |= {(task_id, token) for task_id in set(ids) - ours}
     return lost
 
 

@@ -121,6 +121,11 @@ def _subject(context_kind: str, payload: object) -> str | None:
         return get_handler(context_kind).subject(payload)
     except UnknownTaskKind:
         return None
+    except Exception:
+        # Only for the log line: a subject that cannot be read must not turn the attempt's
+        # outcome (a success, say) into a crash.
+        logger.warning("could not read the subject of a %s task", context_kind, exc_info=True)
+        return None
 
 
 def _log_attempt(outcome: Outcome) -> None:
@@ -276,7 +281,9 @@ class HandlerPool:
                 return
             try:
                 outcome = run_task(task, policy=self._policy, worker=self._worker)
-            except Exception:
+            except BaseException:
+                # Even SystemExit from a handler: the pass must get an outcome for every task
+                # it handed over, and the thread goes on serving the pool.
                 outcome = _crashed(task, policy=self._policy, worker=self._worker)
             try:
                 for conn in connections.all(initialized_only=True):

@@ -14,6 +14,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,10 @@ from outbox.waiter import Waiter
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+
+
+def _key(task: ClaimedTask) -> tuple[int, uuid.UUID]:
+    return (task.id, task.lease_token)
 
 
 def worker_name() -> str:
@@ -166,7 +171,10 @@ class Relay:
         """
         stats = PassStats()
         claim_until = time.monotonic() + seconds
-        inflight: dict[int, ClaimedTask] = {}  # by task id
+        # By (task id, lease token): the same pass can claim a task again after its lease ran
+        # out (renewals failed through an outage) while the first attempt is still running.
+        inflight: dict[tuple[int, uuid.UUID], ClaimedTask] = {}
+        running_ids: dict[int, ClaimedTask] = {}
         done: list[Outcome] = []
         last_flush = last_beat = last_renew = time.monotonic()
         low_water = max(1, self.batch_size // 2)
@@ -194,7 +202,13 @@ class Relay:
                             if self.on_backlog is not None:
                                 self.on_backlog()
                         for task in tasks:
-                            inflight[task.id] = task
+                            earlier = running_ids.get(task.id)
+                            if earlier is not None:
+                                # Its lease was taken over (by this very pass): the earlier
+                                # attempt starts no further call, and its write will be refused.
+                                earlier.lease.lose()
+                            running_ids[task.id] = task
+                            inflight[_key(task)] = task
                             pool.submit(task)
                     if now - last_renew >= self.renew_seconds:
                         # Outcomes not yet written hold their leases too: an expired one would
@@ -215,13 +229,15 @@ class Relay:
                         waiter.wait(min(claim_until - now, 1.0), self.stop_event)
                         continue
                     if not claiming and not self.wound_down.is_set():
-                        self._give_back_unstarted(pool, inflight, stats)
+                        self._give_back_unstarted(pool, inflight, running_ids, stats)
                         self.wound_down.set()
                     # While claiming, wake when there is room for a claim (or to flush on
                     # time); otherwise for each outcome, to finish promptly.
                     wake_below = low_water if claiming else None
                     for outcome in pool.results(timeout=0.05, unfinished_below=wake_below):
-                        del inflight[outcome.task.id]
+                        del inflight[_key(outcome.task)]
+                        if running_ids.get(outcome.task.id) is outcome.task:
+                            del running_ids[outcome.task.id]
                         done.append(outcome)
                     if (
                         len(done) >= low_water
@@ -248,7 +264,12 @@ class Relay:
                         abandoned = True
                         break
         finally:
-            pool.shutdown(wait=not abandoned, cancel=True)
+            # Whatever way the loop ended: give back what no thread started, keep every outcome
+            # that finished meanwhile, and write them while the leases hold.
+            unstarted = pool.take_unstarted()
+            pool.shutdown(wait=not abandoned)
+            done.extend(pool.results(timeout=0))
+            self._release(unstarted, stats)
             self._flush_before(done, stats, time.monotonic() + self.max_task_seconds)
         return stats
 
@@ -304,14 +325,28 @@ class Relay:
         self.stop_event.wait(0.5)
 
     def _give_back_unstarted(
-        self, pool: HandlerPool, inflight: dict[int, ClaimedTask], stats: PassStats
+        self,
+        pool: HandlerPool,
+        inflight: dict[tuple[int, uuid.UUID], ClaimedTask],
+        running_ids: dict[int, ClaimedTask],
+        stats: PassStats,
     ) -> None:
         unstarted = pool.take_unstarted()
-        if not unstarted:
-            return
         for task in unstarted:
-            del inflight[task.id]
-        stats.released += release_leases(unstarted)
+            del inflight[_key(task)]
+            if running_ids.get(task.id) is task:
+                del running_ids[task.id]
+        self._release(unstarted, stats)
+
+    def _release(self, tasks: list[ClaimedTask], stats: PassStats) -> None:
+        if not tasks:
+            return
+        try:
+            stats.released += release_leases(tasks)
+        except DATABASE_TROUBLE:
+            # Not given back: their leases expire and another pass takes them, one attempt
+            # spent. Never a reason to lose the outcomes this pass still has to write.
+            self._database_trouble(f"giving back {len(tasks)} unstarted tasks")
 
 
 # Until 0005_schedules_in_passes, the django-q2 schedules named these paths, and a running

@@ -279,3 +279,67 @@ def test_a_refused_stale_write_is_counted_and_logged_as_lease_lost(recording_han
 
     assert (stats.succeeded, stats.lease_lost) == (0, 1)
     assert f"outcome=lease_lost tasks={task_id}" in caplog.text
+
+
+def test_a_stale_success_and_the_owners_in_one_flush_are_each_labelled_by_their_lease(
+    recording_handler,
+):
+    # The same task twice in one batch of outcomes: the attempt whose lease expired, and the
+    # one that took the task over. Only the owner's write lands; the labels say which was which.
+    recording_handler()
+    [task_id] = make()
+    [stale] = claim(worker="w1")
+    expire(task_id)
+    [owner] = claim(worker="w2")
+    now = datetime.now(UTC)
+
+    record_outcomes(
+        [
+            Outcome(stale, AttemptOutcome.SUCCEEDED, now, 1.0, "w1"),
+            Outcome(owner, AttemptOutcome.SUCCEEDED, now, 1.0, "w2"),
+        ]
+    )
+
+    rows = Attempt.objects.filter(task_id=task_id).order_by("id")
+    assert list(rows.values_list("worker", "number", "outcome")) == [
+        ("w1", 1, AttemptOutcome.LEASE_LOST),
+        ("w2", 2, AttemptOutcome.SUCCEEDED),
+    ]
+    assert Task.objects.get(id=task_id).state == TaskState.SUCCEEDED
+
+
+@pytest.mark.parametrize("with_another_task", [False, True])
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_that_claims_its_own_expired_task_again_loses_no_outcome(
+    recording_handler, with_another_task
+):
+    # The pass's renewals failed for longer than the lease (an outage), so its next claim
+    # takes the same task again while the first attempt still runs. Keyed by task id, the
+    # second entry overwrote the first: an outcome went missing or the pass crashed.
+    second_started = threading.Event()
+
+    def behaviour(task):
+        if task.payload.get("slow"):
+            time.sleep(1.0)
+            return {}
+        if task.attempt == 1:
+            Task.objects.filter(id=task.id).update(lease_expires_at=Now())
+            assert second_started.wait(5)
+            return {"attempt": 1}
+        second_started.set()
+        time.sleep(0.3)
+        return {"attempt": 2}
+
+    recording_handler(behaviour=behaviour)
+    with transaction.atomic():
+        [task] = enqueue_many([TaskSpec(kind="test.record")])
+        if with_another_task:
+            enqueue_many([TaskSpec(kind="test.record", payload={"slow": True})])
+
+    stats = Relay(threads=4, batch_size=50, poll_seconds=0.01).run(seconds=1.5)
+
+    assert (stats.succeeded, stats.lease_lost) == (2 if with_another_task else 1, 1)
+    assert list(
+        Attempt.objects.filter(task_id=task.id).order_by("id").values_list("number", "outcome")
+    ) == [(1, AttemptOutcome.LEASE_LOST), (2, AttemptOutcome.SUCCEEDED)]
+    assert set(Task.objects.values_list("state", flat=True)) == {TaskState.SUCCEEDED}

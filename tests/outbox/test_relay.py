@@ -488,15 +488,102 @@ def test_the_schedule_migration_rewrites_the_old_dotted_path_and_back():
 
 
 @pytest.mark.postgres
-def test_the_waiter_is_listening_once_a_pass_first_waits(postgres_only):
-    # LISTEN is opened on a thread while the first claim runs; the first wait must find it in
-    # place, or an idle pass would only notice new work on its 0.25 s timer.
+def test_the_waiter_listens_once_its_connection_is_open(postgres_only):
+    # LISTEN is opened on a thread while the first claim runs (a wait before then polls); once
+    # open, the pass waits on it, or an idle pass would only notice work on its 0.25 s timer.
     from outbox.services import NOTIFY_CHANNEL
     from outbox.waiter import Waiter
 
     stop = threading.Event()
     with Waiter(poll_seconds=0.05) as waiter:
+        opening = waiter._opening
+        assert opening is not None, "opened on a thread, beside the first claim"
+        opening.join(10)
         waiter.wait(0.01, stop)
         channels = [row[0] for row in waiter.conn.execute("SELECT pg_listening_channels()")]
+    assert waiter.conn is None, "closed with the pass"
 
     assert channels == [NOTIFY_CHANNEL]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_during_a_database_blip_still_records_the_running_attempt(
+    recording_handler, monkeypatch
+):
+    # SIGTERM, and the database drops the connection as the pass gives back what it had not
+    # started: those leases are left to expire, but the attempt that was running finishes and
+    # its success is written, not lost with the pass.
+    from django.db import OperationalError
+
+    from outbox import relay as relay_module
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(task):
+        started.set()
+        release.wait(10)
+        return {"done": task.payload["n"]}
+
+    recording_handler(behaviour=slow)
+    for n in range(5):
+        make(payload={"n": n})
+
+    def release_leases(tasks):
+        release.set()
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(relay_module, "release_leases", release_leases)
+    runner = Relay(threads=1, batch_size=5, poll_seconds=0.01)
+
+    def stop_when_running() -> None:
+        started.wait(10)
+        runner.stop_event.set()
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    stats = runner.run(seconds=30)
+    stopper.join()
+
+    assert stats.succeeded == 1
+    states = Counter(Task.objects.values_list("state", "attempts"))
+    assert states == {(TaskState.SUCCEEDED, 1): 1, (TaskState.RUNNING, 1): 4}
+
+
+def test_a_handler_that_calls_sys_exit_gets_an_outcome_and_its_thread_goes_on(
+    recording_handler,
+):
+    def exits(task):
+        if task.payload["n"] == 0:
+            raise SystemExit(3)
+        return None
+
+    recording_handler(behaviour=exits)
+    for n in range(3):
+        make(payload={"n": n})
+
+    stats = relay(threads=1, poll_seconds=0.01).run(seconds=0.5)
+
+    assert (stats.succeeded, stats.retried) == (2, 1)
+    assert "SystemExit: 3" in Task.objects.get(payload__n=0).last_error
+
+
+def test_a_log_line_that_cannot_be_written_does_not_turn_a_success_into_a_retry(
+    recording_handler, monkeypatch, caplog
+):
+    # The attempt's log line reads the task's subject after the handler returned: a failure
+    # there must not make a done effect run again.
+    from outbox import registry
+
+    def broken(self, payload):
+        raise ValueError("unreadable subject")
+
+    calls = recording_handler(label="ticket_id")
+    monkeypatch.setattr(registry.Handler, "subject", broken)
+    make(payload={"ticket_id": "t-1"})
+
+    with caplog.at_level(logging.INFO, logger="outbox.attempts"):
+        stats = relay().run_once()
+
+    assert (stats.succeeded, stats.retried) == (1, 0)
+    assert len(calls) == 1
+    assert Task.objects.get().state == TaskState.SUCCEEDED
