@@ -24,10 +24,15 @@ class Waiter:
     wait wakes every 0.25 s whatever happens.)
     """
 
+    # A LISTEN connection that cannot be opened in this long is given up: the pass polls.
+    CONNECT_TIMEOUT_SECONDS = 5
+
     def __init__(self, poll_seconds: float) -> None:
         self.poll_seconds = poll_seconds
         self.conn: Any = None
         self._opening: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __enter__(self) -> Waiter:
         if connection.vendor == "postgresql":
@@ -44,28 +49,36 @@ class Waiter:
         try:
             import psycopg
 
+            params.setdefault("connect_timeout", self.CONNECT_TIMEOUT_SECONDS)
             conn = psycopg.connect(**params, autocommit=True)
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except Exception:
             logger.exception("LISTEN failed; the relay polls instead")
             return
-        self.conn = conn
+        with self._lock:
+            if self._closed:  # the pass ended while this connected
+                conn.close()
+                return
+            self.conn = conn
 
-    def _ready(self) -> None:
-        if self._opening is not None:
-            self._opening.join()
-            self._opening = None
+    def _ready(self) -> bool:
+        """Whether the LISTEN connection is settled (open, or given up); never blocks."""
+        if self._opening is not None and self._opening.is_alive():
+            return False
+        self._opening = None
+        return True
 
     def __exit__(self, *exc: object) -> None:
-        self._ready()
-        if self.conn is not None:
-            self.conn.close()
+        with self._lock:
+            self._closed = True
+            conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
     def wait(self, timeout: float, stop_event: threading.Event) -> None:
         if timeout <= 0:
             return
-        self._ready()
-        if self.conn is None:
+        if not self._ready() or self.conn is None:
             stop_event.wait(min(timeout, self.poll_seconds))
             return
         # Retries and scheduled tasks become due without a NOTIFY: wake at least every 0.25s.

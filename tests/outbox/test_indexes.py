@@ -106,3 +106,24 @@ def test_the_started_at_index_holds_failed_tries_only(postgres_only):
 
     assert "WHERE ((outcome)::text = ANY" in indexes["outbox_attempt_failed_started"]
     assert "outbox_attempt_started" not in indexes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_index_migration_runs_again_after_an_interrupted_run(postgres_only):
+    # A deploy that timed out after the first CREATE INDEX CONCURRENTLY: the index is there,
+    # the migration is not recorded. Running it again must finish, not fail on the name.
+    from django.core.management import call_command
+
+    call_command("migrate", "outbox", "0007", verbosity=0)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE INDEX outbox_task_finished_only ON outbox_task (finished_at) "
+                "WHERE finished_at IS NOT NULL"
+            )
+        call_command("migrate", "outbox", verbosity=0)
+    finally:
+        call_command("migrate", verbosity=0)
+
+    assert "outbox_task_finished_only" in task_indexes()
+    assert "outbox_task_finished" not in task_indexes()

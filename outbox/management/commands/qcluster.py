@@ -46,6 +46,7 @@ class Command(QClusterCommand):
         # process. The garbage collector of a worker walking those objects would write to their
         # pages and copy them, about 25 MiB per worker after its first pass; frozen, the
         # collector leaves them alone (the `gc.freeze()` recipe of the gc module's docs).
+        gc.collect()  # what is garbage now would otherwise be frozen in every process
         gc.freeze()
         cluster = Cluster()  # installs django-q2's own signal handlers
         # ... which ours now run after setting the event
