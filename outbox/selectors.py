@@ -10,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
+from django.db import connection
 from django.db.models import (
     Case,
+    CharField,
     Count,
     DurationField,
     ExpressionWrapper,
     F,
+    Func,
     Max,
     Min,
     OuterRef,
@@ -266,6 +269,8 @@ def _hours(start: datetime, hours: int) -> list[datetime]:
 
 
 def _per_hour(rows: QuerySet[Any], field: str, kind: str) -> dict[tuple[str, datetime], int]:
+    if connection.vendor == "sqlite":
+        return _per_hour_sqlite(rows, field, kind)
     grouped = (
         rows.order_by()
         .annotate(hour=TruncHour(field, tzinfo=UTC))
@@ -274,6 +279,26 @@ def _per_hour(rows: QuerySet[Any], field: str, kind: str) -> dict[tuple[str, dat
         .values_list(kind, "hour", "n")
     )
     return {(k, hour): n for k, hour, n in grouped}
+
+
+class _SQLiteHour(Func):
+    """SQLite's own hour truncation of a stored UTC time. Django's TruncHour calls back into
+    Python for every row there: 0.7 s of the dashboard with 140,000 tasks in its window."""
+
+    # Stored as text, 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC: the hour is its first 13 characters.
+    template = "SUBSTR(%(expressions)s, 1, 13) || ':00:00'"
+    output_field = CharField()
+
+
+def _per_hour_sqlite(rows: QuerySet[Any], field: str, kind: str) -> dict[tuple[str, datetime], int]:
+    grouped = (
+        rows.order_by()
+        .annotate(hour=_SQLiteHour(F(field)))
+        .values_list(kind, "hour")
+        .annotate(n=Count("id"))
+        .values_list(kind, "hour", "n")
+    )
+    return {(k, datetime.fromisoformat(hour).replace(tzinfo=UTC)): n for k, hour, n in grouped}
 
 
 def paused_kinds() -> list[PausedKind]:

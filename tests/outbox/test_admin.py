@@ -675,3 +675,17 @@ def test_the_dashboard_reads_in_a_fixed_number_of_queries(admin_client, django_a
 
     with django_assert_num_queries(len(few)):
         load()
+
+
+def test_the_chart_truncates_hours_in_the_database_not_in_a_python_callback():
+    # Django's TruncHour on SQLite calls a Python function for every row: 0.7 s of the
+    # dashboard with a day of 140,000 tasks. PostgreSQL has date_trunc of its own.
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        selectors.hourly_activity_by_kind(hours=24)
+
+    statements = " ".join(q["sql"] for q in captured.captured_queries)
+    assert "django_datetime_trunc" not in statements
+    expected = "DATE_TRUNC" if connection.vendor == "postgresql" else "SUBSTR("
+    assert expected in statements
