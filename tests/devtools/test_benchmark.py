@@ -121,3 +121,15 @@ def test_a_run_of_f_and_k_keeps_f_s_table_for_k(monkeypatch):
     calls.clear()
     benchmark.run(SMALL, quiet_report(), only={"f"})
     assert calls == [("f", {"keep": False})]
+
+
+def test_the_recorded_command_names_no_password_and_no_path_of_this_machine():
+    from django.conf import settings
+
+    from devtools.management.commands.outbox_benchmark import _redacted
+
+    local = f"sqlite:///{settings.BASE_DIR}/var/bench.sqlite3"
+    remote = "postgres://bench:s3cret@db.example:5432/bench"
+
+    assert _redacted({}, local) == "sqlite:///$PWD/var/bench.sqlite3"
+    assert _redacted({"PASSWORD": "s3cret"}, remote) == "postgres://bench:***@db.example:5432/bench"

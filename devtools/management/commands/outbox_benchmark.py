@@ -123,8 +123,11 @@ def _shown_arguments() -> list[str]:
 
 
 def _redacted(settings_dict: dict[str, Any], url: str) -> str:
+    """The URL as the docs show it: no password, and a file in the checkout named from `$PWD`
+    (the command runs from the checkout), so the line works when pasted on another machine."""
     password = settings_dict.get("PASSWORD")
-    return url.replace(f":{password}@", ":***@") if password else url
+    url = url.replace(f":{password}@", ":***@") if password else url
+    return url.replace(f"///{settings.BASE_DIR}/", "///$PWD/")
 
 
 def write_section(path: Path, report: Report, command: str, about: str) -> None:
