@@ -22,9 +22,7 @@ from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
     F,
-    Field,
     JSONField,
-    Model,
     Value,
     When,
 )
@@ -34,7 +32,7 @@ from django.utils.dateparse import parse_datetime
 from outbox.lease import Lease
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
 from outbox.registry import TaskContext
-from outbox.sql import db_now_sql, insert_rows, server_binding_cursor
+from outbox.sql import db_now_sql, field_of, insert_rows, server_binding_cursor, unnest_arrays
 from outbox.storable import storable_json, storable_text
 
 logger = logging.getLogger(__name__)
@@ -333,22 +331,19 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
     updated, and its Attempt row says `lease_lost`."""
     table = _table()
     attempts = connection.ops.quote_name(Attempt._meta.db_table)
-    result_field = Task._meta.get_field("result")
-    assert isinstance(result_field, JSONField)
-    columns = {
-        "task_id": [item.task.id for item in outcomes],
-        "number": [item.task.context.attempt for item in outcomes],
-        "started_at": [item.started_at for item in outcomes],
-        "duration_ms": [item.duration_ms for item in outcomes],
-        "worker": [item.worker[:200] for item in outcomes],
-    }
-    types = ", ".join(f"%b::{_column_type(Attempt, name)}[]" for name in columns)
-    results = [
-        None if item.result is None else result_field.get_db_prep_save(item.result, connection)
-        for item in outcomes
-    ]
+    types, arrays = unnest_arrays(
+        [
+            (field_of(Attempt, "task"), [item.task.id for item in outcomes]),
+            (field_of(Attempt, "number"), [item.task.context.attempt for item in outcomes]),
+            (field_of(Attempt, "started_at"), [item.started_at for item in outcomes]),
+            (field_of(Attempt, "duration_ms"), [item.duration_ms for item in outcomes]),
+            (field_of(Attempt, "worker"), [item.worker[:200] for item in outcomes]),
+            (field_of(Task, "result"), [item.result for item in outcomes]),
+            (field_of(Task, "lease_token"), [item.task.lease_token for item in outcomes]),
+        ]
+    )
     sql = (
-        f"WITH r AS (SELECT * FROM unnest({types}, %b::jsonb[], %b::uuid[]) "
+        f"WITH r AS (SELECT * FROM unnest({types}) "
         "AS r(task_id, number, started_at, duration_ms, worker, result, token)), "
         f"done AS (UPDATE {table} AS t SET state = %s, result = r.result, last_error = '', "
         "lease_expires_at = NULL, finished_at = STATEMENT_TIMESTAMP(), "
@@ -363,9 +358,7 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
         "FROM r RETURNING task_id, outcome"
     )
     params = [
-        *columns.values(),
-        results,
-        [item.task.lease_token for item in outcomes],
+        *arrays,
         str(TaskState.SUCCEEDED),
         str(TaskState.RUNNING),
         str(AttemptOutcome.SUCCEEDED),
@@ -375,12 +368,6 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return {task_id for task_id, outcome in rows if outcome == AttemptOutcome.LEASE_LOST}
-
-
-def _column_type(model: type[Model], name: str) -> str:
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field)
-    return str(field.db_type(connection))
 
 
 def _record_successes(outcomes: Sequence[Outcome]) -> set[tuple[int, uuid.UUID]]:

@@ -256,9 +256,8 @@ class HandlerPool:
             self._unfinished -= len(taken)
         return taken
 
-    def shutdown(self, *, wait: bool, cancel: bool = False) -> None:
-        if cancel:
-            self.take_unstarted()
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop the threads once the queued tasks are done (`take_unstarted` first to drop them)."""
         for _ in self._threads:
             self._todo.put(None)
         if wait:
