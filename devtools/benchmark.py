@@ -181,9 +181,16 @@ def any_task_left() -> bool:
     return Task.objects.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).exists()
 
 
+def outbox_drain_rate(total: int) -> float:
+    """`drain_rate` of the outbox's backlog of `total` tasks, polled with EXISTS checks."""
+    return drain_rate(
+        unfinished, total, timeout=600, any_done=any_task_done, any_left=any_task_left
+    )
+
+
 def wait_drained(*, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while unfinished():
+    while any_task_left():
         if time.monotonic() > deadline:
             raise RuntimeError(f"not drained within {timeout:.0f}s: {unfinished()} left")
         time.sleep(0.05)
@@ -346,13 +353,7 @@ def cluster_drain(options: Options, report: Report, naive: float, ceiling: float
     enqueue_noops(options.drain_tasks)
     vacuum()
     with Cluster({}):
-        rate = drain_rate(
-            unfinished,
-            options.drain_tasks,
-            timeout=600,
-            any_done=any_task_done,
-            any_left=any_task_left,
-        )
+        rate = outbox_drain_rate(options.drain_tasks)
     conf = outbox_settings()  # settings.OUTBOX holds only what the environment overrides
     report.add(
         "(b) outbox relay in qcluster, no-op handler",
@@ -552,15 +553,7 @@ def two_clusters(options: Options, report: Report, *, rounds: int = 3) -> None:
             Cluster({}, log=var / "benchmark-qcluster-1.log") as first,
             Cluster({}, log=var / "benchmark-qcluster-2.log") as second,
         ):
-            rates.append(
-                drain_rate(
-                    unfinished,
-                    options.drain_tasks,
-                    timeout=600,
-                    any_done=any_task_done,
-                    any_left=any_task_left,
-                )
-            )
+            rates.append(outbox_drain_rate(options.drain_tasks))
             assert first.process is not None
             assert second.process is not None
             trees = [set(process_tree(first.process.pid)), set(process_tree(second.process.pid))]
