@@ -147,16 +147,21 @@ def field_of(model: type[models.Model], name: str) -> models.Field[Any, Any]:
     return found
 
 
-def server_binding_cursor() -> Any:
+def server_binding_cursor(*, binary: bool = False) -> Any:
     """A cursor that sends the arrays as bound parameters (binary), not as SQL text.
 
     Django's PostgreSQL cursors bind client-side: the arrays would be rendered and escaped
-    into the statement. Wrapped by Django, it is still logged and counted like any other.
+    into the statement. A statement run this way is prepared by psycopg once a connection has
+    run it a few times. With `binary`, rows come back in binary and are read by psycopg's own
+    (C) loaders: a jsonb column is a Python value, a timestamptz an aware datetime. Wrapped by
+    Django, it is still logged and counted like any other.
     """
     import psycopg
 
     connection.ensure_connection()
     raw: Any = psycopg.Cursor(connection.connection)
+    if binary:
+        raw.format = psycopg.pq.Format.BINARY
     if connection.queries_logged:
         return connection.make_debug_cursor(raw)
     return connection.make_cursor(raw)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -243,18 +244,52 @@ def test_a_claim_fetches_its_rows_by_key_not_by_scanning_the_backlog(
 ):
     # With tens of thousands waiting, `id IN (subquery)` was planned as a hash join against a
     # sequential scan of the whole table: every claim read the whole backlog.
-    from django.test.utils import CaptureQueriesContext
+    from outbox.sql import server_binding_cursor
 
     recording_handler()
     make(n=30_000)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE outbox_task")
-    with CaptureQueriesContext(connection) as captured:
+    sent: list[tuple[str, Any]] = []
+
+    def keep(execute, sql, params, many, context):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
         claim(limit=200)
-    [claim_sql] = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
+    [(claim_sql, params)] = [(sql, params) for sql, params in sent if sql.startswith("UPDATE")]
 
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {claim_sql}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    # As the claim runs it, bound on the server; and as the generic plan PostgreSQL may switch
+    # to once psycopg has prepared the statement (after a few claims on one connection).
+    plans = []
+    with transaction.atomic(), server_binding_cursor() as cursor:
+        for mode in ("auto", "force_generic_plan"):
+            cursor.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            cursor.execute(f"EXPLAIN {claim_sql}", params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
 
-    assert "Seq Scan on outbox_task" not in plan, plan
+    for plan in plans:
+        assert "Seq Scan on outbox_task" not in plan, plan
+
+
+def test_a_claimed_task_carries_its_payload_and_creation_time_as_stored(recording_handler):
+    # On PostgreSQL the claim's rows come back in binary, read by psycopg's own loaders rather
+    # than Django's: the handler must still get the same values the ORM reads.
+    recording_handler()
+    payload = {"name": "Zoë 🎫", "amount": "12.50", "nested": {"list": [1, 2.5, None, True]}}
+    [task_id] = make(payload=payload)
+
+    [task] = claim()
+
+    stored = Task.objects.get(id=task_id)
+    assert task.context.payload == payload == stored.payload
+    assert task.context.created_at == stored.created_at
+    assert task.context.created_at is not None
+    assert task.context.created_at.utcoffset() == timedelta(0)
+    assert (task.context.kind, task.context.attempt, task.context.max_attempts) == (
+        "test.record",
+        1,
+        stored.max_attempts,
+    )
+    assert task.context.correlation_id == stored.correlation_id
