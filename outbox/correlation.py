@@ -25,6 +25,12 @@ def get_correlation_id() -> str:
     return _current.get()
 
 
+def set_correlation_id(correlation_id: str) -> None:
+    """Set it for the rest of the current context: for code that runs in a context of its own
+    (each task's handler does); elsewhere `correlation_scope` restores the previous one."""
+    _current.set(correlation_id)
+
+
 @contextmanager
 def correlation_scope(correlation_id: str) -> Iterator[None]:
     token = _current.set(correlation_id)

@@ -73,6 +73,11 @@ def holding(lease: Lease) -> Iterator[Lease]:
         _current.reset(token)
 
 
+def hold(lease: Lease) -> None:
+    """`holding` for code that runs in a context of its own (each task's handler does)."""
+    _current.set(lease)
+
+
 def current_lease() -> Lease | None:
     return _current.get()
 

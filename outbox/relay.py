@@ -209,7 +209,7 @@ class Relay:
                                 earlier.lease.lose()
                             running_ids[task.id] = task
                             inflight[_key(task)] = task
-                            pool.submit(task)
+                        pool.submit_many(tasks)
                     if now - last_renew >= self.renew_seconds:
                         # Outcomes not yet written hold their leases too: an expired one would
                         # let another pass run the task again.

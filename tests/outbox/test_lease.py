@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models.functions import Now
 from django.test import override_settings
 
@@ -354,3 +354,53 @@ def test_a_pass_that_claims_its_own_expired_task_again_loses_no_outcome(
         Attempt.objects.filter(task_id=task.id).order_by("id").values_list("number", "outcome")
     ) == [(1, AttemptOutcome.LEASE_LOST), (2, AttemptOutcome.SUCCEEDED)]
     assert set(Task.objects.values_list("state", flat=True)) == {TaskState.SUCCEEDED}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_handler_thread_gives_back_the_connection_its_handler_opened(recording_handler):
+    # A handler that reads the database and makes no external call: its thread must still
+    # give the connection back when the task ends, or a pass of many threads would hold one
+    # pooled connection per thread. (The pool's threads only close what they opened.)
+    wrappers = []
+
+    def read(task):
+        Task.objects.filter(id=task.id).exists()
+        wrappers.append(connections["default"])  # this thread's own, not the proxy
+        return {}
+
+    recording_handler(behaviour=read)
+    make(n=6)
+
+    stats = Relay(threads=3, batch_size=6).run_once()
+
+    assert stats.succeeded == 6
+    assert len(wrappers) == 6
+    assert all(wrapper.connection is None for wrapper in wrappers)
+
+
+def test_what_a_handler_sets_in_a_context_variable_stays_with_its_task(recording_handler):
+    # One thread runs both tasks: the second must not see what the first one's handler set.
+    import contextvars
+
+    from outbox.correlation import get_correlation_id
+    from outbox.lease import current_lease
+
+    probe: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="unset")
+    seen = []
+
+    def handle(task):
+        seen.append((probe.get(), get_correlation_id(), current_lease() is not None))
+        probe.set(f"set by task {task.id}")
+        return {}
+
+    recording_handler(behaviour=handle)
+    with transaction.atomic():
+        enqueue_many([TaskSpec(kind="test.record", correlation_id=f"c{n}") for n in (1, 2)])
+
+    stats = Relay(threads=1, batch_size=2).run_once()
+
+    assert stats.succeeded == 2
+    assert seen == [("unset", "c1", True), ("unset", "c2", True)]
+    assert probe.get() == "unset"
+    assert get_correlation_id() == ""
