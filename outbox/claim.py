@@ -42,9 +42,13 @@ logger = logging.getLogger(__name__)
 DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class ClaimedTask:
-    """A task this pass holds: what its handler gets, and the lease that fences its writes."""
+    """A task this pass holds: what its handler gets, and the lease that fences its writes.
+
+    Compared and hashed by identity: one claim of a task is one attempt. The same task claimed
+    twice (its first lease ran out) is two of them, each with its own lease.
+    """
 
     context: TaskContext
     lease: Lease
@@ -357,13 +361,15 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
         "lease_expires_at = NULL, finished_at = STATEMENT_TIMESTAMP(), "
         "updated_at = STATEMENT_TIMESTAMP() FROM r "
         "WHERE t.id = r.task_id AND t.lease_token = r.token AND t.state = %s "
-        "RETURNING t.id, t.lease_token) "
-        f"INSERT INTO {attempts} "
+        "RETURNING t.id, t.lease_token), "
+        f"written AS (INSERT INTO {attempts} "
         "(task_id, number, started_at, duration_ms, outcome, http_status, error, worker) "
         "SELECT r.task_id, r.number, r.started_at, r.duration_ms, "
         "CASE WHEN (r.task_id, r.token) IN (SELECT id, lease_token FROM done) "
         "THEN %s ELSE %s END, NULL, '', r.worker "
-        "FROM r RETURNING task_id, outcome"
+        "FROM r RETURNING task_id, outcome) "
+        # Only the refused ones come back: usually none.
+        "SELECT task_id FROM written WHERE outcome = %s"
     )
     params = [
         *arrays,
@@ -371,11 +377,11 @@ def _record_successes_in_one_statement(outcomes: Sequence[Outcome]) -> set[int]:
         str(TaskState.RUNNING),
         str(AttemptOutcome.SUCCEEDED),
         str(AttemptOutcome.LEASE_LOST),
+        str(AttemptOutcome.LEASE_LOST),
     ]
     with server_binding_cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return {task_id for task_id, outcome in rows if outcome == AttemptOutcome.LEASE_LOST}
+        return {task_id for (task_id,) in cursor.fetchall()}
 
 
 def _record_successes(outcomes: Sequence[Outcome]) -> set[tuple[int, uuid.UUID]]:

@@ -14,7 +14,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,10 +39,6 @@ from outbox.waiter import Waiter
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
-
-
-def _key(task: ClaimedTask) -> tuple[int, uuid.UUID]:
-    return (task.id, task.lease_token)
 
 
 def worker_name() -> str:
@@ -171,9 +166,10 @@ class Relay:
         """
         stats = PassStats()
         claim_until = time.monotonic() + seconds
-        # By (task id, lease token): the same pass can claim a task again after its lease ran
-        # out (renewals failed through an outage) while the first attempt is still running.
-        inflight: dict[tuple[int, uuid.UUID], ClaimedTask] = {}
+        # Each claim of a task (ClaimedTask compares by identity): the same pass can claim a task
+        # again after its lease ran out (renewals failed through an outage) while the first
+        # attempt is still running.
+        inflight: set[ClaimedTask] = set()
         running_ids: dict[int, ClaimedTask] = {}
         done: list[Outcome] = []
         last_flush = last_beat = last_renew = time.monotonic()
@@ -208,12 +204,12 @@ class Relay:
                                 # attempt starts no further call, and its write will be refused.
                                 earlier.lease.lose()
                             running_ids[task.id] = task
-                            inflight[_key(task)] = task
+                            inflight.add(task)
                         pool.submit_many(tasks)
                     if now - last_renew >= self.renew_seconds:
                         # Outcomes not yet written hold their leases too: an expired one would
                         # let another pass run the task again.
-                        self._renew([*inflight.values(), *(o.task for o in done)], stats)
+                        self._renew([*inflight, *(o.task for o in done)], stats)
                         last_renew = now
                     if heartbeat is not None and now - last_beat > HEARTBEAT_SECONDS:
                         try:
@@ -235,7 +231,7 @@ class Relay:
                     # time); otherwise for each outcome, to finish promptly.
                     wake_below = low_water if claiming else None
                     for outcome in pool.results(timeout=0.05, unfinished_below=wake_below):
-                        del inflight[_key(outcome.task)]
+                        inflight.remove(outcome.task)
                         if running_ids.get(outcome.task.id) is outcome.task:
                             del running_ids[outcome.task.id]
                         done.append(outcome)
@@ -253,13 +249,13 @@ class Relay:
                         # Handlers stuck outside their calls' deadlines (a bug): no further
                         # call may start, and whatever call is in flight ends by its deadline,
                         # before the unrenewed lease lets another pass take the task.
-                        for task in inflight.values():
+                        for task in inflight:
                             task.lease.lose()
                         logger.error(
                             "relay pass abandons %d stuck attempts (tasks %s); their leases "
                             "expire and other passes take them again",
                             len(inflight),
-                            ", ".join(str(task.id) for task in inflight.values()),
+                            ", ".join(str(task.id) for task in inflight),
                         )
                         abandoned = True
                         break
@@ -327,13 +323,13 @@ class Relay:
     def _give_back_unstarted(
         self,
         pool: HandlerPool,
-        inflight: dict[tuple[int, uuid.UUID], ClaimedTask],
+        inflight: set[ClaimedTask],
         running_ids: dict[int, ClaimedTask],
         stats: PassStats,
     ) -> None:
         unstarted = pool.take_unstarted()
         for task in unstarted:
-            del inflight[_key(task)]
+            inflight.remove(task)
             if running_ids.get(task.id) is task:
                 del running_ids[task.id]
         self._release(unstarted, stats)
