@@ -29,8 +29,20 @@ NEEDS_MIGRATED_DATABASE = frozenset(
         "runserver",
     }
 )
+# Commands that need the database but not its tables; with the ones above, they are told at
+# once, in one line, when the database refuses them (a wrong name, role or password; or none
+# answering), instead of waiting out the connection pool's 30 s and printing a traceback.
+NEEDS_DATABASE = NEEDS_MIGRATED_DATABASE | {"migrate", "showmigrations", "outbox_benchmark"}
+# Services ride out a database that does not answer yet (started before it, or restarting):
+# only a refusal that lasts (no such database or role, a wrong password) stops them at start.
+SERVICES = frozenset({"qcluster", "runserver"})
 CONFIG_EXIT_CODE = 2
 NOT_MIGRATED_EXIT_CODE = 3
+DATABASE_EXIT_CODE = 4
+# What PostgreSQL answers for a configuration that will not start working by itself.
+_LASTING_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+# DATABASES OPTIONS that Django reads itself; the rest are libpq's connection parameters.
+_DJANGO_ONLY = frozenset({"pool", "isolation_level", "server_side_binding", "assume_role"})
 
 _migrated = False
 
@@ -55,6 +67,50 @@ def unapplied_migrations() -> list[str] | None:
     pending = [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
     _migrated = not pending
     return pending
+
+
+def database_refusal() -> tuple[str, bool] | None:
+    """Why the default database refuses a connection, on one line, and whether that lasts; None
+    when it answers. PostgreSQL only (SQLite opens or creates its file). One connection of
+    its own with a 5 s timeout, outside Django's pool; libpq's message names the host, port,
+    database or role, never the password.
+    """
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    if wrapper.vendor != "postgresql":
+        return None
+    import psycopg
+
+    params = wrapper.settings_dict
+    options = {key: value for key, value in params["OPTIONS"].items() if key not in _DJANGO_ONLY}
+    try:
+        psycopg.connect(
+            dbname=params["NAME"] or "postgres",
+            user=params["USER"] or None,
+            password=params["PASSWORD"] or None,
+            host=params["HOST"] or None,
+            port=params["PORT"] or None,
+            connect_timeout=5,
+            **options,
+        ).close()
+    except psycopg.Error as exc:
+        lines = str(exc).strip().splitlines() or [exc.__class__.__name__]
+        reason = lines[0].removeprefix("connection failed: ").strip()
+        password = params["PASSWORD"]
+        if password:
+            reason = reason.replace(password, "***")
+        return reason, any(marker in reason for marker in _LASTING_REFUSALS)
+    return None
+
+
+def database_refusal_message(reason: str) -> str:
+    from django.conf import settings
+
+    from project.settings import mask_url
+
+    url = mask_url(settings.DATABASE_URL)
+    return f"Cannot connect to the database in DATABASE_URL ({url}): {reason}"
 
 
 def not_migrated_message(pending: Sequence[str]) -> str:
@@ -85,10 +141,14 @@ def run_command(argv: list[str]) -> None:
         # Load the settings here: Django's own loader would defer a configuration error and
         # answer "Unknown command" for every command but its own.
         settings.INSTALLED_APPS  # noqa: B018
-        if command in NEEDS_MIGRATED_DATABASE and not wants_help:
+        if command in NEEDS_DATABASE and not wants_help:
             import django
 
             django.setup()
+            refusal = database_refusal()
+            if refusal is not None and (refusal[1] or command not in SERVICES):
+                _fail(database_refusal_message(refusal[0]), DATABASE_EXIT_CODE)
+        if command in NEEDS_MIGRATED_DATABASE and not wants_help:
             pending = unapplied_migrations()
             if pending:
                 _fail(not_migrated_message(pending), NOT_MIGRATED_EXIT_CODE)

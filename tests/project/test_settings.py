@@ -156,6 +156,51 @@ def test_a_database_that_does_not_answer_logs_no_password():
     assert PASSWORD not in result.stdout + result.stderr
 
 
+def manage(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", [["outbox_status"], ["migrate", "--noinput"]])
+def test_a_command_against_a_database_that_refuses_it_says_so_in_one_line(command):
+    # Before, it waited out the pool's 30 s (twice) and printed a traceback.
+    url = f"postgres://app:{PASSWORD}@127.0.0.1:9/tickets"
+
+    result = manage(*command, url=url)
+
+    assert result.returncode == 4
+    assert result.stderr.splitlines() == [
+        "Cannot connect to the database in DATABASE_URL (postgres://app:***@127.0.0.1:9/tickets): "
+        'connection to server at "127.0.0.1", port 9 failed: Connection refused'
+    ]
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["outbox_status", "qcluster"])
+def test_a_database_that_does_not_exist_stops_even_the_cluster_at_start(command):
+    # A service rides out a database that does not answer yet; a missing database will not
+    # appear by itself: the cluster says so and exits instead of retrying forever.
+    url = f"postgres://postgres:{PASSWORD}@127.0.0.1:5432/outbox_no_such_database"
+
+    result = manage(command, url=url)
+
+    assert result.returncode == 4
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "Cannot connect to the database in DATABASE_URL "
+        "(postgres://postgres:***@127.0.0.1:5432/outbox_no_such_database): "
+    )
+    assert 'database "outbox_no_such_database" does not exist' in line
+    assert PASSWORD not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
