@@ -151,10 +151,10 @@ def server_binding_cursor(*, binary: bool = False) -> Any:
     """A cursor that sends the arrays as bound parameters (binary), not as SQL text.
 
     Django's PostgreSQL cursors bind client-side: the arrays would be rendered and escaped
-    into the statement. A statement run this way is prepared by psycopg once a connection has
-    run it a few times. With `binary`, rows come back in binary and are read by psycopg's own
-    (C) loaders: a jsonb column is a Python value, a timestamptz an aware datetime. Wrapped by
-    Django, it is still logged and counted like any other.
+    into the statement. With `binary`, rows come back in binary and are read by psycopg's own
+    (C) loaders: a jsonb column is a Python value, a timestamptz an aware datetime. Nothing is
+    prepared (Django connects with prepare_threshold=None). Wrapped by Django, it is still
+    logged and counted like any other.
     """
     import psycopg
 
