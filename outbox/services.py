@@ -229,11 +229,18 @@ def tasks_prune(*, older_than: timedelta | None = None, chunk: int = 5000) -> in
         older_than = timedelta(days=outbox_settings().retention_days)
     total = 0
     while True:
-        # Small chunks keep each transaction short on a table the relay is writing to.
-        ids = list(finished_before(older_than=older_than).values_list("id", flat=True)[:chunk])
-        if not ids:
-            return total
+        # Small chunks keep each transaction short on a table the relay is writing to. Listed
+        # and locked in the transaction that deletes them: a task an operator retries at this
+        # moment is either deleted first (the retry finds nothing) or no longer finished, and
+        # kept with its attempts; it is never run again without its task row.
         with transaction.atomic():
+            ids = list(
+                finished_before(older_than=older_than)
+                .select_for_update(skip_locked=True)
+                .values_list("id", flat=True)[:chunk]
+            )
+            if not ids:
+                return total
             Attempt.objects.filter(task_id__in=ids).delete()
             total += Task.objects.filter(id__in=ids).delete()[1].get("outbox.Task", 0)
 

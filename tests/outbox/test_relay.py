@@ -587,3 +587,42 @@ def test_a_log_line_that_cannot_be_written_does_not_turn_a_success_into_a_retry(
     assert (stats.succeeded, stats.retried) == (1, 0)
     assert len(calls) == 1
     assert Task.objects.get().state == TaskState.SUCCEEDED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_prune_leaves_alone_a_task_an_operator_is_retrying_at_that_moment(
+    postgres_only, recording_handler
+):
+    # The attempts' foreign key is not checked by the database: a task deleted under a retry
+    # would leave its next attempt without a task. Prune skips a row another transaction holds,
+    # and checks again that what it deletes is still finished.
+    recording_handler()
+    old, other = make(n=2)
+    relay().run_once()
+    Task.objects.filter(id__in=[old, other]).update(finished_at=Now() - timedelta(days=31))
+    holding, release = threading.Event(), threading.Event()
+
+    def retry_in_progress() -> None:
+        try:
+            with transaction.atomic():
+                list(Task.objects.select_for_update().filter(id=old))
+                holding.set()
+                release.wait(10)
+                Task.objects.filter(id=old).update(state=TaskState.PENDING, finished_at=None)
+        finally:
+            connection.close()
+
+    operator = threading.Thread(target=retry_in_progress)
+    operator.start()
+    assert holding.wait(10)
+    try:
+        pruned = tasks_prune(older_than=timedelta(days=30))
+    finally:
+        release.set()
+        operator.join(10)
+
+    assert pruned == 1
+    assert set(Task.objects.values_list("id", flat=True)) == {old}
+    assert Task.objects.get(id=old).state == TaskState.PENDING
+    assert Attempt.objects.filter(task_id=old).count() == 1
