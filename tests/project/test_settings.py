@@ -287,3 +287,22 @@ def test_a_bad_setting_stops_start_up_with_its_name():
 
     assert result.returncode != 0
     assert "OUTBOX_THREADS='many' is not an integer" in result.stderr
+
+
+def test_the_benchmark_checks_the_database_it_is_pointed_at_not_the_environments(tmp_path):
+    # DATABASE_URL names a database that refuses; --database-url another one. The command runs
+    # itself again with the second in DATABASE_URL, so only that one may stop it.
+    scratch = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+
+    result = manage(
+        "outbox_benchmark",
+        "--database-url",
+        scratch,
+        "--only",
+        "zz",
+        url=f"postgres://app:{PASSWORD}@127.0.0.1:9/tickets",
+    )
+
+    assert result.returncode == 1
+    assert "Cannot connect" not in result.stderr
+    assert "--only takes figures among a-l" in result.stderr
