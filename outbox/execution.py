@@ -217,7 +217,7 @@ def close_thread_connections() -> None:
 class HandlerPool:
     """Handler threads fed from one queue, their outcomes handed back on another.
 
-    `submit` queues a claimed task; `results` returns the outcomes finished so far. A pass
+    `submit_many` queues a claim's tasks; `results` returns the outcomes finished so far. A pass
     hands over thousands of tasks a second: a `concurrent.futures` Future per task (with its
     Condition and lock), and waiting on all of them at once, was 15% of a no-op drain.
 
@@ -246,9 +246,6 @@ class HandlerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
-
-    def submit(self, task: ClaimedTask) -> None:
-        self.submit_many([task])
 
     def submit_many(self, tasks: Sequence[ClaimedTask]) -> None:
         """Queue a claim's tasks at once: one lock for the lot, not one per task (a pass
