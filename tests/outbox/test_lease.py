@@ -36,6 +36,15 @@ def expire(task_id: int) -> None:
     Task.objects.filter(id=task_id).update(lease_expires_at=Now())
 
 
+def taken_over():
+    """One task claimed by w1, its lease expired, then claimed by w2: (id, w1's, w2's)."""
+    [task_id] = make()
+    [stale] = claim(worker="w1")
+    expire(task_id)
+    [owner] = claim(worker="w2")
+    return task_id, stale, owner
+
+
 def seconds_left(task_id: int) -> float:
     expires, now = (
         Task.objects.annotate(now=Now()).values_list("lease_expires_at", "now").get(id=task_id)
@@ -59,10 +68,7 @@ def test_a_renewed_lease_is_not_taken_by_another_worker(recording_handler):
 
 def test_a_lease_another_worker_took_is_not_renewed_and_its_handler_is_told(recording_handler):
     recording_handler()
-    [task_id] = make()
-    [stale] = claim(worker="w1")
-    expire(task_id)
-    [fresh] = claim(worker="w2")
+    task_id, stale, fresh = taken_over()
 
     assert renew_leases([stale]) == {task_id}
 
@@ -136,10 +142,7 @@ def test_a_stale_holders_success_is_labelled_lease_lost_even_after_the_owner_suc
     recording_handler,
 ):
     recording_handler()
-    [task_id] = make()
-    [stale] = claim(worker="w1")
-    expire(task_id)
-    [owner] = claim(worker="w2")
+    task_id, stale, owner = taken_over()
     now = datetime.now(UTC)
 
     assert record_outcomes([Outcome(owner, AttemptOutcome.SUCCEEDED, now, 1.0, "w2")]) == set()
@@ -267,10 +270,7 @@ def test_a_refused_stale_write_is_counted_and_logged_as_lease_lost(recording_han
     from outbox.relay import PassStats
 
     recording_handler()
-    [task_id] = make()
-    [stale] = claim(worker="w1")
-    expire(task_id)
-    [owner] = claim(worker="w2")
+    task_id, stale, owner = taken_over()
     now = datetime.now(UTC)
     record_outcomes([Outcome(owner, AttemptOutcome.SUCCEEDED, now, 1.0, "w2")])
     stats = PassStats()
@@ -287,10 +287,7 @@ def test_a_stale_success_and_the_owners_in_one_flush_are_each_labelled_by_their_
     # The same task twice in one batch of outcomes: the attempt whose lease expired, and the
     # one that took the task over. Only the owner's write lands; the labels say which was which.
     recording_handler()
-    [task_id] = make()
-    [stale] = claim(worker="w1")
-    expire(task_id)
-    [owner] = claim(worker="w2")
+    task_id, stale, owner = taken_over()
     now = datetime.now(UTC)
 
     record_outcomes(

@@ -282,9 +282,9 @@ def test_a_low_task_runs_under_a_steady_flood_of_critical_ones(recording_handler
     assert Task.objects.filter(kind="test.critical", state=TaskState.PENDING).exists()
 
 
-def test_stop_finishes_running_attempts_and_gives_back_unstarted_leases(recording_handler):
-    started = threading.Event()
-    release = threading.Event()
+def five_slow_tasks(recording_handler) -> tuple[threading.Event, threading.Event]:
+    """Five tasks whose handler sets `started` and runs until `release` is set."""
+    started, release = threading.Event(), threading.Event()
 
     def slow(task):
         started.set()
@@ -294,6 +294,11 @@ def test_stop_finishes_running_attempts_and_gives_back_unstarted_leases(recordin
     recording_handler(behaviour=slow)
     for n in range(5):
         make(payload={"n": n})
+    return started, release
+
+
+def test_stop_finishes_running_attempts_and_gives_back_unstarted_leases(recording_handler):
+    started, release = five_slow_tasks(recording_handler)
     runner = Relay(threads=1, batch_size=5, poll_seconds=0.01)
 
     def stop_when_running() -> None:
@@ -517,16 +522,7 @@ def test_a_stop_during_a_database_blip_still_records_the_running_attempt(
 
     from outbox import relay as relay_module
 
-    started, release = threading.Event(), threading.Event()
-
-    def slow(task):
-        started.set()
-        release.wait(10)
-        return {"done": task.payload["n"]}
-
-    recording_handler(behaviour=slow)
-    for n in range(5):
-        make(payload={"n": n})
+    started, release = five_slow_tasks(recording_handler)
 
     def release_leases(tasks):
         release.set()
