@@ -147,6 +147,16 @@ def field_of(model: type[models.Model], name: str) -> models.Field[Any, Any]:
     return found
 
 
+def own_connection_params() -> dict[str, Any]:
+    """`psycopg.connect()` arguments for a connection of its own to the default PostgreSQL
+    database, outside Django's pool: Django's parameters, without its cursor class and its
+    adapters (which plain psycopg connections do not need)."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return params
+
+
 def server_binding_cursor(*, binary: bool = False) -> Any:
     """A cursor that sends the arrays as bound parameters (binary), not as SQL text.
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import connection
 
 from outbox.services import NOTIFY_CHANNEL
+from outbox.sql import own_connection_params
 
 # The relay's logger name, as before these modules were split out of it: operators filter on it.
 logger = logging.getLogger("outbox.relay")
@@ -36,11 +37,11 @@ class Waiter:
 
     def __enter__(self) -> Waiter:
         if connection.vendor == "postgresql":
-            params = connection.get_connection_params()
-            params.pop("cursor_factory", None)
-            params.pop("context", None)
             self._opening = threading.Thread(
-                target=self._listen, args=(params,), name="outbox-listen", daemon=True
+                target=self._listen,
+                args=(own_connection_params(),),
+                name="outbox-listen",
+                daemon=True,
             )
             self._opening.start()
         return self

@@ -50,8 +50,6 @@ _LASTING_REFUSALS = (
     "SSL was required",
     "does not support SSL",
 )
-# DATABASES OPTIONS that Django reads itself; the rest are libpq's connection parameters.
-_DJANGO_ONLY = frozenset({"pool", "isolation_level", "server_side_binding", "assume_role"})
 
 _migrated = False
 
@@ -91,18 +89,10 @@ def database_refusal() -> tuple[str, bool] | None:
         return None
     import psycopg
 
-    params = wrapper.settings_dict
-    options = {key: value for key, value in params["OPTIONS"].items() if key not in _DJANGO_ONLY}
+    from outbox.sql import own_connection_params
+
     try:
-        psycopg.connect(
-            dbname=params["NAME"] or "postgres",
-            user=params["USER"] or None,
-            password=params["PASSWORD"] or None,
-            host=params["HOST"] or None,
-            port=params["PORT"] or None,
-            connect_timeout=5,
-            **options,
-        ).close()
+        psycopg.connect(**{**own_connection_params(), "connect_timeout": 5}).close()
     except psycopg.Error as exc:
         text = str(exc).strip()
         lines = text.splitlines() or [exc.__class__.__name__]
