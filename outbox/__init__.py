@@ -2,7 +2,10 @@
 
 What a domain app needs is here: `import outbox`, then
 - `@outbox.handler(kind, queue=..., max_attempts=..., label=...)` registers a handler; it gets
-  an `outbox.TaskContext` and raises `TransientError`, `PermanentError`, `Defer` or `Cancel`;
+  an `outbox.TaskContext` and raises `TransientError`, `PermanentError`, `Defer`, `Cancel` or
+  `Misconfigured` (a destination that is not the API: the task waits, spending no attempt);
+  an error says with `reply=` (`ANSWERED`, `NO_ANSWER`, `NOT_SENT`) whether the API answered,
+  and `settle_seconds=` on the handler makes a kind wait after a call with no answer;
 - `outbox.enqueue(...)` / `outbox.enqueue_many([outbox.TaskSpec(...)])` inside the caller's
   transaction;
 - `outbox.before_external_call()` before each external call a handler makes;
@@ -24,7 +27,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from outbox.errors import Cancel, Defer, LeaseLost, PermanentError, TaskError, TransientError
+from outbox.errors import (
+    ANSWERED,
+    NO_ANSWER,
+    NOT_SENT,
+    Cancel,
+    Defer,
+    LeaseLost,
+    Misconfigured,
+    PermanentError,
+    TaskError,
+    TransientError,
+)
 from outbox.preflight import register as register_preflight
 from outbox.registry import (
     TaskContext,
@@ -66,10 +80,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ANSWERED",
+    "NOT_SENT",
+    "NO_ANSWER",
     "Cancel",
     "Defer",
     "EnqueuedTask",
     "LeaseLost",
+    "Misconfigured",
     "PermanentError",
     "TaskContext",
     "TaskError",

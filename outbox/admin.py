@@ -43,8 +43,11 @@ from outbox.models import FINISHED_STATES, Attempt, PausedKind, RelayPass, Task,
 from outbox.registry import get_handler, rerun_note, subject_url
 from outbox.services import (
     RETRYABLE_STATES,
+    SettleWait,
     kind_pause,
     kind_resume,
+    settle_note,
+    settle_waits,
     tasks_cancel,
     tasks_retry,
 )
@@ -135,7 +138,14 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_per_page = 100
     # Counting a table of millions on every page load costs more than it tells.
     show_full_result_count = False
-    actions = ("retry_now", "cancel_tasks", "pause_kinds", "resume_kinds", "rerun_succeeded")
+    actions = (
+        "retry_now",
+        "force_retry",
+        "cancel_tasks",
+        "pause_kinds",
+        "resume_kinds",
+        "rerun_succeeded",
+    )
     inlines = (AttemptInline,)
 
     class Media:
@@ -285,10 +295,15 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def has_pause_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox.pause_kind")
 
+    def has_force_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox.force_retry_task")
+
     # Actions -------------------------------------------------------------------------------
 
     @admin.action(description="Retry now (failed or waiting tasks)", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        # Listed first: the selection's filters (state=failed, say) no longer match after.
+        ids = list(queryset.order_by().values_list("id", flat=True))
         changed, left = self.apply_to_tasks(
             request,
             queryset,
@@ -303,6 +318,39 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             left,
             "were not failed or pending",
         )
+        waiting = settle_note(settle_waits(task_ids=ids))
+        if waiting:
+            self.message_user(request, f"Not at once: {waiting}", messages.WARNING)
+
+    @admin.action(
+        description="Retry at once, not waiting for writes in flight…", permissions=["force_retry"]
+    )
+    def force_retry(
+        self, request: HttpRequest, queryset: QuerySet[Task]
+    ) -> TemplateResponse | None:
+        ids = list(queryset.filter(state__in=RETRYABLE_STATES).values_list("id", flat=True))
+        waits = settle_waits(task_ids=ids)
+        if request.POST.get("post") != "yes":
+            return self.force_retry_confirmation(request, queryset, waits)
+        changed, left = self.apply_to_tasks(
+            request,
+            queryset,
+            states=RETRYABLE_STATES,
+            service=lambda tasks: tasks_retry(tasks=tasks, skip_settle=True),
+            log_message=(
+                "Retried at once from the admin, not waiting for a write in flight: "
+                + (settle_note(waits) or "no write was in flight.")
+            ),
+        )
+        self.report(
+            request,
+            f"{_plural(changed, 'task')} due now with a fresh attempt budget, without waiting "
+            "for writes in flight.",
+            changed,
+            left,
+            "were not failed or pending",
+        )
+        return None
 
     @admin.action(description="Cancel (waiting tasks)", permissions=["cancel"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
@@ -457,6 +505,21 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/outbox/task/rerun_confirmation.html", context)
+
+    def force_retry_confirmation(
+        self, request: HttpRequest, queryset: QuerySet[Task], waits: Sequence[SettleWait]
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Retry at once, while a write may still land?",
+            "opts": self.opts,
+            "count": queryset.filter(state__in=RETRYABLE_STATES).count(),
+            "waits": waits,
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/outbox/task/force_retry_confirmation.html", context)
 
     # The dashboard -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
 from outbox.lease import Lease
-from outbox.models import Attempt, AttemptOutcome, PausedKind, Task, TaskState
+from outbox.models import Attempt, AttemptOutcome, AttemptReply, PausedKind, Task, TaskState
 from outbox.registry import TaskContext
 from outbox.sql import db_now_sql, field_of, insert_rows, server_binding_cursor, unnest_arrays
 from outbox.storable import storable_json, storable_text
@@ -76,6 +76,13 @@ class Outcome:
     http_status: int | None = None
     retry_in: float | None = None
     deferred: bool = False
+    # Whether the API answered the try's call (outbox.errors: ANSWERED, NO_ANSWER, NOT_SENT).
+    reply: str = ""
+    # No try starts before this: a write of this try (or of a vanished one) may still land.
+    settle_until: datetime | None = None
+    # The number of an earlier try found to have vanished (no outcome of its own): recorded
+    # with this outcome as a try that got no answer.
+    vanished_try: int | None = None
 
 
 # A lease's end by the database's clock, from one parameter (`_lease_param`), per database.
@@ -304,28 +311,51 @@ def _record(outcomes: Sequence[Outcome]) -> set[int]:
             if not _record_failure(item):
                 lost.add((item.task.id, item.task.lease_token))
         # A deferral is not a try (nothing was called): it leaves no Attempt row.
-        insert_rows(
-            Attempt,
-            [
-                {
-                    "task_id": item.task.id,
-                    "number": item.task.context.attempt,
-                    "started_at": item.started_at,
-                    "duration_ms": item.duration_ms,
-                    "outcome": str(
-                        AttemptOutcome.LEASE_LOST
-                        if (item.task.id, item.task.lease_token) in lost
-                        else item.verdict
-                    ),
-                    "http_status": item.http_status,
-                    "error": item.error,
-                    "worker": item.worker[:200],
-                }
-                for item in outcomes
-                if not item.deferred
-            ],
-        )
+        rows = [
+            {
+                "task_id": item.task.id,
+                "number": item.task.context.attempt,
+                "started_at": item.started_at,
+                "duration_ms": item.duration_ms,
+                "outcome": str(
+                    AttemptOutcome.LEASE_LOST
+                    if (item.task.id, item.task.lease_token) in lost
+                    else item.verdict
+                ),
+                "http_status": item.http_status,
+                "error": item.error,
+                "worker": item.worker[:200],
+                "reply": item.reply,
+            }
+            for item in outcomes
+            if not item.deferred
+        ]
+        # A try found vanished is written once, by the pass that still owns the task.
+        rows += [
+            _vanished_row(item)
+            for item in outcomes
+            if item.vanished_try is not None and (item.task.id, item.task.lease_token) not in lost
+        ]
+        insert_rows(Attempt, rows)
     return {task_id for task_id, _ in lost}
+
+
+def _vanished_row(item: Outcome) -> dict[str, Any]:
+    return {
+        "task_id": item.task.id,
+        "number": item.vanished_try,
+        # Its own start is unknown (nothing of it was written): the time it was found.
+        "started_at": item.started_at,
+        "duration_ms": 0.0,
+        "outcome": str(AttemptOutcome.LEASE_LOST),
+        "http_status": None,
+        "error": storable_text(
+            f"try {item.vanished_try} ended without an outcome: its worker stopped or lost the "
+            "task mid-try, so whether the API answered is unknown (found at the next try)"
+        ),
+        "worker": "",
+        "reply": str(AttemptReply.NO_ANSWER),
+    }
 
 
 def _plain_success(item: Outcome) -> bool:
@@ -452,6 +482,7 @@ def _record_failure(item: Outcome) -> bool:
             lease_token=None,
             lease_expires_at=None,
             updated_at=Now(),
+            **_settle(item),
         )
     else:
         final = TaskState.CANCELED if item.verdict == AttemptOutcome.CANCELED else TaskState.FAILED
@@ -462,8 +493,14 @@ def _record_failure(item: Outcome) -> bool:
             lease_expires_at=None,
             finished_at=Now(),
             updated_at=Now(),
+            **_settle(item),
         )
     return bool(updated)
+
+
+def _settle(item: Outcome) -> dict[str, Any]:
+    # Written only when a try got no answer: the column is not rewritten for nothing.
+    return {} if item.settle_until is None else {"settle_until": item.settle_until}
 
 
 def _seconds(seconds: float) -> timedelta:

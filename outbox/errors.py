@@ -10,6 +10,14 @@
 
 from __future__ import annotations
 
+# Whether the API answered the try's call: the engine keeps it on the try's Attempt row. Only a
+# call that got NO answer (a timeout, a cut connection, a proxy's 504) can still have a write in
+# flight; an API that answered, even 500, has finished with the request.
+ANSWERED = "answered"
+NO_ANSWER = "no_answer"
+NOT_SENT = "not_sent"
+REPLIES = (ANSWERED, NO_ANSWER, NOT_SENT)
+
 
 class OutboxError(Exception):
     """Base class for the engine's errors."""
@@ -19,7 +27,9 @@ class TaskError(OutboxError):
     """What a handler raises to end its attempt early; the subclass says what happens next.
 
     `permanent` ones end the task; the others put it back (with backoff, or after
-    `retry_after` seconds when given).
+    `retry_after` seconds when given). `reply` says whether the API answered the call that
+    failed (`ANSWERED`, `NO_ANSWER`, `NOT_SENT`; "" when no call was made or it is unknown):
+    a kind registered with `settle_seconds` waits that long after a call with `NO_ANSWER`.
     """
 
     permanent: bool = False
@@ -30,11 +40,15 @@ class TaskError(OutboxError):
         *,
         http_status: int | None = None,
         retry_after: float | None = None,
+        reply: str = "",
     ) -> None:
         super().__init__(message)
+        if reply and reply not in REPLIES:
+            raise ValueError(f"reply must be one of {REPLIES} or empty, got {reply!r}")
         self.message = message
         self.http_status = http_status
         self.retry_after = retry_after
+        self.reply = reply
 
 
 class TransientError(TaskError):
@@ -74,6 +88,15 @@ class Cancel(TaskError):
     """
 
     permanent = True
+
+
+class Misconfigured(Defer):
+    """The destination is not the API the task needs (a wrong base URL, a route that answers
+    404 or a redirect): no retry of the task can fix it, so it spends no attempt and waits,
+    pending, while the client rests the destination's circuit. Never a task failure.
+    """
+
+    permanent = False
 
 
 class LeaseLost(OutboxError):

@@ -13,17 +13,26 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connections
 from django.db.backends.signals import connection_created
 
 from outbox.claim import ClaimedTask, Outcome
 from outbox.correlation import set_correlation_id
-from outbox.errors import Cancel, Defer, LeaseLost, TaskError, UnknownTaskKind
+from outbox.errors import (
+    NO_ANSWER,
+    NOT_SENT,
+    Cancel,
+    Defer,
+    LeaseLost,
+    Misconfigured,
+    TaskError,
+    UnknownTaskKind,
+)
 from outbox.lease import hold
-from outbox.models import AttemptOutcome
-from outbox.registry import get_handler
+from outbox.models import Attempt, AttemptOutcome, AttemptReply
+from outbox.registry import TaskContext, get_handler
 from outbox.retry import RetryPolicy
 from outbox.storable import storable_text
 
@@ -64,7 +73,36 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
                 f"attempt {context.attempt} exceeds max_attempts={context.max_attempts}: "
                 "the task's lease expired on every try (did the handler crash its worker?)"
             )
-        outcome.result = get_handler(context.kind).func(context)
+        handler = get_handler(context.kind)
+        settle = handler.settle()
+        if settle is not None and context.attempt > 1:
+            unsettled = previous_try_unsettled(context)
+            if unsettled is not None:
+                raise _Vanished(settle, recorded=unsettled != "vanished")
+        outcome.result = handler.func(context)
+    except _Vanished as exc:
+        # Its write may still be in flight: wait for it to land, spending no try on the wait.
+        outcome.vanished_try = None if exc.recorded else context.attempt - 1
+        outcome.settle_until = started_at + timedelta(seconds=exc.settle)
+        outcome.verdict = AttemptOutcome.RETRY
+        outcome.retry_in = exc.settle
+        outcome.deferred = True
+        what = (
+            "lost its lease after a call that got no answer"
+            if exc.recorded
+            else "ended without an outcome"
+        )
+        outcome.error = (
+            f"waiting: try {context.attempt - 1} {what}, and a write it sent may land until "
+            f"{_clock(outcome.settle_until)}; the next try starts then"
+        )
+    except Misconfigured as exc:
+        # Not the task's fault: it waits, pending, spending no try, while the circuit rests.
+        outcome.verdict = AttemptOutcome.RETRY
+        outcome.retry_in = policy.defer_delay(exc.retry_after)
+        outcome.deferred = True
+        outcome.http_status = exc.http_status
+        outcome.error = f"misconfigured: {exc}"
     except Defer as exc:
         outcome.verdict = AttemptOutcome.RETRY
         outcome.retry_in = policy.defer_delay(exc.retry_after)
@@ -75,9 +113,18 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
         outcome.error = str(exc)
     except TaskError as exc:
         outcome.http_status = exc.http_status
-        _fail(outcome, policy, str(exc), permanent=exc.permanent, retry_after=exc.retry_after)
+        outcome.reply = exc.reply
+        _fail(
+            outcome,
+            policy,
+            str(exc),
+            permanent=exc.permanent,
+            retry_after=exc.retry_after,
+            settle=_settle_of(context.kind) if exc.reply == NO_ANSWER else None,
+        )
     except LeaseLost as exc:
         outcome.verdict = AttemptOutcome.LEASE_LOST
+        outcome.reply = NOT_SENT
         outcome.error = f"not started: {exc}"
     except UnknownTaskKind as exc:
         # A rolling deploy: this worker is older than the task. Put it back for one that
@@ -104,6 +151,49 @@ class _LeaseExpiredTooOften(Exception):
     pass
 
 
+class _Vanished(Exception):
+    def __init__(self, settle: float, *, recorded: bool) -> None:
+        super().__init__(settle)
+        self.settle = settle
+        self.recorded = recorded
+
+
+def previous_try_unsettled(context: TaskContext) -> str | None:
+    """Why the try before this one may still have a write in flight nobody waited for, or None.
+
+    "vanished": it left no outcome of its own (its worker died mid-try, or the pass that ran it
+    lost the task and has not written its outcome yet). "refused": its outcome was refused (a
+    lost lease) after a call that got no answer, so no settle was written for it. A try whose
+    outcome was recorded with no answer set the task's `settle_until` itself, and a wait set
+    after a try started (`settle_until` past its start) covers it.
+    """
+    previous = (
+        Attempt.objects.filter(task_id=context.id, number=context.attempt - 1)
+        .values_list("outcome", "reply", "started_at", "task__settle_until")
+        .first()
+    )
+    if previous is None:
+        return "vanished"
+    outcome, reply, started_at, settle_until = previous
+    # A blank reply on a lost lease is a row from before replies were kept: unknown, so wait.
+    if outcome != AttemptOutcome.LEASE_LOST or reply not in (AttemptReply.NO_ANSWER, ""):
+        return None
+    if settle_until is not None and settle_until >= started_at:
+        return None
+    return "refused"
+
+
+def _settle_of(kind: str) -> float | None:
+    try:
+        return get_handler(kind).settle()
+    except UnknownTaskKind:
+        return None
+
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
 def _fail(
     outcome: Outcome,
     policy: RetryPolicy,
@@ -111,15 +201,32 @@ def _fail(
     *,
     permanent: bool,
     retry_after: float | None = None,
+    settle: float | None = None,
 ) -> None:
+    """Set the outcome of a try that failed: retried after its backoff, or dead.
+
+    `settle` (seconds) is for a try whose call got no answer, of a kind that waits for its
+    writes to land: the next try is due at the later of the backoff and the try's start plus
+    `settle`, never their sum, and no operator's retry brings it forward.
+    """
     context = outcome.task.context
-    outcome.error = storable_text(error)
     delay = policy.next_delay(
         attempt=context.attempt,
         max_attempts=context.max_attempts,
         permanent=permanent,
         retry_after=retry_after,
     )
+    if settle:
+        outcome.settle_until = outcome.started_at + timedelta(seconds=settle)
+        if delay is not None:
+            waited = (datetime.now(UTC) - outcome.started_at).total_seconds()
+            if settle - waited > delay:
+                delay = settle - waited
+                error = (
+                    f"{error}; no answer: a write of this try may land until "
+                    f"{_clock(outcome.settle_until)}, so the next try waits until then"
+                )
+    outcome.error = storable_text(error)
     if delay is None:
         outcome.verdict = AttemptOutcome.FAILED
     else:

@@ -84,6 +84,9 @@ class Task(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when a try of a kind with `settle_seconds` got no answer: a write it sent may land
+    # until then, so no try starts before it, an operator's "retry now" included.
+    settle_until = models.DateTimeField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -115,6 +118,10 @@ class Task(models.Model):
         permissions = [
             ("retry_task", "Can retry failed or waiting tasks"),
             ("rerun_task", "Can run a succeeded task again"),
+            (
+                "force_retry_task",
+                "Can retry a task at once while a write of an unanswered try may still land",
+            ),
             ("cancel_task", "Can cancel tasks"),
             ("pause_kind", "Can pause and resume a kind of task"),
         ]
@@ -137,6 +144,18 @@ class AttemptOutcome(models.TextChoices):
     """The handler found nothing to do, ever (its cause was withdrawn); the task is canceled."""
 
 
+class AttemptReply(models.TextChoices):
+    """Whether the API answered the try's call (blank: no call was made, or it is unknown)."""
+
+    ANSWERED = "answered", "Answered"
+    """The API answered (an error included): it has finished with the request."""
+    NO_ANSWER = "no_answer", "No answer"
+    """A timeout, a cut connection, a proxy's 504, a worker that vanished mid-call: a write the
+    call sent may still land."""
+    NOT_SENT = "not_sent", "Not sent"
+    """Nothing reached the API (a refused connection, a failed DNS lookup)."""
+
+
 class Attempt(models.Model):
     # No foreign-key constraint in the database (Django still cascades deletes). An attempt is
     # written only by the engine, for a task it claimed, and a task is deleted only by prune,
@@ -153,6 +172,9 @@ class Attempt(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     worker = models.CharField(max_length=200, blank=True, default="")
+    reply = models.CharField(
+        max_length=16, choices=AttemptReply.choices, blank=True, default="", db_default=""
+    )
 
     class Meta:
         ordering = ["task_id", "number"]

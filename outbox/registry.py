@@ -41,6 +41,18 @@ class Handler:
     # What running a succeeded task of this kind again does, in an operator's words: the
     # re-run confirmation page shows it for each kind it is about to run again.
     rerun: str | None = None
+    # For an API without idempotency keys (append a row, send a message): after a try whose
+    # call got no answer, the next try waits this long from that try's start, for a write it
+    # may have sent to land. Seconds, or a function giving them (read at every use, so a
+    # setting can be changed by tests and deployments). None: the kind never waits for this.
+    settle_seconds: float | Callable[[], float] | None = None
+
+    def settle(self) -> float | None:
+        """This kind's settle time in seconds, or None when it has none."""
+        value = self.settle_seconds
+        if value is None:
+            return None
+        return float(value() if callable(value) else value)
 
     def subject(self, payload: Any) -> str | None:
         """The value of this kind's `label` key in `payload`, or None."""
@@ -60,11 +72,16 @@ def handler(
     max_attempts: int | None = None,
     label: str | None = None,
     rerun: str | None = None,
+    settle_seconds: float | Callable[[], float] | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it.
 
     `label` names the payload key whose value the attempt logs show as `subject`; `rerun` says
     what running a succeeded task again does (the admin asks with it before a re-run).
+    `settle_seconds` is for a kind whose API has no idempotency key: after a try whose call got
+    no answer (the handler raised an error with `reply=NO_ANSWER`, or its worker vanished
+    mid-try), no try of the task starts before that try's start plus this long, an operator's
+    retry included; the handler still has to look before it writes again.
     """
     from outbox.models import Queue  # models import lazily: this module loads before apps
 
@@ -82,6 +99,7 @@ def handler(
             max_attempts=max_attempts,
             label=label,
             rerun=rerun,
+            settle_seconds=settle_seconds,
         )
         return func
 

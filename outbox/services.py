@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Greatest, Now
 
 from outbox.conf import outbox_settings
 from outbox.errors import NotInTransaction, OutboxError, UnknownTaskKind
 from outbox.models import (
     FINISHED_STATES,
     Attempt,
+    AttemptReply,
     PausedKind,
     Queue,
     Task,
@@ -162,7 +163,9 @@ RETRYABLE_STATES = (TaskState.FAILED, TaskState.PENDING)
 
 
 @transaction.atomic
-def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> int:
+def tasks_retry(
+    *, tasks: QuerySet[Task], include_succeeded: bool = False, skip_settle: bool = False
+) -> int:
     """Make failed, waiting or canceled tasks due now with a fresh attempt budget.
 
     The idempotency key stays. Callers narrow `tasks` to the states they mean (the admin's
@@ -170,6 +173,9 @@ def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> in
     refuses the states it must. `include_succeeded` runs succeeded tasks again too (its own
     permission in the admin).
     A running task is left alone: its lease owner is still working on it.
+    A task whose last unanswered try may still have a write in flight (`settle_until` ahead)
+    becomes due when that wait ends, not now: a retry must not outrun the write it would
+    duplicate. `skip_settle` makes it due now all the same (its own permission in the admin).
     """
     states = [*RETRYABLE_STATES, TaskState.CANCELED]
     if include_succeeded:
@@ -183,7 +189,8 @@ def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> in
         changed += narrowed.filter(kind=kind).update(
             state=TaskState.PENDING,
             max_attempts=F("attempts") + attempt_budget(kind),
-            available_at=Now(),
+            available_at=Now() if skip_settle else Greatest(Now(), Coalesce("settle_until", Now())),
+            **({"settle_until": None} if skip_settle else {}),
             finished_at=None,
             lease_token=None,
             lease_expires_at=None,
@@ -195,6 +202,50 @@ def tasks_retry(*, tasks: QuerySet[Task], include_succeeded: bool = False) -> in
 
 
 @transaction.atomic
+def settle_waits(*, task_ids: Sequence[int]) -> list[SettleWait]:
+    """The tasks among `task_ids` still waiting for a write of an unanswered try to land,
+    soonest first: what an operator who just retried them should be told."""
+    waiting = list(
+        Task.objects.filter(id__in=task_ids, settle_until__gt=Now())
+        .order_by("settle_until", "id")
+        .values_list("id", "settle_until")
+    )
+    unanswered = dict(
+        Attempt.objects.filter(
+            task_id__in=[task_id for task_id, _ in waiting], reply=AttemptReply.NO_ANSWER
+        )
+        .order_by("task_id", "number")
+        .values_list("task_id", "number")
+    )
+    return [
+        SettleWait(task_id=task_id, until=until, try_number=unanswered.get(task_id))
+        for task_id, until in waiting
+        if until is not None
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleWait:
+    task_id: int
+    until: datetime
+    try_number: int | None
+
+    def describe(self) -> str:
+        """`task 12 is due at 12:04:10 UTC: a write of try 3 may still land`."""
+        which = f"try {self.try_number}" if self.try_number else "an unanswered try"
+        when = self.until.astimezone(UTC).strftime("%H:%M:%S UTC")
+        return f"task {self.task_id} is due at {when}: a write of {which} may still land"
+
+
+def settle_note(waits: Sequence[SettleWait], *, shown: int = 5) -> str:
+    """One sentence for an operator's message; "" when nothing waits."""
+    if not waits:
+        return ""
+    listed = "; ".join(wait.describe() for wait in waits[:shown])
+    more = f"; and {len(waits) - shown} more" if len(waits) > shown else ""
+    return f"{len(waits)} wait for a write in flight before they run: {listed}{more}."
+
+
 def tasks_cancel(*, tasks: QuerySet[Task], reason: str = "canceled by an operator") -> int:
     """Cancel tasks that have not finished and are not running right now."""
     return tasks.filter(state=TaskState.PENDING).update(
@@ -259,6 +310,8 @@ __all__ = [
     "enqueue_many",
     "kind_pause",
     "kind_resume",
+    "settle_note",
+    "settle_waits",
     "tasks_cancel",
     "tasks_prune",
     "tasks_retry",

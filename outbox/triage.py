@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from outbox import selectors
-from outbox.services import RETRYABLE_STATES, tasks_retry
+from outbox.services import RETRYABLE_STATES, settle_note, settle_waits, tasks_retry
 
 if TYPE_CHECKING:
     from outbox.admin import TaskAdmin
@@ -96,7 +96,7 @@ def retry_group_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpRespon
         request,
         # Led by the number: the admin capitalises a message's first letter, and a kind's.
         f"{changed} task{'' if changed == 1 else 's'} of {kind} / {signature} due now with a "
-        "fresh attempt budget.",
+        f"fresh attempt budget. {settle_note(settle_waits(task_ids=ids))}".strip(),
         messages.SUCCESS if changed else messages.WARNING,
     )
     return HttpResponseRedirect(_next_or(request, reverse("admin:outbox_task_triage")))
@@ -115,7 +115,15 @@ def retry_one_view(model_admin: TaskAdmin, request: HttpRequest, task_id: int) -
         service=lambda tasks: tasks_retry(tasks=tasks),
         log_message="Retried now from the admin (fresh attempt budget).",
     )
-    if changed:
+    waits = settle_waits(task_ids=[task_id]) if changed else []
+    if waits:
+        model_admin.message_user(
+            request,
+            f"Task {task_id} has a fresh attempt budget, and {waits[0].describe()}, so it "
+            "runs then, not now.",
+            messages.WARNING,
+        )
+    elif changed:
         model_admin.message_user(
             request, f"Task {task_id} is due now with a fresh attempt budget.", messages.SUCCESS
         )

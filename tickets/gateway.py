@@ -1,8 +1,9 @@
-"""The one client layer for the gateway's APIs: timeouts, Correlation-ID, error mapping.
+"""The one client layer for the gateway's APIs: timeouts, Correlation-ID, redirects, verdicts.
 
-Every outbound call goes through `GatewayClient.call`, which turns whatever went wrong into
-`TransientError` (connection errors, timeouts, 408, 429, 5xx) or `PermanentError` (other 4xx),
-keeping the API's own error text. Handlers never touch `requests`.
+Every outbound call goes through `GatewayClient.call`, which reads the answer by its endpoint's
+contract (tickets.verdicts: what proves the effect, what is transient with or without an
+answer, what is permanent, what is our misconfiguration) and returns only a confirmed success.
+Handlers never touch `requests`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,45 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
-from outbox import PermanentError, TransientError, before_external_call, outbox_settings, redact
-from outbox.circuit import breaker_for
+from outbox import (
+    ANSWERED,
+    NO_ANSWER,
+    NOT_SENT,
+    Misconfigured,
+    PermanentError,
+    TransientError,
+    before_external_call,
+    outbox_settings,
+)
+from outbox.circuit import CircuitBreaker, breaker_for
 from outbox.correlation import HEADER as CORRELATION_HEADER
+from tickets.verdicts import (
+    APPEND_ROW,
+    ISSUE_RECEIPT,
+    READ_ROWS,
+    REFUND,
+    VOID_RECEIPT,
+    Endpoint,
+    Reading,
+    Verdict,
+    read_answer,
+    read_failure,
+)
 
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0
@@ -128,37 +153,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - timezone.now()).total_seconds())
 
 
-def json_body(response: requests.Response, what: str) -> Any:
-    """A success's JSON body; one that is not JSON (a proxy's page, say) is transient."""
-    try:
-        return response.json()
-    except ValueError:
-        raise TransientError(
-            f"{what} answered {response.status_code} with a body that is not JSON: "
-            f"{_snippet(response.text, 200)}",
-            http_status=response.status_code,
-        ) from None
-
-
-def _error_text(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return _snippet(response.text, 500)
-    if isinstance(body, dict) and "error" in body:
-        return _snippet(str(body["error"]), 500)
-    return _snippet(response.text, 500)
-
-
-def _api_error(response: requests.Response) -> bool:
-    """Whether the body is the APIs' own error object, `{"error": ...}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and "error" in body
-
-
 def _refused(exc: BaseException) -> bool:
     """Whether a requests error comes from a refused connection (requests wraps it deep)."""
     seen: set[int] = set()
@@ -176,10 +170,37 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
-def _snippet(text: str, limit: int) -> str:
-    """An API's text for an error, which is stored and logged: an API may echo a row or a
-    request, so customer emails go first (before the cut, so none is left half-redacted)."""
-    return redact(text)[:limit]
+def _never_connected(exc: BaseException) -> bool:
+    """Whether the call failed before a connection existed (DNS, refused, connect timeout):
+    then no byte of the request left, and no write can be in flight."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    return any(isinstance(item, ConnectTimeoutError) for item in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: set[int] = set()
+    found: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return found
+
+
+def _same_origin(first: str, second: str) -> bool:
+    a, b = urlsplit(first), urlsplit(second)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+# A read follows at most this many redirects, and only to its own host.
+MAX_READ_REDIRECTS = 3
 
 
 @dataclass
@@ -193,64 +214,132 @@ class GatewayClient:
             self.base_url = settings.GATEWAY_ADDR
 
     def call(
-        self, method: str, path: str, *, correlation_id: str, json: Any = None
-    ) -> requests.Response:
+        self,
+        endpoint: Endpoint,
+        path: str,
+        *,
+        correlation_id: str,
+        json: Any = None,
+        expect: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Make one call of `endpoint`; the confirming answer's JSON body (None when empty).
+
+        Raises what the endpoint's contract makes of anything else (tickets.verdicts):
+        `TransientError` (with `reply` saying whether the API answered), `PermanentError`, or
+        `Misconfigured` (the destination's circuit opens; the task waits without a try spent).
+        """
         url = f"{self.base_url}{path}"
-        what = f"{method} {path}"
+        what = f"{endpoint.method} {url}"
         breaker = breaker_for(self.api)
         breaker.before_call()  # raises CircuitOpen while the API rests after failures
         # Raises LeaseLost (nothing sent) when the task's lease would not outlive the call;
         # gives this thread's database connection back before the network wait.
         deadline = before_external_call()
         connect, read = self.timeout
+        response: requests.Response | None = None
         try:
             with _Watchdog(deadline) as watchdog:
-                response = shared_session(self.api).request(
-                    method,
+                response = self._send(
+                    endpoint,
                     url,
                     json=json,
-                    headers={CORRELATION_HEADER: correlation_id} if correlation_id else None,
+                    correlation_id=correlation_id,
                     timeout=(min(connect, deadline), min(read, deadline)),
                 )
         except requests.RequestException as exc:
-            if _refused(exc):
-                # Nothing listens there: every task would fail the same way. Rest the API.
-                refused = (
-                    f"{method} {url}: connection refused; check GATEWAY_ADDR ({self.base_url})"
-                )
-                breaker.record_failure(open_now=True, error=refused)
-                raise TransientError(refused) from exc
+            refused = _refused(exc)
             if watchdog.fired.is_set():
-                failure = f"{what} did not finish within its {deadline:.1f}s deadline"
+                problem = f"it did not finish within its {deadline:.1f}s deadline"
             elif isinstance(exc, requests.Timeout):
-                failure = f"{what} timed out: {exc}"
+                problem = f"timed out: {exc}"
             else:
-                failure = f"{what} failed: {exc.__class__.__name__}: {exc}"
-            breaker.record_failure(error=failure)
-            raise TransientError(failure) from exc
-        status = response.status_code
-        if status < 400:
+                problem = f"{exc.__class__.__name__}: {exc}"
+            if refused:
+                problem = f"check GATEWAY_ADDR ({self.base_url})"
+            reading = read_failure(
+                endpoint,
+                what=what,
+                problem=problem,
+                sent=not (refused or _never_connected(exc)),
+                refused=refused,
+            )
+            return self._act(reading, breaker, exc=exc)
+        reading = read_answer(
+            endpoint,
+            status=response.status_code,
+            body=response.content,
+            content_type=response.headers.get("Content-Type", ""),
+            location=response.headers.get("Location", ""),
+            url=url,
+            expect=expect,
+        )
+        return self._act(reading, breaker, response=response)
+
+    def _send(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        *,
+        json: Any,
+        correlation_id: str,
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        # Redirects are never followed by requests: a 301/302 turns a POST into a GET, and a
+        # write answered by a redirect is the API telling us our address is wrong.
+        session = shared_session(self.api)
+        headers = {CORRELATION_HEADER: correlation_id} if correlation_id else None
+        response = session.request(
+            endpoint.method,
+            url,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+        hops = 0
+        while (
+            not endpoint.write
+            and response.is_redirect
+            and hops < MAX_READ_REDIRECTS
+            and _same_origin(url, urljoin(url, response.headers["Location"]))
+        ):
+            hops += 1
+            url = urljoin(url, response.headers["Location"])
+            response = session.request(
+                endpoint.method, url, headers=headers, timeout=timeout, allow_redirects=False
+            )
+        return response
+
+    def _act(
+        self,
+        reading: Reading,
+        breaker: CircuitBreaker,
+        *,
+        response: requests.Response | None = None,
+        exc: BaseException | None = None,
+    ) -> Any:
+        status = None if response is None else response.status_code
+        verdict = reading.verdict
+        if verdict == Verdict.DONE:
             breaker.record_success()
-            return response
-        if status == 404 and not _api_error(response):
-            # The APIs answer a 404 about a ticket as `{"error": ...}`; any other 404 is a
-            # path no API serves: GATEWAY_ADDR is wrong, not the task. Keep it pending.
-            no_route = (
-                f"{method} {url} answered 404 with no API error: no such route; check "
-                f"GATEWAY_ADDR ({self.base_url})"
-            )
-            breaker.record_failure(open_now=True, error=no_route)
-            raise TransientError(no_route, http_status=status)
-        message = f"{what} answered {status}: {_error_text(response)}"
-        if status in (408, 429) or status >= 500:
-            breaker.record_failure(error=message)
-            raise TransientError(
-                message,
-                http_status=status,
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            )
-        breaker.record_success()  # the API is up; it refused this request
-        raise PermanentError(message, http_status=status)
+            return reading.body
+        if verdict == Verdict.FAIL:
+            breaker.record_success()  # the API is up; it refused this request
+            raise PermanentError(reading.reason, http_status=status, reply=ANSWERED)
+        if verdict == Verdict.MISCONFIGURED:
+            # Every task would get the same answer: rest the destination, fail none of them.
+            breaker.record_failure(open_now=True, error=reading.reason)
+            raise Misconfigured(reading.reason, http_status=status) from exc
+        # Nothing listens there (refused): every task would fail the same way. Rest the API.
+        refused = verdict == Verdict.NOT_SENT and exc is not None and _refused(exc)
+        breaker.record_failure(open_now=refused, error=reading.reason)
+        reply = {Verdict.RETRY: ANSWERED, Verdict.WAIT: NO_ANSWER}.get(verdict, NOT_SENT)
+        retry_after = (
+            None if response is None else retry_after_seconds(response.headers.get("Retry-After"))
+        )
+        raise TransientError(
+            reading.reason, http_status=status, retry_after=retry_after, reply=reply
+        ) from exc
 
 
 class ReceiptsClient(GatewayClient):
@@ -268,8 +357,8 @@ class ReceiptsClient(GatewayClient):
         idempotency_key: str,
         correlation_id: str,
     ) -> dict[str, Any]:
-        response = self.call(
-            "PUT",
+        body: dict[str, Any] = self.call(
+            ISSUE_RECEIPT,
             "/receipts-api/receipts",
             correlation_id=correlation_id,
             json={
@@ -277,18 +366,17 @@ class ReceiptsClient(GatewayClient):
                 "price": {"money_amount": str(amount), "money_currency": currency},
                 "idempotency_key": idempotency_key,
             },
+            expect={"ticket_id": ticket_id, "idempotency_key": idempotency_key},
         )
-        body = json_body(response, "PUT /receipts-api/receipts")
-        if not isinstance(body, dict) or not body.get("number"):
-            raise TransientError(f"receipt answer without a number: {_snippet(response.text, 200)}")
         return body
 
     def void(self, *, ticket_id: str, reason: str, idempotent_id: str, correlation_id: str) -> None:
         self.call(
-            "PUT",
+            VOID_RECEIPT,
             "/receipts-api/void-receipt",
             correlation_id=correlation_id,
             json={"ticket_id": ticket_id, "reason": reason, "idempotent_id": idempotent_id},
+            expect={"ticket_id": ticket_id, "idempotent_id": idempotent_id},
         )
 
 
@@ -302,7 +390,7 @@ class PaymentsClient(GatewayClient):
         self, *, payment_reference: str, reason: str, deduplication_id: str, correlation_id: str
     ) -> None:
         self.call(
-            "PUT",
+            REFUND,
             "/payments-api/refunds",
             correlation_id=correlation_id,
             json={
@@ -310,6 +398,7 @@ class PaymentsClient(GatewayClient):
                 "reason": reason,
                 "deduplication_id": deduplication_id,
             },
+            expect={"payment_reference": payment_reference, "deduplication_id": deduplication_id},
         )
 
 
@@ -321,22 +410,18 @@ class SpreadsheetsClient(GatewayClient):
 
     def append_row(self, *, sheet: str, columns: list[str], correlation_id: str) -> None:
         self.call(
-            "POST",
+            APPEND_ROW,
             f"/spreadsheets-api/sheets/{sheet}/rows",
             correlation_id=correlation_id,
             json={"columns": columns},
+            expect={"sheet": sheet},
         )
 
     def rows(self, *, sheet: str, correlation_id: str) -> list[list[str]]:
-        response = self.call(
-            "GET", f"/spreadsheets-api/sheets/{sheet}/rows", correlation_id=correlation_id
+        body = self.call(
+            READ_ROWS, f"/spreadsheets-api/sheets/{sheet}/rows", correlation_id=correlation_id
         )
-        body = json_body(response, f"GET /spreadsheets-api/sheets/{sheet}/rows")
-        rows = body.get("rows") if isinstance(body, dict) else None
-        if not isinstance(rows, list):
-            raise TransientError(
-                f"sheet {sheet} answered without rows: {_snippet(response.text, 200)}"
-            )
+        rows: list[list[str]] = body["rows"]
         return rows
 
 
@@ -354,7 +439,7 @@ def check_destinations() -> list[str]:
     for api, path in PROBES.items():
         url = f"{settings.GATEWAY_ADDR}{path}"
         try:
-            response = requests.get(url, timeout=(CONNECT_TIMEOUT, 5.0))
+            response = requests.get(url, timeout=(CONNECT_TIMEOUT, 5.0), allow_redirects=False)
         except requests.RequestException as exc:
             reason = "connection refused" if _refused(exc) else exc.__class__.__name__
             warnings.append(
@@ -362,9 +447,14 @@ def check_destinations() -> list[str]:
                 "its tasks wait pending until it does"
             )
             continue
-        if response.status_code == 404 and not _api_error(response):
+        status = response.status_code
+        # The same rule as the relay's: no probed route's contract defines a 404, and a
+        # redirect means the API answers somewhere else.
+        if status == 404 or 300 <= status < 400:
+            location = response.headers.get("Location", "no Location")
+            moved = f", to {location}" if status != 404 else ""
             warnings.append(
-                f"the {api} API is not at {url} (404 with no API error): check GATEWAY_ADDR "
+                f"the {api} API is not at {url} ({status}{moved}): check GATEWAY_ADDR "
                 f"({settings.GATEWAY_ADDR}); its tasks wait pending until it is right"
             )
     return warnings

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 import outbox
-from outbox import Cancel, Defer, PermanentError, TransientError
-from outbox.models import FINISHED_STATES, Attempt, AttemptOutcome, Task
+from outbox import Cancel, Defer, PermanentError
+from outbox.models import FINISHED_STATES, Task
 from tickets import kinds
 from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient
 from tickets.models import Ticket
@@ -115,52 +115,30 @@ def sheet_settle_seconds() -> float:
 
 
 @outbox.handler(
-    kinds.APPEND_ROW, queue="default", max_attempts=30, label="ticket_id", rerun=RERUN_SHEET_ROW
+    kinds.APPEND_ROW,
+    queue="default",
+    max_attempts=30,
+    label="ticket_id",
+    rerun=RERUN_SHEET_ROW,
+    # The sheets API has no idempotency key: after a try whose append got no answer, the
+    # engine holds the next try until a slow write of that try has had time to land.
+    settle_seconds=sheet_settle_seconds,
 )
 def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
     sheet = p["sheet"]
     if sheet not in (kinds.PRINT_SHEET, kinds.REFUND_SHEET):
         raise PermanentError(f"unknown sheet {sheet!r}")
-    settle = sheet_settle_seconds()
-    # The sheets API has no idempotency key: after any try whose outcome we did not see, look
-    # before appending again, and only once a slow write of that try has had time to land.
-    if task.attempt > 1:
-        if _previous_try_vanished(task):
-            raise TransientError(
-                f"try {task.attempt - 1} ended without an outcome (its worker stopped or lost "
-                f"the task): waiting {settle:g}s for a write it may have made to land, then "
-                "reading the sheet before appending",
-                retry_after=settle,
-            )
-        if p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
-            return {"sheet": sheet, "appended": False, "already_present": True}
-    try:
-        SpreadsheetsClient().append_row(
-            sheet=sheet,
-            columns=[p["ticket_id"], p["customer_email"], p["amount"], p["currency"]],
-            correlation_id=task.correlation_id,
-        )
-    except TransientError as exc:
-        # A 5xx, a timeout or a cut connection does not prove the row was not written.
-        raise TransientError(
-            f"{exc.message}; the row may have been written: the next try waits {settle:g}s, "
-            "then reads the sheet first",
-            http_status=exc.http_status,
-            retry_after=max(settle, exc.retry_after or 0.0),
-        ) from exc
-    return {"sheet": sheet, "appended": True}
-
-
-def _previous_try_vanished(task: outbox.TaskContext) -> bool:
-    """The try before this one left no outcome of its own: its worker died or lost the lease
-    mid-call, and a write it sent may still land. A recorded try already waited to settle."""
-    previous = (
-        Attempt.objects.filter(task_id=task.id, number=task.attempt - 1)
-        .values_list("outcome", flat=True)
-        .first()
+    # Any earlier try may have written the row (a 500 after the write, a lost answer): look
+    # before appending again. The engine has already waited out a try that got no answer.
+    if task.attempt > 1 and p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
+        return {"sheet": sheet, "appended": False, "already_present": True}
+    SpreadsheetsClient().append_row(
+        sheet=sheet,
+        columns=[p["ticket_id"], p["customer_email"], p["amount"], p["currency"]],
+        correlation_id=task.correlation_id,
     )
-    return previous is None or previous == AttemptOutcome.LEASE_LOST
+    return {"sheet": sheet, "appended": True}
 
 
 @outbox.handler(

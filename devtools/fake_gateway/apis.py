@@ -43,14 +43,34 @@ class BadRequest(Exception):
     """A request that breaks the contract: answered 400 with this message."""
 
 
-def no_route_reply(method: str, path: str) -> Reply:
-    """A path no API serves, answered as a web server would: plain text, not the APIs' JSON.
-
-    The client tells this apart from an API's own 404 about a ticket (`{"error": ...}`): it
-    means GATEWAY_ADDR is wrong, which no retry of the task can fix.
+def no_route_reply(method: str, path: str, *, as_json: bool = False) -> Reply:
+    """A path no API serves, answered as a web server would (plain text) or, with `as_json`,
+    as Google's APIs answer every unknown path: a JSON error object. Either way it means
+    GATEWAY_ADDR is wrong, which no retry of the task can fix.
     """
+    if as_json:
+        return json_reply(
+            404,
+            {
+                "error": {
+                    "code": 404,
+                    "message": f"Requested entity was not found: {method} {path}",
+                    "status": "NOT_FOUND",
+                }
+            },
+        )
     body = f"404 page not found: no route for {method} {path}\n".encode()
     return Reply(404, body, content_type="text/plain")
+
+
+# What a load balancer in front of an API answers while the API is away: 200, and HTML.
+MAINTENANCE_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
+    b"<body><h1>We'll be right back</h1><p>ada@example.com, sorry!</p></body></html>"
+)
+# Where the fake's injected redirects point: another host, as an API that moved would.
+REDIRECT_LOCATION = "https://moved.example.com"
+_WRITES = {("PUT", "receipts"), ("PUT", "payments"), ("POST", "spreadsheets")}
 
 
 # An API operation, validated and ready: runs under the gateway's lock with the call's
@@ -165,11 +185,11 @@ class FakeGateway:
         path, _, query = target.partition("?")
         if path.startswith(INSPECTION_PREFIX):
             return self._handle_inspection(method, path, query, body)
-        route = self._route(method, path)
+        config = self._config
+        route = self._route(method, path, json_404s=config.json_404s)
         if isinstance(route, Reply):
             return route
         api, prepare = route
-        config = self._config
         operation: Operation | None = None
         problem = ""
         try:
@@ -178,6 +198,8 @@ class FakeGateway:
             problem = str(exc)
         with self._lock:
             reply = self._inject_before(api, config)
+            if reply is None and (method, api) in _WRITES:
+                reply = self._inject_not_the_api(method, path, config)
             if reply is None:
                 if operation is None:
                     status, payload = 400, {"error": problem}
@@ -196,7 +218,9 @@ class FakeGateway:
             return Reply(reply.status, GARBAGE_BODY, reply.headers)
         return reply
 
-    def _route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Operation]] | Reply:
+    def _route(
+        self, method: str, path: str, *, json_404s: bool = False
+    ) -> tuple[str, Callable[[bytes], Operation]] | Reply:
         allowed: tuple[str, ...]
         if path == "/receipts-api/receipts":
             allowed, api, prepare = ("PUT",), "receipts", self._prepare_receipt
@@ -212,7 +236,7 @@ class FakeGateway:
             else:
                 prepare = partial(self._prepare_rows, sheet=sheet)
         else:
-            return no_route_reply(method, path)
+            return no_route_reply(method, path, as_json=json_404s)
         if method not in allowed:
             return error_reply(
                 405, f"{method} is not allowed on {path}", (("Allow", ", ".join(allowed)),)
@@ -235,6 +259,22 @@ class FakeGateway:
         if config.failure_rate and self._random.random() < config.failure_rate:
             injected["failure"] += 1
             return error_reply(500, "injected failure")
+        return None
+
+    def _inject_not_the_api(self, method: str, path: str, config: FaultConfig) -> Reply | None:
+        """A write answered by something in front of the API, which did nothing. Under the lock."""
+        injected = self._state.injected
+        if config.fake_success_rate and self._random.random() < config.fake_success_rate:
+            injected["fake_success"] += 1
+            return Reply(200, MAINTENANCE_PAGE, content_type="text/html; charset=utf-8")
+        if config.redirect_rate and self._random.random() < config.redirect_rate:
+            injected["redirect"] += 1
+            return Reply(
+                301,
+                b"",
+                (("Location", f"{REDIRECT_LOCATION}{path}"),),
+                content_type="text/plain",
+            )
         return None
 
     def _record_call(

@@ -9,7 +9,13 @@ from typing import Any
 APIS = ("receipts", "payments", "spreadsheets")
 MAX_LATENCY_MS = 600_000
 
-_RATES = ("failure_rate", "fail_after_write_rate", "rate_limit_rate")
+_RATES = (
+    "failure_rate",
+    "fail_after_write_rate",
+    "rate_limit_rate",
+    "fake_success_rate",
+    "redirect_rate",
+)
 
 
 class ConfigError(ValueError):
@@ -33,6 +39,13 @@ class FaultConfig:
     garbage_bodies: bool = False
     rate_limit_rate: float = 0.0
     retry_after_seconds: int = 1
+    # Writes answered by something in front of the API that did nothing: a load balancer's
+    # maintenance page (200, text/html), or a 301 to another host.
+    fake_success_rate: float = 0.0
+    redirect_rate: float = 0.0
+    # Unknown paths answer 404 with a JSON error object, as Google's APIs do, instead of a
+    # web server's plain-text page: a wrong base URL then looks like an API's own answer.
+    json_404s: bool = False
     down: tuple[str, ...] = ()
     seed: int | None = None
 
@@ -72,9 +85,9 @@ def _validated(name: str, value: Any) -> Any:
         if not 0.0 <= latency <= MAX_LATENCY_MS:
             raise ConfigError(name, f"{name} must be between 0 and {MAX_LATENCY_MS}, got {value!r}")
         return latency
-    if name == "garbage_bodies":
+    if name in ("garbage_bodies", "json_404s"):
         if not isinstance(value, bool):
-            raise ConfigError(name, f"garbage_bodies must be true or false, got {value!r}")
+            raise ConfigError(name, f"{name} must be true or false, got {value!r}")
         return value
     if name == "retry_after_seconds":
         # Retry-After carries whole seconds (RFC 9110 delay-seconds).

@@ -14,7 +14,14 @@ from django.utils import timezone
 from django.utils.http import http_date
 
 from outbox.circuit import CircuitOpen
-from outbox.errors import PermanentError, TransientError
+from outbox.errors import (
+    ANSWERED,
+    NO_ANSWER,
+    NOT_SENT,
+    Misconfigured,
+    PermanentError,
+    TransientError,
+)
 from outbox.models import Circuit
 from tickets.gateway import (
     PaymentsClient,
@@ -131,10 +138,10 @@ def test_a_400_raises_a_permanent_error_keeping_the_api_error_text(base_url):
     assert caught.value.permanent
 
 
-def test_a_404_from_a_wrong_gateway_addr_fails_the_task_for_good(base_url):
+def test_a_404_from_a_wrong_gateway_addr_rests_the_api_and_fails_nothing(base_url):
     client = ReceiptsClient(base_url=f"{base_url}/v1")
 
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(Misconfigured) as caught:
         issue(client)
 
     assert caught.value.http_status == 404
@@ -146,10 +153,12 @@ def test_a_404_from_a_wrong_gateway_addr_fails_the_task_for_good(base_url):
     assert Circuit.objects.get(name="receipts").last_error == caught.value.message
 
 
-def test_an_apis_own_404_about_the_ticket_is_retried_forever():
+def test_a_json_404_is_a_wrong_address_where_the_contract_defines_no_404():
+    # As Google's APIs answer every unknown path: a JSON error body proves nothing about
+    # the ticket. Issuing a receipt has no 404 in its contract.
     class NoSuchReceipt(BaseHTTPRequestHandler):
         def do_PUT(self) -> None:
-            body = json.dumps({"error": "no receipt for ticket t-1"}).encode()
+            body = json.dumps({"error": {"code": 404, "message": "Not Found"}}).encode()
             self.send_response(404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -161,15 +170,18 @@ def test_an_apis_own_404_about_the_ticket_is_retried_forever():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), NoSuchReceipt)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        with pytest.raises(PermanentError) as caught:
-            issue(ReceiptsClient(base_url=f"http://127.0.0.1:{server.server_address[1]}"))
+        with pytest.raises(Misconfigured) as caught:
+            issue(ReceiptsClient(base_url=base))
     finally:
         server.shutdown()
         server.server_close()
 
     assert caught.value.http_status == 404
-    assert "no receipt for ticket t-1" in caught.value.message
+    assert f"{base}/receipts-api/receipts" in caught.value.message
+    assert "GATEWAY_ADDR" in caught.value.message
+    assert not caught.value.permanent
 
 
 def test_a_refused_connection_fails_the_task_or_keeps_calling():
@@ -272,7 +284,7 @@ def test_a_success_whose_body_is_not_json_is_a_transient_error():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = ReceiptsClient(base_url=f"http://127.0.0.1:{server.server_port}")
-        with pytest.raises(TransientError, match="not JSON") as caught:
+        with pytest.raises(TransientError, match="does not prove the effect") as caught:
             client.issue(
                 ticket_id="t-1",
                 amount="1.00",
@@ -336,3 +348,138 @@ def test_a_trickling_api_is_cut_off_at_the_calls_total_deadline(head_too):
             SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
     finally:
         server.close()
+
+
+class ScriptedServer:
+    """Answers every request with one fixed status, headers and body; records what came."""
+
+    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+        seen: list[tuple[str, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                seen.append((self.command, self.path))
+                target = answers.get(self.path, (status, body, headers or {}))
+                self.send_response(target[0])
+                for name, value in target[2].items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(target[1])))
+                self.end_headers()
+                self.wfile.write(target[1])
+
+            do_GET = do_PUT = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        answers: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.answers = answers
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers: list[ScriptedServer] = []
+
+    def start(status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+        server = ScriptedServer(status, body, headers)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+MAINTENANCE = b"<html><body><h1>Down for maintenance</h1></body></html>"
+
+
+@pytest.mark.parametrize("call", ["void", "refund", "append"])
+def test_a_proxys_200_html_page_is_never_recorded_as_done(scripted, call):
+    server = scripted(200, MAINTENANCE, {"Content-Type": "text/html"})
+    calls = {
+        "void": lambda: ReceiptsClient(base_url=server.url).void(
+            ticket_id="t-1", reason="r", idempotent_id="k", correlation_id="c"
+        ),
+        "refund": lambda: PaymentsClient(base_url=server.url).refund(
+            payment_reference="t-1", reason="r", deduplication_id="k", correlation_id="c"
+        ),
+        "append": lambda: SpreadsheetsClient(base_url=server.url).append_row(
+            sheet="tickets-to-print", columns=["t-1"], correlation_id="c"
+        ),
+    }
+
+    with pytest.raises(TransientError) as caught:
+        calls[call]()
+
+    assert caught.value.reply == ANSWERED
+    assert caught.value.http_status == 200
+    assert "Down for maintenance" in caught.value.message
+
+
+def test_a_redirect_on_an_append_is_not_followed_and_rests_the_api(scripted):
+    server = scripted(301, b"", {"Location": "https://moved.example.com/rows"})
+    client = SpreadsheetsClient(base_url=server.url)
+
+    with pytest.raises(Misconfigured) as caught:
+        client.append_row(sheet="tickets-to-print", columns=["t-1"], correlation_id="c")
+
+    # requests would have turned the POST into a GET of the rows, answered 200.
+    assert server.seen == [("POST", "/spreadsheets-api/sheets/tickets-to-print/rows")]
+    assert "https://moved.example.com/rows" in caught.value.message
+    assert f"{server.url}/spreadsheets-api/sheets/tickets-to-print/rows" in caught.value.message
+    with pytest.raises(CircuitOpen):
+        client.append_row(sheet="tickets-to-print", columns=["t-1"], correlation_id="c")
+
+
+def test_a_read_follows_a_redirect_on_its_own_host_only(scripted):
+    server = scripted(302, b"", {"Location": "/elsewhere"})
+    server.answers["/elsewhere"] = (200, b'{"rows": [["t-1"]]}', {"Content-Type": JSON_TYPE})
+
+    rows = SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
+
+    assert rows == [["t-1"]]
+    other = scripted(302, b"", {"Location": "https://moved.example.com/rows"})
+    with pytest.raises(Misconfigured, match=r"moved\.example\.com"):
+        SpreadsheetsClient(base_url=other.url).rows(sheet="s", correlation_id="c")
+
+
+def test_a_proxys_504_is_a_call_that_got_no_answer(scripted):
+    server = scripted(504, b"<html>Gateway Time-out</html>", {"Content-Type": "text/html"})
+
+    with pytest.raises(TransientError) as caught:
+        SpreadsheetsClient(base_url=server.url).append_row(
+            sheet="s", columns=["t-1"], correlation_id="c"
+        )
+
+    assert caught.value.reply == NO_ANSWER
+
+
+def test_a_timeout_is_no_answer_and_a_refused_connection_sent_nothing(base_url, gateway):
+    gateway.configure({"latency_ms": 5000})
+    client = SpreadsheetsClient(base_url=base_url)
+    client.timeout = (3.0, 0.05)
+    with pytest.raises(TransientError) as timed_out:
+        client.append_row(sheet="s", columns=["t-1"], correlation_id="c")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransientError) as refused:
+        SpreadsheetsClient(base_url=f"http://127.0.0.1:{port}").append_row(
+            sheet="s", columns=["t-1"], correlation_id="c"
+        )
+
+    assert timed_out.value.reply == NO_ANSWER
+    assert refused.value.reply == NOT_SENT
+
+
+JSON_TYPE = "application/json"

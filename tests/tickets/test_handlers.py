@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 from django.db.models.functions import Now
 from django.test import override_settings
+from django.utils import timezone
 
 from outbox.errors import Defer, PermanentError
-from outbox.models import Task, TaskState
+from outbox.models import Attempt, AttemptReply, Task, TaskState
 from outbox.registry import TaskContext, get_handler
 from outbox.relay import Relay
+from outbox.services import settle_waits, tasks_retry
 from tests.conftest import ticket
 from tickets import kinds
 from tickets.models import Ticket
@@ -98,7 +102,7 @@ def seconds_until_due(task: Task) -> float:
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(SHEET_SETTLE_SECONDS=60.0)
-def test_a_retry_after_a_500_that_wrote_the_row_waits_to_settle_then_does_not_append_again(
+def test_a_retry_after_an_answered_500_that_wrote_the_row_comes_at_the_backoff_and_reads_first(
     post_tickets, gateway_url, gateway
 ):
     post_tickets([ticket("t-1", "canceled")])
@@ -107,7 +111,12 @@ def test_a_retry_after_a_500_that_wrote_the_row_waits_to_settle_then_does_not_ap
     relay_once()
     gateway.configure({"fail_after_write_rate": 0.0})
 
-    assert seconds_until_due(task) >= 59.0  # a slow write gets a minute to land
+    # The API answered: it has finished with the request, so no minute of settle.
+    assert seconds_until_due(task) <= 2.0  # the first backoff: uniform in [0, 2 s]
+    [first] = Attempt.objects.filter(task=task)
+    assert (first.reply, first.http_status) == (AttemptReply.ANSWERED, 500)
+    task.refresh_from_db()
+    assert task.settle_until is None
     make_due(task)
     relay_once()
 
@@ -115,6 +124,86 @@ def test_a_retry_after_a_500_that_wrote_the_row_waits_to_settle_then_does_not_ap
     assert task.state == TaskState.SUCCEEDED
     assert task.result["already_present"] is True
     assert len(gateway.snapshot()["sheets"][kinds.REFUND_SHEET]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SHEET_SETTLE_SECONDS=60.0)
+def test_three_answered_500s_in_a_row_never_wait_the_settle(post_tickets, gateway_url, gateway):
+    post_tickets([ticket("t-1")])
+    task = sheet_task(kinds.PRINT_SHEET)
+    gateway.configure({"failure_rate": 1.0})
+    for _ in range(3):
+        make_due(task)
+        relay_once()
+        # Each wait is its own backoff (at most base * 2**attempt), never a settle stacked on it.
+        task.refresh_from_db()
+        assert seconds_until_due(task) <= 2**task.attempts
+    gateway.configure({"failure_rate": 0.0})
+    make_due(task)
+    relay_once()
+
+    task.refresh_from_db()
+    assert task.state == TaskState.SUCCEEDED
+    assert task.attempts == 4
+    assert len(gateway.snapshot()["sheets"][kinds.PRINT_SHEET]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SHEET_SETTLE_SECONDS=60.0, OUTBOX={"CALL_SECONDS": 0.5})
+def test_an_append_that_got_no_answer_waits_the_settle_from_its_start_not_on_top_of_it(
+    post_tickets, gateway_url, gateway
+):
+    post_tickets([ticket("t-1")])
+    task = sheet_task(kinds.PRINT_SHEET)
+    gateway.configure({"append_latency_ms": 2000})  # the answer comes after the 0.5 s deadline
+
+    relay_once()
+
+    task.refresh_from_db()
+    [first] = Attempt.objects.filter(task=task)
+    assert first.reply == AttemptReply.NO_ANSWER
+    assert "no answer" in first.error
+    assert "the next try waits until" in first.error
+    # Due when the settle counted from the try's start ends: not 60 s after the try ended.
+    assert task.settle_until is not None
+    assert abs((task.settle_until - first.started_at).total_seconds() - 60.0) < 0.01
+    assert abs((task.available_at - task.settle_until).total_seconds()) < 0.05
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SHEET_SETTLE_SECONDS=60.0)
+def test_an_operators_retry_keeps_the_settle_of_a_try_that_got_no_answer(
+    post_tickets, gateway_url, gateway
+):
+    post_tickets([ticket("t-1")])
+    task = sheet_task(kinds.PRINT_SHEET)
+    settle_until = timezone.now() + timedelta(seconds=45)
+    Task.objects.filter(id=task.id).update(
+        state=TaskState.FAILED, attempts=3, settle_until=settle_until
+    )
+
+    assert tasks_retry(tasks=Task.objects.filter(id=task.id)) == 1
+
+    task.refresh_from_db()
+    assert task.state == TaskState.PENDING
+    assert task.available_at == settle_until  # not now: a write of try 3 may still land
+    [wait] = settle_waits(task_ids=[task.id])
+    assert wait.until == settle_until
+    assert "may still land" in wait.describe()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forced_retry_skips_the_settle(post_tickets, gateway_url, gateway):
+    post_tickets([ticket("t-1")])
+    task = sheet_task(kinds.PRINT_SHEET)
+    Task.objects.filter(id=task.id).update(
+        state=TaskState.FAILED, settle_until=timezone.now() + timedelta(seconds=45)
+    )
+
+    tasks_retry(tasks=Task.objects.filter(id=task.id), skip_settle=True)
+
+    assert seconds_until_due(task) <= 0.0
+    assert settle_waits(task_ids=[task.id]) == []
 
 
 @pytest.mark.django_db(transaction=True)

@@ -74,6 +74,24 @@ class Command(BaseCommand):
             help="Answer every 5xx with an HTML page holding NUL and bytes that are not UTF-8.",
         )
         parser.add_argument(
+            "--fake-success-rate",
+            type=float,
+            help="Share of write calls (0..1) answered 200 with a maintenance page (HTML) by "
+            "something in front of the API, which did nothing.",
+        )
+        parser.add_argument(
+            "--redirect-rate",
+            type=float,
+            help="Share of write calls (0..1) answered 301 to another host, doing nothing.",
+        )
+        parser.add_argument(
+            "--json-404s",
+            action="store_true",
+            default=None,
+            help="Answer unknown paths 404 with a JSON error object (as Google's APIs do), "
+            "not a plain-text page.",
+        )
+        parser.add_argument(
             "--down",
             action="append",
             metavar="API",
@@ -136,6 +154,9 @@ def fault_config_from_options(options: dict[str, Any]) -> FaultConfig:
             "latency_ms",
             "append_latency_ms",
             "garbage_bodies",
+            "fake_success_rate",
+            "redirect_rate",
+            "json_404s",
         )
         if options.get(name) is not None
     }
