@@ -263,8 +263,14 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
         receipt = Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))
         # Read before the cancel, under the ticket's lock: a task that has tried, or is trying
         # now, may have left a receipt; one that never ran never will (it is canceled here,
-        # and the receipt handler refuses a refunded ticket).
-        may_exist = receipt.filter(Q(attempts__gt=0) | Q(state=TaskState.RUNNING)).exists()
+        # and the receipt handler refuses a refunded ticket). A confirmed ticket's task that
+        # is gone was pruned, so it finished, and whether it tried is no longer known: a
+        # receipt whose answer was lost may exist, and the void (by ticket, idempotent) is
+        # sent to be safe. A ticket that arrived canceled never had a receipt task.
+        if receipt.exists():
+            may_exist = receipt.filter(Q(attempts__gt=0) | Q(state=TaskState.RUNNING)).exists()
+        else:
+            may_exist = ticket.status == TicketStatus.CONFIRMED
         tasks_cancel(tasks=receipt, reason=RECEIPT_WITHDRAWN)
         stored = TicketIn(
             ticket.ticket_id,
