@@ -559,13 +559,20 @@ def two_clusters(options: Options, report: Report, *, rounds: int = 3) -> None:
             trees = [set(process_tree(first.process.pid)), set(process_tree(second.process.pid))]
         by_cluster = [0, 0]
         passes: list[set[str]] = [set(), set()]
-        for worker, count in Attempt.objects.values_list("worker").annotate(n=Count("id")):
+        # Tries per worker: the Attempt rows, and the successes kept on task rows (the worker
+        # of a success is its task's `leased_by`).
+        on_tasks = Task.objects.filter(succeeded_started_at__isnull=False).values_list("leased_by")
+        per_worker = [
+            *Attempt.objects.values_list("worker").annotate(n=Count("id")),
+            *on_tasks.annotate(n=Count("id")),
+        ]
+        for worker, count in per_worker:
             pid = int(worker.split(":")[1])
             for index, tree in enumerate(trees):
                 if pid in tree:
                     by_cluster[index] += count
                     passes[index].add(worker)
-        attempts = Attempt.objects.count()
+        attempts = sum(count for _, count in per_worker)
         tasks = Task.objects.count()
         not_once = Task.objects.exclude(state=TaskState.SUCCEEDED, attempts=1).count()
         if attempts != tasks or not_once:

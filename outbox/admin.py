@@ -16,6 +16,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -39,6 +40,7 @@ from outbox.admin_mixins import (
 from outbox.dashboard import dashboard_view
 from outbox.errors import UnknownTaskKind
 from outbox.health import PASS_STALE
+from outbox.history import history
 from outbox.models import FINISHED_STATES, Attempt, PausedKind, RelayPass, Task, TaskState
 from outbox.registry import get_handler, rerun_note, subject_url
 from outbox.services import (
@@ -111,12 +113,19 @@ class CreatedAgeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class HistoryFormSet(BaseInlineFormSet):
+    """The task's history as `outbox.history` reads it: its Attempt rows, then the success its
+    row keeps (an unsaved Attempt). Display only: the inline is read-only."""
+
+    def get_queryset(self) -> Any:
+        return history(self.instance) if self.instance.pk is not None else []
+
+
 class AttemptInline(AttemptColumns, ReadOnlyMixin, admin.TabularInline):
     model = Attempt
+    formset = HistoryFormSet
     extra = 0
     can_delete = False
-    # By id: the history in the order it happened.
-    ordering = ("id",)
     fields = ("number", "started_at", "duration", "outcome", "http_status", "error_text", "worker")
     readonly_fields = fields
 

@@ -18,9 +18,9 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from outbox.history import tries_by_outcome
 from outbox.passes import PASS_STALE_SECONDS
 from outbox.selectors import (
-    attempt_counts_by_outcome,
     circuit_health,
     delivery_latency,
     oldest_due_task_age,
@@ -48,7 +48,7 @@ class OutboxCollector:
                 tasks.add_metric([row.kind, state], count)
         yield tasks
 
-        for outcome, count in attempt_counts_by_outcome().items():
+        for outcome, count in tries_by_outcome().items():
             attempts.add_metric([outcome], count)
         yield attempts
 
@@ -90,7 +90,7 @@ class OutboxCollector:
             # A gauge, not a counter: pruning old tasks deletes their attempts, so it can fall.
             GaugeMetricFamily(
                 "outbox_attempts_total",
-                "Attempts recorded in the Attempt table, per outcome.",
+                "Tries per outcome: the Attempt rows, and the successes kept on task rows.",
                 labels=["outcome"],
             ),
             GaugeMetricFamily(

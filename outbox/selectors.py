@@ -22,7 +22,6 @@ from django.db.models import (
     Max,
     Min,
     OuterRef,
-    Prefetch,
     Q,
     QuerySet,
     Subquery,
@@ -119,15 +118,6 @@ def oldest_due_task_age() -> timedelta | None:
     )
 
 
-def attempt_counts_by_outcome() -> dict[str, int]:
-    """Attempts per outcome, every outcome present, zero or not."""
-    counts = dict.fromkeys(AttemptOutcome.values, 0)
-    rows = Attempt.objects.order_by().values_list("outcome").annotate(n=Count("id"))
-    for outcome, n in rows.values_list("outcome", "n"):
-        counts[outcome] = n
-    return counts
-
-
 def delivery_latency(
     *, bounds: Sequence[float], window: timedelta, now: datetime | None = None
 ) -> LatencyHistogram:
@@ -165,15 +155,6 @@ def delivery_latency(
         total=row["total"],
         sum_seconds=latency_sum.total_seconds() if latency_sum is not None else 0.0,
     )
-
-
-def task_with_attempts(task_id: int) -> Task | None:
-    """The task with its attempts in the order they happened; None when there is none.
-
-    By id, not `number`: a retry numbers its attempts from 1 again.
-    """
-    attempts = Prefetch("attempt_set", queryset=Attempt.objects.order_by("id"))
-    return Task.objects.filter(id=task_id).prefetch_related(attempts).first()
 
 
 def tasks_with_dedupe_keys(keys: Sequence[str]) -> list[Task]:
