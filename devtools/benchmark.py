@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 
 import outbox
+from devtools import dbwork
 from devtools.apps import BENCHMARK_ENV
 from devtools.bulk import fill_tasks
 from devtools.http_server import HttpServer, Reply, Request
@@ -37,6 +39,7 @@ from outbox.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 
 NOOP = "devtools.benchmark.noop"
+FAIL_ONCE = "devtools.benchmark.fail_once"
 HTTP = "devtools.benchmark.http"
 ROOT = Path(settings.BASE_DIR)
 
@@ -45,6 +48,13 @@ ROOT = Path(settings.BASE_DIR)
 def noop(task: outbox.TaskContext) -> dict[str, float] | None:
     """Does nothing; stamps the time it was called when asked (for the latency figure)."""
     return {"called_at": time.time()} if task.payload.get("stamp") else None
+
+
+@outbox.handler(FAIL_ONCE, queue="default", max_attempts=3)
+def fail_once(task: outbox.TaskContext) -> None:
+    """A first try that fails as a gateway's 503 would; the second succeeds."""
+    if task.attempt == 1:
+        raise TransientError("answered 503", http_status=503)
 
 
 @outbox.handler(HTTP, queue="default", max_attempts=3)
@@ -273,6 +283,7 @@ class Options:
     threads: int = 16
     batch_size: int = 200
     start_rounds: int = 3
+    work_tasks: int = 10_000
 
 
 @dataclass
@@ -306,6 +317,28 @@ def naive_baseline(options: Options, report: Report) -> float:
     return rate
 
 
+def raw_loop() -> int:
+    """Claim 100 due tasks per UPDATE..RETURNING until none is left; how many it claimed."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    sql = (
+        f"UPDATE {table} SET state = 'running', attempts = attempts + 1 WHERE id IN "
+        f"(SELECT id FROM {table} WHERE state = 'pending' AND queue = 'default' "
+        f"ORDER BY available_at LIMIT 100{lock}) RETURNING id"
+    )
+    claimed = 0
+    try:
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute(sql)
+                rows = cursor.fetchall()
+                if not rows:
+                    return claimed
+                claimed += len(rows)
+    finally:
+        connection.close()
+
+
 def raw_ceiling(options: Options, report: Report) -> float:
     """The database's ceiling: a bare loop claiming 100 due tasks per UPDATE..RETURNING.
 
@@ -315,29 +348,8 @@ def raw_ceiling(options: Options, report: Report) -> float:
     wipe()
     enqueue_noops(options.drain_tasks)
     vacuum()
-    table = connection.ops.quote_name(Task._meta.db_table)
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    sql = (
-        f"UPDATE {table} SET state = 'running', attempts = attempts + 1 WHERE id IN "
-        f"(SELECT id FROM {table} WHERE state = 'pending' AND queue = 'default' "
-        f"ORDER BY available_at LIMIT 100{lock}) RETURNING id"
-    )
-
-    def loop() -> int:
-        claimed = 0
-        try:
-            with connection.cursor() as cursor:
-                while True:
-                    cursor.execute(sql)
-                    rows = cursor.fetchall()
-                    if not rows:
-                        return claimed
-                    claimed += len(rows)
-        finally:
-            connection.close()
-
     started = time.perf_counter()
-    claimed = loop()
+    claimed = raw_loop()
     rate = claimed / (time.perf_counter() - started)
     report.add(
         "(h) raw SKIP LOCKED loop: claim 100 per UPDATE..RETURNING, no handler",
@@ -817,3 +829,124 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         footprint(options, report)
     if wanted("l"):
         two_clusters(options, report)
+    if wanted("m"):
+        database_work(options, report)
+
+
+# (m) The database's work per task ---------------------------------------------------------
+
+
+def enqueue_in_transactions(count: int, *, kind: str = NOOP, per_transaction: int = 100) -> None:
+    """`count` tasks, `per_transaction` to a transaction: a webhook of 50 tickets' worth."""
+    for start in range(0, count, per_transaction):
+        with transaction.atomic():
+            enqueue_many([TaskSpec(kind=kind) for _ in range(min(per_transaction, count - start))])
+
+
+def _outbox_phases(options: Options, kind: str, inspect: bool) -> dbwork.Phases:
+    from outbox.retry import RetryPolicy
+    from outbox.services import tasks_prune
+
+    wipe()
+    vacuum()
+    phases = dbwork.Phases()
+    tasks = options.work_tasks
+    with dbwork.measured(phases, "enqueue", inspect):
+        enqueue_in_transactions(tasks, kind=kind)
+    # A retry due at once, so one drain runs both tries.
+    relay = Relay(
+        threads=options.threads,
+        batch_size=options.batch_size,
+        policy=RetryPolicy(base_seconds=0.0, cap_seconds=0.0),
+    )
+    with dbwork.measured(phases, "drain", inspect):
+        relay.drain(max_batches=10**6)
+    done = Task.objects.filter(state=TaskState.SUCCEEDED).count()
+    if done != tasks:
+        raise RuntimeError(f"{done} of {tasks} tasks succeeded")
+    with dbwork.measured(phases, "prune", inspect):
+        tasks_prune(older_than=timedelta(0))
+    return phases
+
+
+def _raw_phases(options: Options, inspect: bool) -> dbwork.Phases:
+    wipe()
+    vacuum()
+    phases = dbwork.Phases()
+    with dbwork.measured(phases, "enqueue", inspect):
+        enqueue_in_transactions(options.work_tasks)
+    with dbwork.measured(phases, "drain", inspect):
+        claimed = raw_loop()
+    if claimed != options.work_tasks:
+        raise RuntimeError(f"the raw loop claimed {claimed} of {options.work_tasks}")
+    with dbwork.measured(phases, "prune", inspect), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM outbox_task")
+    return phases
+
+
+def _django_q_phases(options: Options, inspect: bool) -> dbwork.Phases:
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    wipe()
+    vacuum()
+    phases = dbwork.Phases()
+    tasks = options.naive_tasks
+    with dbwork.measured(phases, "enqueue", inspect):
+        for start in range(0, tasks, 100):
+            with transaction.atomic():
+                for _ in range(min(100, tasks - start)):
+                    async_task("devtools.benchmark.naive_noop")
+    # Its own cleanup is in the drain: it keeps `save_limit` results and deletes the rest.
+    with dbwork.measured(phases, "drain", inspect), Cluster({"OUTBOX_AUTOSTART": "0"}):
+        drain_rate(OrmQ.objects.count, tasks, timeout=600)
+    return phases
+
+
+def database_work(options: Options, report: Report) -> None:
+    """WAL bytes and row writes per task: this project (no-op, and one failed try then a
+    success), the raw loop (h), and django-q2 (a), in one run."""
+    if connection.vendor != "postgresql":
+        report.add("(m) database work per task", "PostgreSQL only", "(WAL, pg_stat_user_tables)")
+        return
+    inspect = dbwork.walinspect()
+    tables = ["outbox_task", "outbox_attempt", "django_q_ormq", "django_q_task"]
+    dbwork.autovacuum(tables, enabled=False)
+    try:
+        ours = _outbox_phases(options, NOOP, inspect)
+        retried = _outbox_phases(options, FAIL_ONCE, inspect)
+        raw = _raw_phases(options, inspect)
+        django_q = _django_q_phases(options, inspect)
+    finally:
+        dbwork.autovacuum(tables, enabled=True)
+        wipe()
+    tasks, naive_tasks = options.work_tasks, options.naive_tasks
+    source = (
+        "records of this database read back with pg_walinspect, full-page images apart"
+        if inspect
+        else "whole server: pg_walinspect is not installed"
+    )
+    raw_job = raw.total("enqueue", "drain").wal / tasks
+    for label, phases, count in (
+        ("this project, no-op", ours, tasks),
+        ("this project, one failed try then a success", retried, tasks),
+        ("raw SKIP LOCKED loop (h), claim only", raw, tasks),
+        ("django-q2 (a), ORM broker, no-op", django_q, naive_tasks),
+    ):
+        job = phases.total("enqueue", "drain")
+        life = phases.total()
+        ratio = f"{job.wal / count / raw_job:.2f}x the raw loop's WAL per job"
+        report.add(
+            f"(m) database work per task, {label}",
+            f"enqueue + run: {dbwork.per_task(job, count)}",
+            f"({ratio}; {dbwork.phase_words(phases, count, ['enqueue', 'drain', 'prune'])}; "
+            f"insert to cleanup {life.writes / count:.2f} row writes; {count:,} tasks, "
+            f"100 enqueued per transaction; WAL: {source})",
+        )
+    prune = ours.by_name["prune"]
+    report.add(
+        "(m) prune of finished no-op tasks, per task",
+        f"{prune.wal / tasks:,.0f} B WAL, {prune.seconds / tasks * 1e6:,.1f} us",
+        f"({tasks:,} tasks, chunks of 5,000; a task and its attempts deleted: "
+        f"{prune.deleted / tasks:.2f} row deletes per task)",
+    )
