@@ -6,6 +6,7 @@ benchmark wipes the outbox and django-q2 tables of that database: point it at a 
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import platform
@@ -23,6 +24,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Count, Max
 
@@ -748,6 +750,10 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
         for label, url in (
             ("dashboard", "/admin/outbox/task/dashboard/"),
             ("triage page", "/admin/outbox/task/triage/"),
+            ("/metrics scrape", "/metrics"),
+            ("task list, kind filter shown", "/admin/outbox/task/"),
+            ("attempts list, status filter shown", "/admin/outbox/attempt/"),
+            ("task search by a payload value", "/admin/outbox/task/?q=t-424242"),
         ):
             samples = _server_times(client, url, options.console_requests)
             report.add(
@@ -757,6 +763,18 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
                 f"{tasks - succeeded:,} of them failed or retrying; finished over the last 7 days; "
                 "DEBUG off)",
             )
+        status = []
+        for index in range(options.console_requests + 2):
+            started = time.perf_counter()
+            call_command("outbox_status", stdout=io.StringIO())
+            if index >= 2:
+                status.append((time.perf_counter() - started) * 1000)
+        report.add(
+            f"(k) outbox_status with {succeeded:,} succeeded tasks",
+            f"p50 {percentile(status, 0.5):,.0f} ms, p99 {percentile(status, 0.99):,.0f} ms",
+            f"({len(status)} runs in-process after 2 to warm up; its succeeded column is the "
+            "planner's estimate above 20,000 tasks on PostgreSQL)",
+        )
     finally:
         client.logout()
         user.delete()

@@ -113,7 +113,16 @@ class Task(models.Model):
                 name="outbox_task_lease",
                 condition=models.Q(state="running"),
             ),
-            models.Index(fields=["state", "kind"], name="outbox_task_state_kind"),
+            # Failed and canceled tasks by kind (triage, the counts, the admin's filters).
+            # Partial: a task on its way to success never has an entry, so neither its claim
+            # nor its outcome, each a new version of the row with an entry in every index it
+            # qualifies for, writes one (the full `state, kind` index it replaced cost 14% of
+            # a no-op task's WAL: 2,003 -> 1,718 B, measured by the benchmark's (m)).
+            models.Index(
+                fields=["state", "kind"],
+                name="outbox_task_ended_badly",
+                condition=models.Q(state__in=["failed", "canceled"]),
+            ),
             # Prune, metrics and the dashboard read finished rows only (`finished_at > x`,
             # `< x`): a pending or running task has no entry, so the claim's UPDATE, which
             # moves every column of a row to a new version, writes one index entry less.

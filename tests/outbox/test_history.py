@@ -168,7 +168,7 @@ def test_triage_groups_a_rerun_task_by_its_newest_failure_not_its_old_success(
 
 
 def test_a_success_recorded_before_the_change_is_shown_once(recording_handler):
-    # Migration 0010 leaves the success rows already written as they are.
+    # Migration 0011 leaves the success rows already written as they are.
     recording_handler("test.history")
     task_id = make()
     record_try(task_id, SUCCEEDED)
