@@ -849,6 +849,8 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         two_clusters(options, report)
     if wanted("m"):
         database_work(options, report)
+    if wanted("n"):
+        retention(options, report)
 
 
 # (m) The database's work per task ---------------------------------------------------------
@@ -967,4 +969,65 @@ def database_work(options: Options, report: Report) -> None:
         f"{prune.wal / tasks:,.0f} B WAL, {prune.seconds / tasks * 1e6:,.1f} us",
         f"({tasks:,} tasks, chunks of 5,000; a task and its attempts deleted: "
         f"{prune.deleted / tasks:.2f} row deletes per task)",
+    )
+
+
+# (n) Retention: per-row prune against dropping a partition -------------------------------
+
+
+def retention(options: Options, report: Report) -> None:
+    """WAL and time to remove `big_table_rows` finished tasks: `tasks_prune` (per-row deletes
+    in chunks, as the schedule runs it), against detaching and dropping one partition that
+    holds as many rows of the same shape (a scratch table, as retention by day would be)."""
+    from outbox.services import tasks_prune
+
+    if connection.vendor != "postgresql":
+        report.add("(n) retention", "PostgreSQL only", "(pg_walinspect)")
+        return
+    inspect = dbwork.walinspect()
+    rows = options.big_table_rows
+    wipe()
+    fill_finished(rows)
+    vacuum()
+    phases = dbwork.Phases()
+    with dbwork.measured(phases, "prune", inspect):
+        tasks_prune(older_than=timedelta(0))
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_by_day")
+        cursor.execute(
+            "CREATE TABLE bench_by_day (LIKE outbox_task INCLUDING DEFAULTS) "
+            "PARTITION BY RANGE (finished_at)"
+        )
+        cursor.execute(
+            "CREATE TABLE bench_day_1 PARTITION OF bench_by_day "
+            "FOR VALUES FROM (MINVALUE) TO (MAXVALUE)"
+        )
+        for column in ("id", "dedupe_key", "correlation_id", "finished_at"):
+            cursor.execute(f"CREATE INDEX ON bench_by_day ({column})")
+        fill_tasks(rows, kinds=CONSOLE_KINDS, spread_seconds=86_400)
+        cursor.execute("INSERT INTO bench_by_day SELECT * FROM outbox_task")
+        wipe()
+        cursor.execute("VACUUM ANALYZE bench_by_day")
+    with dbwork.measured(phases, "drop", inspect), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE bench_by_day DETACH PARTITION bench_day_1")
+        cursor.execute("DROP TABLE bench_day_1")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_by_day")
+    prune, drop = phases.by_name["prune"], phases.by_name["drop"]
+    report.add(
+        f"(n) prune of {rows:,} finished tasks (per-row deletes, chunks of 5,000)",
+        f"{prune.wal / rows:,.0f} B WAL and {prune.seconds / rows * 1e6:,.1f} us per task; "
+        f"{prune.wal / 2**20:,.0f} MiB, {prune.seconds:,.1f} s in all",
+        f"(+{prune.fpi / 2**20:,.0f} MiB of page images; {prune.deleted / rows:.2f} row deletes "
+        "per task; WAL: "
+        + (
+            "the whole server's, more than it keeps to read back)"
+            if prune.whole_server
+            else "this database's records)"
+        ),
+    )
+    report.add(
+        f"(n) drop of a partition of {rows:,} finished tasks (detach, drop)",
+        f"{drop.wal:,} B WAL in all, {drop.seconds * 1000:,.0f} ms",
+        "(the same rows in a table partitioned by finished_at, with four indexes)",
     )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 STATS = (
     "SELECT COALESCE(SUM(n_tup_ins), 0), COALESCE(SUM(n_tup_upd), 0), "
@@ -114,10 +114,21 @@ def _lsn(function: str) -> str:
 
 
 def _wal_between(start: str, end: str, inspect: bool) -> tuple[int, int, bool]:
+    if inspect:
+        try:
+            with transaction.atomic():
+                return _wal_of_this_database(start, end)
+        except OperationalError:
+            # A phase that wrote more than the server keeps (a checkpoint recycled the first
+            # segments before they were read): the whole server's difference instead.
+            pass
     with connection.cursor() as cursor:
-        if not inspect:
-            cursor.execute("SELECT pg_wal_lsn_diff(%s, %s)", [end, start])
-            return int(cursor.fetchone()[0]), 0, True
+        cursor.execute("SELECT pg_wal_lsn_diff(%s, %s)", [end, start])
+        return int(cursor.fetchone()[0]), 0, True
+
+
+def _wal_of_this_database(start: str, end: str) -> tuple[int, int, bool]:
+    with connection.cursor() as cursor:
         cursor.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
         pattern = f"%/{cursor.fetchone()[0]}/%"
         # Records of this database's relations, and every record of their transactions
