@@ -2,7 +2,8 @@
 
 Rows are numbered 1..rows (x); each is finished (`succeeded`) unless `failed_every` or
 `retrying_every` picks it. A failing row (failed, or pending and retrying after a first try)
-gets an error and one Attempt row, `HTTP 503` when x is a multiple of 3, so the triage page and
+gets an error and one Attempt row (a succeeded one keeps its try on its row, as the relay
+records it), `HTTP 503` when x is a multiple of 3, so the triage page and
 the dashboard's failure chart have something to group and count. Timestamps are spread over
 the last `spread_seconds`, so the dashboard's last day has activity in every hour.
 """
@@ -15,7 +16,8 @@ from django.db import connection
 
 COLUMNS = (
     "kind, payload, idempotency_key, queue, state, attempts, max_attempts, available_at, "
-    "leased_by, last_error, correlation_id, created_at, updated_at, finished_at"
+    "leased_by, last_error, correlation_id, created_at, updated_at, finished_at, "
+    "succeeded_started_at, succeeded_duration_ms"
 )
 
 
@@ -54,7 +56,10 @@ def fill_tasks(
         f"CASE WHEN {retrying} AND NOT ({failed}) THEN {in_an_hour} ELSE {ago(spread)} END, "
         f"'', CASE WHEN {failed} OR {retrying} THEN {error} ELSE '' END, 'corr-' || x, "
         f"{ago(str(spread_seconds))}, {ago(spread)}, "
-        f"CASE WHEN {retrying} AND NOT ({failed}) THEN NULL ELSE {ago(spread)} END"
+        f"CASE WHEN {retrying} AND NOT ({failed}) THEN NULL ELSE {ago(spread)} END, "
+        # A success is kept on its task row, as the relay records it: no Attempt row.
+        f"CASE WHEN {failed} OR {retrying} THEN NULL ELSE {ago(spread)} END, "
+        f"CASE WHEN {failed} OR {retrying} THEN NULL ELSE 1.0 END"
     )
     with connection.cursor() as cursor:
         cursor.execute("SELECT COALESCE(MAX(id), 0) FROM outbox_task")

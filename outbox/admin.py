@@ -16,6 +16,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -39,8 +40,9 @@ from outbox.admin_mixins import (
 from outbox.dashboard import dashboard_view
 from outbox.errors import UnknownTaskKind
 from outbox.health import PASS_STALE
+from outbox.history import history
 from outbox.models import FINISHED_STATES, Attempt, PausedKind, RelayPass, Task, TaskState
-from outbox.registry import get_handler, rerun_note, subject_url
+from outbox.registry import get_handler, registered_kinds, rerun_note, subject_url
 from outbox.services import (
     RETRYABLE_STATES,
     SettleWait,
@@ -111,12 +113,53 @@ class CreatedAgeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class KindFilter(admin.SimpleListFilter):
+    """The task kinds this process has handlers for, and any other kind still open or ended
+    badly: read from the registry and the partial indexes, not `SELECT DISTINCT kind` over
+    every task that ever ran (200 ms a page load at 1,000,000 tasks)."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        kinds = set(registered_kinds())
+        kinds.update(row.kind for row in selectors.task_counts_by_kind(succeeded={}))
+        return [(kind, kind) for kind in sorted(kinds)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(kind=value) if value else queryset
+
+
+class HttpStatusFilter(admin.SimpleListFilter):
+    """HTTP statuses of the failed tries of the last week (the partial `started_at` index):
+    not `SELECT DISTINCT http_status` over every attempt kept. The parameter is the one
+    Django's own filter used, so links to it still work."""
+
+    title = "HTTP status"
+    parameter_name = "http_status__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(status), str(status)) for status in selectors.recent_http_statuses()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(http_status=int(value)) if value and value.isdigit() else queryset
+
+
+class HistoryFormSet(BaseInlineFormSet):
+    """The task's history as `outbox.history` reads it: its Attempt rows, then the success its
+    row keeps (an unsaved Attempt). Display only: the inline is read-only."""
+
+    def get_queryset(self) -> Any:
+        return history(self.instance) if self.instance.pk is not None else []
+
+
 class AttemptInline(AttemptColumns, ReadOnlyMixin, admin.TabularInline):
     model = Attempt
+    formset = HistoryFormSet
     extra = 0
     can_delete = False
-    # By id: the history in the order it happened.
-    ordering = ("id",)
     fields = ("number", "started_at", "duration", "outcome", "http_status", "error_text", "worker")
     readonly_fields = fields
 
@@ -126,7 +169,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     # Six columns, so the last error is on screen at 1366 px beside the filters: the queue is a
     # filter, the dedupe key sits under the kind, due and finished share one column.
     list_display = ("id", "task_kind", "state", "tries", "created_at", "due_or_done", "error_line")
-    list_filter = ("state", "kind", "queue", CreatedAgeFilter, FailureFilter)
+    list_filter = ("state", KindFilter, "queue", CreatedAgeFilter, FailureFilter)
     # Shows the search box; `get_search_results` decides how each field is matched.
     search_fields = ("id", "dedupe_key", "idempotency_key", "payload")
     search_help_text = (
@@ -560,7 +603,7 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(Attempt)
 class AttemptAdmin(AttemptColumns, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "task_link", "number", "started_at", "duration", "outcome", "http_status")
-    list_filter = ("outcome", "http_status")
+    list_filter = ("outcome", HttpStatusFilter)
     search_fields = ("task__id__exact",)
     search_help_text = "Task id."
     ordering = ("-id",)

@@ -17,6 +17,7 @@ from outbox.errors import NotInTransaction, OutboxError, UnknownTaskKind
 from outbox.models import (
     FINISHED_STATES,
     Attempt,
+    AttemptOutcome,
     AttemptReply,
     PausedKind,
     Queue,
@@ -181,6 +182,8 @@ def tasks_retry(
     if include_succeeded:
         states.append(TaskState.SUCCEEDED)
     narrowed = tasks.filter(state__in=states)
+    if include_succeeded:
+        fold_successes(narrowed)
     changed = 0
     # Attempt numbers keep counting (a handler can tell a first try from a later one, and
     # the history stays in order); the budget grows by the kind's full allowance instead.
@@ -199,6 +202,44 @@ def tasks_retry(
     if changed:
         wake_relay()
     return changed
+
+
+def fold_successes(tasks: QuerySet[Task]) -> int:
+    """Write the success each of these succeeded tasks keeps on its row as an Attempt row, and
+    clear it from the row: before a re-run, so the next success (kept on the row in its turn)
+    does not overwrite it, and the history keeps every try at its number. In the caller's
+    transaction; the rows are locked first, so two re-runs at once fold a success once."""
+    rows = list(
+        tasks.filter(state=TaskState.SUCCEEDED, succeeded_started_at__isnull=False)
+        .select_for_update()
+        .values_list(
+            "id",
+            "attempts",
+            "succeeded_started_at",
+            "succeeded_duration_ms",
+            "succeeded_http_status",
+            "leased_by",
+        )
+    )
+    if not rows:
+        return 0
+    Attempt.objects.bulk_create(
+        Attempt(
+            task_id=pk,
+            number=number,
+            started_at=started_at,
+            duration_ms=duration_ms or 0.0,
+            outcome=AttemptOutcome.SUCCEEDED,
+            http_status=http_status,
+            worker=worker,
+        )
+        for pk, number, started_at, duration_ms, http_status, worker in rows
+        if started_at is not None  # the filter above; for the type checker
+    )
+    Task.objects.filter(id__in=[row[0] for row in rows]).update(
+        succeeded_started_at=None, succeeded_duration_ms=None, succeeded_http_status=None
+    )
+    return len(rows)
 
 
 @transaction.atomic

@@ -135,3 +135,54 @@ def recording_handler() -> Iterator[Callable[..., list[TaskContext]]]:
     yield make
     for kind in kinds:
         registry.unregister(kind)
+
+
+def tries(task_id: int, *fields: str) -> list[tuple[Any, ...]]:
+    """A task's history as its readers see it (`outbox.history`): a success kept on the task
+    row included, as the last try. `fields` of each try; by default worker, number, outcome."""
+    from outbox.history import history
+    from outbox.models import Task
+
+    names = fields or ("worker", "number", "outcome")
+    return [
+        tuple(getattr(attempt, name) for name in names)
+        for attempt in history(Task.objects.get(id=task_id))
+    ]
+
+
+def record_try(
+    task_id: int,
+    verdict: str,
+    *,
+    http_status: int | None = None,
+    error: str = "",
+    worker: str = "w1",
+) -> None:
+    """One try of a due task through the engine's own claim and record path: claimed (with
+    whatever else is due, which is given back untried), then recorded as `verdict`. A retry
+    is due again at once."""
+    from datetime import UTC, datetime, timedelta
+
+    from outbox.claim import Outcome, claim_due_tasks, record_outcomes, release_leases
+    from outbox.models import AttemptOutcome, Task
+
+    # Due now, whatever backoff (or clock resolution: SQLite's is a millisecond) it waited for.
+    Task.objects.filter(id=task_id, state="pending").update(
+        available_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    claimed = claim_due_tasks(
+        limit=1000, worker=worker, lease_seconds=30.0, queue_order=["critical", "default", "low"]
+    )
+    [mine] = [task for task in claimed if task.id == task_id]
+    release_leases([task for task in claimed if task is not mine])
+    outcome = Outcome(
+        mine,
+        AttemptOutcome(verdict),
+        datetime.now(UTC),
+        12.5,
+        worker,
+        error=error,
+        http_status=http_status,
+        retry_in=0.0 if verdict == AttemptOutcome.RETRY else None,
+    )
+    assert record_outcomes([outcome]) == set()

@@ -19,6 +19,7 @@ TICKETS_MAY_IMPORT = {
     "outbox.api",
     "outbox.circuit",
     "outbox.correlation",
+    "outbox.history",
     "outbox.plaintext",
 }
 

@@ -32,6 +32,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
+from outbox.history import history
 from outbox.models import FINISHED_STATES, Task, TaskState
 from tickets import kinds, reports
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
@@ -415,7 +416,7 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "label": effect_label(task, ticket.ticket_id),
                 "url": reverse("admin:outbox_task_change", args=[task.pk]),
                 "colour": STATE_COLOURS.get(task.state, "inherit"),
-                "attempts": list(task.attempt_set.all()),
+                "attempts": history(task),
                 "attempts_words": attempts_in_words(
                     task.attempts, task.max_attempts, finished=task.state in FINISHED_STATES
                 ),

@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import QuerySet
 
 from outbox.correlation import clean_correlation_id
-from outbox.models import Attempt, Task
+from outbox.history import with_history
+from outbox.models import Task
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 
@@ -73,12 +74,10 @@ def ticket_tasks(
             owner[key] = ticket_id
     if not owner:
         return found
-    tasks = Task.objects.filter(dedupe_key__in=list(owner)).order_by("id")
+    tasks: QuerySet[Task] = Task.objects.filter(dedupe_key__in=list(owner)).order_by("id")
     if with_attempts:
-        # By id, not `number`: a retry numbers its attempts from 1 again.
-        tasks = tasks.prefetch_related(
-            Prefetch("attempt_set", queryset=Attempt.objects.order_by("id"))
-        )
+        # Read for `outbox.history.history`: the Attempt rows, and the success on the task.
+        tasks = with_history(tasks)
     for task in tasks:
         assert task.dedupe_key is not None
         found[owner[task.dedupe_key]].append(task)

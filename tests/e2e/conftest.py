@@ -63,6 +63,13 @@ class Database:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def tries_per_task(self) -> list[tuple[int, int]]:
+        """(task id, tries) of every task: its Attempt rows, and the success its row keeps."""
+        return self.rows(
+            "SELECT t.id, (SELECT COUNT(*) FROM outbox_attempt a WHERE a.task_id = t.id) "
+            "+ CASE WHEN t.succeeded_started_at IS NULL THEN 0 ELSE 1 END FROM outbox_task t"
+        )
+
     def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.rows(sql, params)[0][0]
 

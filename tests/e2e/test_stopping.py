@@ -82,7 +82,7 @@ def test_a_signalled_cluster_hangs_or_loses_or_repeats_work(
     state = assert_each_effect_once(stack, ticket_ids)
     calls_per_key = Counter(len(r["correlation_ids"]) for r in state["receipts"])
     assert calls_per_key == {1: len(ticket_ids)}, "no receipt was asked for twice"
-    per_task = stack.db.rows("SELECT task_id, COUNT(*) FROM outbox_attempt GROUP BY task_id")
+    per_task = stack.db.tries_per_task()
     assert {count for _, count in per_task} == {1}, "every task ran exactly once"
 
 

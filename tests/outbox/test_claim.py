@@ -10,6 +10,7 @@ from django.db.models.functions import Now
 from outbox.claim import Outcome, claim_due_tasks, record_outcomes, release_leases
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
 from outbox.services import TaskSpec, enqueue_many, kind_pause, kind_resume
+from tests.conftest import tries
 
 pytestmark = pytest.mark.django_db
 ORDER = ["critical", "default", "low"]
@@ -160,14 +161,14 @@ def test_a_stale_worker_cannot_fail_or_reschedule_a_reclaimed_task(recording_han
     assert set(Task.objects.values_list("state", "last_error")) == {(TaskState.RUNNING, "")}
 
 
-def test_the_owner_records_success_with_its_result_and_an_attempt(recording_handler):
+def test_the_owner_records_success_on_the_task_row_and_writes_no_attempt(recording_handler):
     recording_handler()
     make(n=2)
     tasks = claim()
 
-    lost = record_outcomes(
-        [outcome(tasks[0], result={"number": "R-1"}), outcome(tasks[1], result=None)]
-    )
+    written = [outcome(tasks[0], result={"number": "R-1"}), outcome(tasks[1], result=None)]
+    started = {item.task.id: item.started_at for item in written}
+    lost = record_outcomes(written)
 
     assert lost == set()
     rows = {t.id: t for t in Task.objects.all()}
@@ -177,7 +178,11 @@ def test_the_owner_records_success_with_its_result_and_an_attempt(recording_hand
     # The token stays: it names the lease that finished the task.
     assert all(r.lease_token == tasks[0].lease_token for r in rows.values())
     assert all(r.lease_expires_at is None for r in rows.values())
-    assert Attempt.objects.filter(outcome=AttemptOutcome.SUCCEEDED).count() == 2
+    # The try is on the task row (what its Attempt row held), and no Attempt row is written.
+    assert not Attempt.objects.exists()
+    assert {r.id: r.succeeded_started_at for r in rows.values()} == started
+    assert {r.succeeded_duration_ms for r in rows.values()} == {1.0}
+    assert [tries(t.id) for t in tasks] == [[("w", 1, AttemptOutcome.SUCCEEDED)]] * 2
 
 
 def test_a_retry_is_scheduled_with_the_database_clock(recording_handler):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
-from tests.conftest import ticket
+from tests.conftest import record_try, ticket
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 from tickets.services import ticket_refund_request
@@ -185,6 +186,26 @@ def test_the_ticket_page_shows_its_tasks_and_their_attempts(admin_client, post_t
     other = task_of("t-9", kinds.ISSUE_RECEIPT)
     assert f"/admin/outbox/task/{other.pk}/change/" not in html
     assert 'name="_save"' not in html
+
+
+def test_the_ticket_page_shows_the_success_kept_on_the_task_row_as_the_last_try(
+    admin_client, post_tickets
+):
+    # Recorded by the engine: try 1 answered 503, try 2 succeeded (kept on the task row, no
+    # Attempt row). The page shows both, as when every try was a row: 1, then 2, succeeded.
+    post_tickets([ticket("t-1")])
+    receipt = task_of("t-1", kinds.ISSUE_RECEIPT)
+    record_try(receipt.id, AttemptOutcome.RETRY, http_status=503, error="Service Unavailable")
+    record_try(receipt.id, AttemptOutcome.SUCCEEDED)
+    assert Attempt.objects.filter(task=receipt).count() == 1
+
+    html = admin_client.get(page_of("t-1")).content.decode()
+
+    table = html[html.index("outbox-attempts") :]
+    rows = re.findall(r"<tr>\s*<td>(\d+)</td>.*?<td>([A-Z][a-z]+(?: [a-z]+)?)</td>", table, re.S)
+    # Only the receipt task was tried: its table is the one on the page.
+    assert rows == [("1", "Transient error"), ("2", "Succeeded")]
+    assert "12.5 ms" in table
 
 
 def test_every_task_a_ticket_causes_is_found_from_its_effects(post_tickets):
