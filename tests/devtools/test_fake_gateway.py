@@ -550,6 +550,9 @@ def test_control_merges_changes_into_the_running_config(http, base_url):
         "garbage_bodies": False,
         "rate_limit_rate": 0.0,
         "retry_after_seconds": 1,
+        "fake_success_rate": 0.0,
+        "redirect_rate": 0.0,
+        "json_404s": False,
         "down": ["payments"],
         "seed": 0,
     }
@@ -694,3 +697,40 @@ def test_a_state_file_that_is_not_one_is_loaded_silently(tmp_path):
 
     with pytest.raises(ConfigError, match="is not a fake gateway state file"):
         load_state(FakeGateway(), path)
+
+
+APPEND_PATH = "/spreadsheets-api/sheets/tickets-to-print/rows"
+
+
+def test_a_fake_success_answers_a_maintenance_page_and_writes_nothing():
+    gateway = fake_apis.FakeGateway(fake_apis.FaultConfig(fake_success_rate=1.0))
+
+    reply = gateway.handle("POST", APPEND_PATH, json.dumps({"columns": ["t-1"]}).encode(), "c")
+
+    assert reply.status == 200
+    assert reply.content_type.startswith("text/html")
+    state = gateway.snapshot()
+    assert state["sheets"] == {}
+    assert state["stats"]["injected"] == {"fake_success": 1}
+
+
+def test_an_injected_redirect_points_elsewhere_and_writes_nothing():
+    gateway = fake_apis.FakeGateway(fake_apis.FaultConfig(redirect_rate=1.0))
+    body = json.dumps({"payment_reference": "t-1", "reason": "r", "deduplication_id": "k"})
+
+    reply = gateway.handle("PUT", "/payments-api/refunds", body.encode(), "c")
+
+    assert reply.status == 301
+    assert dict(reply.headers)["Location"] == f"{fake_apis.REDIRECT_LOCATION}/payments-api/refunds"
+    assert gateway.snapshot()["refunds"] == []
+    # Reads are left alone: only writes meet the thing in front of the API.
+    assert gateway.handle("GET", APPEND_PATH, b"", "c").status == 200
+
+
+def test_json_404s_answer_unknown_paths_as_googles_apis_do():
+    gateway = fake_apis.FakeGateway(fake_apis.FaultConfig(json_404s=True))
+
+    reply = gateway.handle("PUT", "/v1/receipts-api/receipts", b"{}", "c")
+
+    assert reply.status == 404
+    assert json.loads(reply.body)["error"]["code"] == 404
