@@ -27,6 +27,7 @@ from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
 from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
 from tickets.services import (
     IdempotencyKeyReused,
+    TicketCanceled,
     TicketNotFound,
     WebhookIdReused,
     body_hash,
@@ -323,6 +324,7 @@ class TicketRefundView(SellerEndpointView):
             401: _ERROR_SCHEMA,
             403: _ERROR_SCHEMA,
             404: _ERROR_SCHEMA,
+            409: _ERROR_SCHEMA,
         },
         auth=[],
         tags=["tickets"],
@@ -337,6 +339,8 @@ class TicketRefundView(SellerEndpointView):
             tasks = ticket_refund_request(ticket_id=ticket_id, correlation_id=correlation_id)
         except TicketNotFound as exc:
             return _error(status.HTTP_404_NOT_FOUND, str(exc))
+        except TicketCanceled as exc:
+            return _error(status.HTTP_409_CONFLICT, str(exc))
         return Response(
             {
                 "ticket_id": ticket_id,
