@@ -115,3 +115,18 @@ def check_relay_schedules(
                 )
             )
     return warnings
+
+
+@register(Tags.security, deploy=True)
+def check_metrics_open(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    if settings.DEBUG or not getattr(settings, "METRICS_LOOPBACK", False):
+        return []
+    return [
+        Warning(
+            "METRICS_LOOPBACK is on: /metrics answers any loopback caller without a token, "
+            "and behind a reverse proxy on the same host every request is a loopback caller.",
+            hint="Unset it and scrape with METRICS_TOKEN (Authorization: Bearer ...) or a "
+            "staff token with outbox.view_task; see docs/METRICS.md.",
+            id="outbox.W002",
+        )
+    ]

@@ -134,15 +134,37 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(OutboxCollector())
 
 
+# Headers a reverse proxy adds: a request carrying one came through a proxy, so its
+# REMOTE_ADDR (127.0.0.1 for a proxy on the same host) says nothing about the caller.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
+
+
 def scrape_allowed(request: HttpRequest) -> bool:
-    """A bearer token equal to METRICS_TOKEN; without one configured, a loopback caller."""
+    """`Authorization: Bearer <METRICS_TOKEN>`, or a staff user's API token with
+    `outbox.view_task`; without either, a loopback caller only while METRICS_LOOPBACK is on
+    (by default only with DEBUG) and the request names no proxy. Deny by default."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
     expected: str = getattr(settings, "METRICS_TOKEN", "")
-    if expected:
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), expected.encode()
-        )
+    if scheme.lower() == "bearer" and expected:
+        return hmac.compare_digest(presented.encode(), expected.encode())
+    if scheme.lower() == "token" and presented:
+        return _staff_token_allows(presented)
+    if expected or not getattr(settings, "METRICS_LOOPBACK", False):
+        return False
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
     return _is_loopback(request.META.get("REMOTE_ADDR", ""))
+
+
+def _staff_token_allows(key: str) -> bool:
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None:
+        return False
+    user = token.user
+    return bool(user.is_active and user.is_staff and user.has_perm("outbox.view_task"))
 
 
 def _is_loopback(address: str) -> bool:
@@ -159,7 +181,7 @@ def _is_loopback(address: str) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not scrape_allowed(request):
         return HttpResponse(
-            "forbidden: send Authorization: Bearer <METRICS_TOKEN>\n",
+            "forbidden: send Authorization: Bearer <METRICS_TOKEN> or a staff user's Token\n",
             status=403,
             content_type="text/plain; charset=utf-8",
         )

@@ -342,6 +342,10 @@ API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 # /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`; while the
 # token is empty, it answers only requests from the loopback address (docs/METRICS.md).
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Without a token, loopback callers get the metrics only while this is on: by default only
+# with DEBUG, as behind a reverse proxy on the same host every request is from 127.0.0.1
+# (outbox.checks warns when production turns it on).
+METRICS_LOOPBACK = env_bool("METRICS_LOOPBACK", DEBUG)
 
 # The gateway hosting the receipts, payments and spreadsheets APIs (docs/GATEWAY_API.md).
 GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")

@@ -35,6 +35,10 @@ class TicketNotFound(Exception):
     pass
 
 
+class TicketCanceled(Exception):
+    """A refund asked for a canceled ticket: its refund is the refund sheet's (docs/API.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeAnswer:
     body: dict[str, Any]
@@ -132,6 +136,8 @@ class _Held:
     stored: TicketIn
     created: bool
     visited: list[str]
+    # Refunded through PUT /ticket-refund already: a cancel adds no refund-sheet row.
+    refund_requested: bool = False
 
     @property
     def entered(self) -> list[str]:
@@ -168,16 +174,27 @@ def _upsert_tickets(tickets: Sequence[TicketIn]) -> dict[str, _Held]:
     )
     created = {row[0] for row in inserted}
     held: dict[str, _Held] = {}
-    for tid, status, email, amount, currency, booking in (
+    for tid, status, email, amount, currency, booking, refund_requested_at in (
         Ticket.objects.select_for_update()
         .filter(ticket_id__in=ids)
         .order_by("ticket_id")
         .values_list(
-            "ticket_id", "status", "customer_email", "price_amount", "price_currency", "booking_id"
+            "ticket_id",
+            "status",
+            "customer_email",
+            "price_amount",
+            "price_currency",
+            "booking_id",
+            "refund_requested_at",
         )
     ):
         stored = TicketIn(tid, status, email, amount, currency, booking)
-        held[tid] = _Held(stored=stored, created=tid in created, visited=[status])
+        held[tid] = _Held(
+            stored=stored,
+            created=tid in created,
+            visited=[status],
+            refund_requested=refund_requested_at is not None,
+        )
     for ticket in tickets:
         entry = held[ticket.ticket_id]
         state = entry.visited[-1]
@@ -223,7 +240,17 @@ def _effects(held: dict[str, _Held], correlation_id: str) -> list[TaskSpec]:
     so a repeat of an old message finds nothing to do whatever has been pruned since."""
     specs: list[TaskSpec] = []
     for entry in held.values():
-        specs += kinds.specs_on(entry.entered, entry.stored, correlation_id)
+        entered = entry.entered
+        if entry.refund_requested and kinds.ON_CANCELED in entered:
+            # One refund per ticket, by the path that came first: the Payments API refund
+            # was asked for already (under this row's lock), so no refund-sheet row.
+            logger.info(
+                "ticket %s is canceled after its refund was requested: it is refunded through "
+                "the Payments API, not put on the refund sheet",
+                entry.stored.ticket_id,
+            )
+            entered = [state for state in entered if state != kinds.ON_CANCELED]
+        specs += kinds.specs_on(entered, entry.stored, correlation_id)
     return specs
 
 
@@ -243,6 +270,9 @@ RECEIPT_WITHDRAWN = "the ticket was refunded before its receipt was issued"
 def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[EnqueuedTask]:
     """Void the receipt and refund the payment: once per ticket, however often it is asked.
 
+    A canceled ticket raises TicketCanceled and writes nothing: a ticket is refunded once, by
+    whichever of the two paths (the cancel's refund sheet, this) came first.
+
     The ticket's `refund_requested_at`, not a task row, says it was asked: a repeat after the
     tasks were pruned finds it set and enqueues nothing. A receipt not issued yet never will
     be: its waiting task is canceled here, and the receipt handler refuses a refunded ticket.
@@ -258,6 +288,13 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
                 ticket.refund_requested_at.isoformat(),
             )
             return []
+        if ticket.status == TicketStatus.CANCELED:
+            # One refund per ticket, by the path that came first: the seller's cancel put it
+            # on the refund sheet, which accounting works by hand.
+            raise TicketCanceled(
+                f"ticket {ticket_id!r} is canceled: its refund is on the refund sheet, so it "
+                "is not refunded through the Payments API too"
+            )
         ticket.refund_requested_at = timezone.now()
         ticket.save(update_fields=["refund_requested_at", "updated_at"])
         receipt = Task.objects.filter(dedupe_key=kinds.receipt_dedupe_key(ticket_id))

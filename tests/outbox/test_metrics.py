@@ -239,3 +239,55 @@ def test_once_a_token_is_configured_loopback_needs_it_too(client, settings):
 
 def test_metrics_answer_only_get(client):
     assert client.post("/metrics").status_code == 405
+
+
+def test_behind_a_reverse_proxy_on_the_same_host_metrics_are_open_to_the_world(client, settings):
+    settings.METRICS_LOOPBACK = True
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", headers={header: "203.0.113.9"})
+        assert response.status_code == 403, header
+        assert b"outbox_tasks" not in response.content
+
+
+def test_in_production_a_loopback_scrape_without_a_token_is_answered(client, settings):
+    # METRICS_LOOPBACK defaults to DEBUG: off in production, whatever the proxy sends.
+    settings.METRICS_LOOPBACK = False
+
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("staff", "perms", "expected"),
+    [(True, ("outbox.view_task",), 200), (True, (), 403), (False, ("outbox.view_task",), 403)],
+)
+def test_a_staff_api_token_scrapes_only_with_view_task(client, settings, staff, perms, expected):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from tests.conftest import grant
+
+    settings.METRICS_LOOPBACK = False
+    user = grant(User.objects.create_user("op", password="x", is_staff=staff), *perms)
+    key = Token.objects.create(user=user).key
+
+    response = client.get(
+        "/metrics", REMOTE_ADDR="10.0.0.5", headers={"Authorization": f"Token {key}"}
+    )
+
+    assert response.status_code == expected
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR="10.0.0.5", headers={"Authorization": "Token nope"}
+        ).status_code
+        == 403
+    )
+
+
+def test_check_deploy_is_silent_when_production_opens_metrics_to_loopback(settings):
+    from outbox.checks import check_metrics_open
+
+    settings.DEBUG = False
+    settings.METRICS_LOOPBACK = True
+    assert [w.id for w in check_metrics_open()] == ["outbox.W002"]
+    settings.METRICS_LOOPBACK = False
+    assert check_metrics_open() == []

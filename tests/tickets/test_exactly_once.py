@@ -83,6 +83,51 @@ def test_repeating_every_input_after_the_tasks_were_pruned_repeats_no_effect(
     assert effects(gateway) == before
 
 
+@override_settings(SHEET_SETTLE_SECONDS=0.0)
+def test_a_canceled_ticket_cannot_be_refunded_through_the_api(
+    client, post_tickets, gateway_url, gateway
+):
+    post_tickets([ticket("t-1")], key="sold")
+    post_tickets([ticket("t-1", "canceled")], key="cancel")
+    drain()
+    tasks = Task.objects.count()
+
+    response = client.put("/ticket-refund/t-1")
+    drain()
+
+    assert response.status_code == 409, response.content
+    assert "refund sheet" in response.json()["error"]
+    assert Ticket.objects.get().refund_requested_at is None
+    assert Task.objects.count() == tasks, "nothing was enqueued"
+    done = effects(gateway)
+    assert done["refund_rows"] == Counter(["t-1"]), "refunded once: on the refund sheet"
+    assert done["refunds"] == done["voids"] == Counter()
+
+
+@override_settings(SHEET_SETTLE_SECONDS=0.0)
+def test_a_ticket_refunded_through_the_api_is_not_put_on_the_refund_sheet_by_a_cancel(
+    client, post_tickets, gateway_url, gateway
+):
+    post_tickets([ticket("t-1")], key="sold")
+    drain()
+    assert client.put("/ticket-refund/t-1").status_code == 202
+
+    answer = post_tickets([ticket("t-1", "canceled")], key="cancel")
+    drain()
+    prune_everything()
+    repeat = post_tickets([ticket("t-1", "canceled")], key="cancel-again")
+    drain()
+
+    assert answer.status_code == repeat.status_code == 200
+    assert answer.json()["tickets"] == [{"ticket_id": "t-1", "status": "canceled"}]
+    assert answer.json()["tasks"] == repeat.json()["tasks"] == []
+    assert Ticket.objects.get().status == "canceled", "the seller's cancel is recorded"
+    done = effects(gateway)
+    assert done["refunds"] == done["voids"] == Counter(["t-1"]), "refunded once: by the API"
+    assert done["refund_rows"] == Counter()
+    assert client.put("/ticket-refund/t-1").json()["tasks"] == [], "a repeat still gets 202"
+
+
 def test_every_effect_sends_a_key_derived_from_the_ticket_and_the_effect(
     client, post_tickets, gateway_url, gateway
 ):
