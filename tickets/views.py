@@ -40,6 +40,8 @@ from tickets.webhook_validation import fast_tickets
 
 logger = logging.getLogger(__name__)
 
+_JSON = "application/json"
+
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # ASCII digits, at most two decimals: "50", "50.5", "50.50". Decimal() alone also takes
 # "-0" (stored 0.00 but sent on as "-0.00"), "١٢" (Arabic-Indic digits, read as 12),
@@ -203,7 +205,7 @@ class TicketsStatusView(APIView):
         auth=[],
         tags=["seller"],
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         # The size is bounded and the signature checked on the raw bytes before any parsing;
         # a refusal (413, 401, 415, 400) writes nothing (docs/SECURITY.md).
         body = read_body(request._request, limit=settings.WEBHOOK_MAX_BODY_BYTES)
@@ -236,7 +238,9 @@ class TicketsStatusView(APIView):
             )
         except (IdempotencyKeyReused, WebhookIdReused) as exc:
             return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
-        response = Response(answer.body, status=status.HTTP_200_OK)
+        # The stored text, not the dict re-rendered: a repeat answers the first answer's very
+        # bytes (the database's JSON column reorders keys).
+        response = HttpResponse(answer.text, status=status.HTTP_200_OK, content_type=_JSON)
         response[CORRELATION_HEADER] = answer.correlation_id
         return response
 
