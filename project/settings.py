@@ -245,6 +245,9 @@ if importlib.util.find_spec("devtools") is not None:
     INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
+    # First, so it sees every answer, those of errors raised by the middleware below (a Host
+    # not in ALLOWED_HOSTS) included: JSON errors on API paths (project.views).
+    "project.views.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "outbox.correlation.CorrelationIdMiddleware",
@@ -254,8 +257,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so it sees the final answer: JSON 404/405 on API paths.
-    "project.views.JsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
