@@ -227,7 +227,7 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
     # A raw request schema loses drf-spectacular's `required`; the webhook has no default body.
     webhook["requestBody"]["required"] = True
     first_ticket = "$response.body#/tickets/0/ticket_id"
-    links = {
+    links: dict[str, dict[str, Any]] = {
         "RefundTheTicket": {
             "operationId": "ticket_refund",
             "parameters": {"ticket_id": first_ticket},
