@@ -33,7 +33,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_AMOUNT_CHARS = serializers.DecimalField.MAX_STRING_LENGTH
 PLAIN_TEXT = (
     "Plain text: no control, format, line- or paragraph-separator character (Unicode Cc, Cf, "
-    "Zl, Zp), else 400; spaces at the ends are trimmed."
+    "Zl, Zp) and no lone surrogate (a `\\ud800` escape), else 400; spaces at the ends are "
+    "trimmed."
 )
 
 
@@ -116,6 +117,10 @@ def ticket_schema() -> dict[str, Any]:
                 "type": "string",
                 "format": "email",
                 "maxLength": rules._MAX_EMAIL,
+                "description": (
+                    "An address Django's EmailValidator takes: a dot-atom or quoted local "
+                    "part, and a domain with a dot (or `localhost`, or an IP literal)."
+                ),
             },
             "price": {
                 "type": "object",
@@ -127,6 +132,7 @@ def ticket_schema() -> dict[str, Any]:
                 "nullable": True,
                 "maxLength": rules._MAX_ID,
                 "pattern": plain_text_pattern(blank=True),
+                "description": PLAIN_TEXT,
             },
         },
         "required": ["ticket_id", "status", "customer_email", "price"],
@@ -148,7 +154,7 @@ def webhook_request_schema() -> dict[str, Any]:
                 "type": "array",
                 "items": ticket_schema(),
                 "minItems": 1,
-                "maxItems": settings.WEBHOOK_MAX_TICKETS,
+                # maxItems: WEBHOOK_MAX_TICKETS, set when the schema is made (the hook below).
             }
         },
         "required": ["tickets"],
@@ -196,6 +202,7 @@ def signature_header_parameters() -> list[dict[str, Any]]:
 def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular hook (SPECTACULAR_SETTINGS): what its decorators cannot say.
 
+    - the webhook's body as required, and its WEBHOOK_MAX_TICKETS;
     - the `{ticket_id}` of the refund and of the staff read, by the ticket-id rule;
     - the `Correlation-ID` every answer carries (outbox.correlation's middleware), and the
       ticket list's `Link` to its next page;
@@ -226,6 +233,9 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
         return result
     # A raw request schema loses drf-spectacular's `required`; the webhook has no default body.
     webhook["requestBody"]["required"] = True
+    body = webhook["requestBody"]["content"]["application/json"]["schema"]
+    # Read when the schema is made, as the view reads it per request.
+    body["properties"]["tickets"]["maxItems"] = settings.WEBHOOK_MAX_TICKETS
     first_ticket = "$response.body#/tickets/0/ticket_id"
     links: dict[str, dict[str, Any]] = {
         "RefundTheTicket": {
