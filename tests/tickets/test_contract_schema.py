@@ -55,7 +55,7 @@ def webhook_body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return as_json_schema(operation["requestBody"]["content"]["application/json"]["schema"])
 
 
-def django_email(value: object) -> bool:
+def django_email(value: str) -> bool:
     # `format: email` means what the field's description says: Django's EmailValidator (the
     # one DRF's EmailField runs); JSON Schema leaves a format's exact rule to the API.
     try:
