@@ -13,6 +13,8 @@ from outbox.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
 from outbox.models import Task, TaskState
 from tickets.models import Ticket, TicketStatus
 from tickets.selectors import ticket_tasks
+from tickets.views import invalid_request
+from tickets.webhook_validation import ticket_id_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +83,19 @@ class TicketDetailApi(StaffApiView):
     @extend_schema(
         operation_id="ticket_detail",
         summary="A ticket, its receipt and its outbox tasks",
-        responses={200: OutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            **AUTH_ERRORS,
+        },
         tags=["operators"],
     )
     def get(self, request: Request, ticket_id: str) -> Response:
+        # The webhook's rule: an id no ticket can have is a 400 before any query (a NUL
+        # would otherwise reach PostgreSQL and fail as a 500).
+        if (reason := ticket_id_error(ticket_id)) is not None:
+            return invalid_request([{"field": "ticket_id", "message": reason}])
         detail = ticket_detail(ticket_id)
         if detail is None:
             return not_found(f"there is no ticket {ticket_id!r}")

@@ -14,6 +14,7 @@ a field), the schema allows what the validator takes after trimming, as JSON Sch
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from typing import Any
 
@@ -64,46 +65,94 @@ def _refused_class_body() -> str:
     )
 
 
-def plain_text_pattern(*, blank: bool) -> str:
-    """Text without a refused character; unless `blank`, with one that is not a space (the
-    validator trims the ends, then refuses an empty value)."""
-    free = f"[^{_refused_class_body()}]"
+def plain_text_pattern(*, blank: bool, also_refused: str = "", refused_values: Any = ()) -> str:
+    """Text without a refused character (nor one of `also_refused`); unless `blank`, with one
+    that is not a space (the validator trims the ends, then refuses an empty value); and none
+    of `refused_values`, spaces around it or not."""
+    refused = _refused_class_body() + "".join(re.escape(char) for char in also_refused)
+    free = f"[^{refused}]"
+    head = ""
+    if refused_values:
+        alternatives = "|".join(re.escape(value) for value in sorted(refused_values))
+        head = f"(?!\\s*(?:{alternatives})\\s*$)"
     if blank:
-        return f"^{free}*$"
-    return f"^{free}*[^\\s{_refused_class_body()}]{free}*$"
+        return f"^{head}{free}*$"
+    return f"^{head}{free}*[^\\s{refused}]{free}*$"
 
 
-def ticket_id_schema(description: str = "") -> dict[str, Any]:
-    schema: dict[str, Any] = {
+def ticket_id_schema() -> dict[str, Any]:
+    """The rule of tickets.webhook_validation.ticket_id_error, from its constants."""
+    return {
         "type": "string",
         "minLength": 1,
-        "maxLength": rules._MAX_ID,
-        "pattern": plain_text_pattern(blank=False),
-        "description": description or PLAIN_TEXT,
+        "maxLength": rules.TICKET_ID_MAX_LENGTH,
+        "pattern": plain_text_pattern(
+            blank=False,
+            also_refused=rules.TICKET_ID_FORBIDDEN_CHARACTERS,
+            refused_values=rules.TICKET_ID_RESERVED,
+        ),
+        "description": rules.TICKET_ID_DESCRIPTION,
     }
-    return schema
 
 
-def amount_schema() -> dict[str, Any]:
+# tickets.webhook_validation.amount_error's rules as lookaheads before the amount's pattern:
+# not zero, and (for a currency without a minor unit) no decimal but zeros.
+_NOT_ZERO = r"(?!0*(?:\.0*)?$)"
+_WHOLE = r"(?![0-9]*\.[0-9]*[1-9])"
+
+
+def amount_schema(*, whole: bool = False) -> dict[str, Any]:
+    rules_ahead = _NOT_ZERO + (_WHOLE if whole else "")
     return {
         "type": "string",
-        "pattern": f"^(?:{rules._AMOUNT.pattern})$",
+        "pattern": f"^{rules_ahead}(?:{rules._AMOUNT.pattern})$",
         "maxLength": MAX_AMOUNT_CHARS,
         "description": (
-            'A decimal string: ASCII digits, at most two decimals ("50", "50.5", "50.00"); '
-            "no sign, exponent or spaces. Never a JSON number."
+            'A decimal string above zero: ASCII digits, at most two decimals ("50", "50.5", '
+            '"50.00"); no sign, exponent or spaces. Never a JSON number.'
+            + (" A whole number: the currency has no minor unit." if whole else "")
         ),
-        "example": "50.00",
+        "example": "50" if whole else "50.00",
     }
 
 
-def currency_schema() -> dict[str, Any]:
+def price_schema() -> dict[str, Any]:
+    """One of two shapes, as amount_error decides by currency: a currency with a minor unit
+    (or none given: USD) takes decimals; one without (JPY, KRW...) whole amounts only."""
+    minor = rules.CURRENCY_MINOR_UNITS
+    with_minor = sorted(code for code, exponent in minor.items() if exponent)
+    without_minor = sorted(code for code, exponent in minor.items() if not exponent)
     return {
-        "type": "string",
-        "pattern": f"^{rules._CURRENCY.pattern}$",
-        "default": "USD",
-        "description": "ISO 4217 code; USD when missing.",
-        "example": "EUR",
+        "type": "object",
+        "required": ["amount"],
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "amount": amount_schema(),
+                    "currency": {
+                        "type": "string",
+                        "enum": with_minor,
+                        "default": "USD",
+                        "description": "ISO 4217 code of a currency with a minor unit.",
+                    },
+                },
+                "required": ["amount"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "amount": amount_schema(whole=True),
+                    "currency": {
+                        "type": "string",
+                        "enum": without_minor,
+                        "description": "ISO 4217 code of a currency without a minor unit.",
+                    },
+                },
+                "required": ["amount", "currency"],
+            },
+        ],
+        "example": {"amount": "50.00", "currency": "EUR"},
     }
 
 
@@ -122,15 +171,11 @@ def ticket_schema() -> dict[str, Any]:
                     "part, and a domain with a dot (or `localhost`, or an IP literal)."
                 ),
             },
-            "price": {
-                "type": "object",
-                "properties": {"amount": amount_schema(), "currency": currency_schema()},
-                "required": ["amount"],
-            },
+            "price": price_schema(),
             "booking_id": {
                 "type": "string",
                 "nullable": True,
-                "maxLength": rules._MAX_ID,
+                "maxLength": rules.TICKET_ID_MAX_LENGTH,
                 "pattern": plain_text_pattern(blank=True),
                 "description": PLAIN_TEXT,
             },

@@ -42,13 +42,18 @@ from tickets.services import (
 from tickets.ticket_in import TicketIn
 from tickets.webhook_auth import WebhookAuthError, webhook_authenticate
 from tickets.webhook_body import parse_json, read_body
-from tickets.webhook_validation import fast_tickets
+from tickets.webhook_validation import (
+    CURRENCIES,
+    TICKET_ID_MAX_LENGTH,
+    amount_error,
+    fast_tickets,
+    ticket_id_error,
+)
 
 logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
-_CURRENCY = re.compile(r"[A-Z]{3}")
 # ASCII digits, at most two decimals: "50", "50.5", "50.50". Decimal() alone also takes
 # "-0" (stored 0.00 but sent on as "-0.00"), "١٢" (Arabic-Indic digits, read as 12),
 # "5e1", "+50" and padding; none is how a price is written, so each is refused.
@@ -75,6 +80,26 @@ class PlainTextField(serializers.CharField):
             raise serializers.ValidationError(reason)
         return super().run_validation(data)
 
+    def to_internal_value(self, data: Any) -> str:
+        # CharField takes numbers too: 100 was stored as "100", 1e2 as "100.0", 1e309 as
+        # "inf". An id is what the sender wrote, so it must arrive as a string.
+        if not isinstance(data, str):
+            raise serializers.ValidationError(ticket_id_error(data) or "must be a JSON string")
+        return super().to_internal_value(data)
+
+
+class TicketIdField(PlainTextField):
+    """A ticket id: the rule of tickets.webhook_validation.ticket_id_error, after trimming."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=TICKET_ID_MAX_LENGTH, allow_blank=False, **kwargs)
+        self.validators.append(_ticket_id_validator)
+
+
+def _ticket_id_validator(value: str) -> None:
+    if (reason := ticket_id_error(value)) is not None:
+        raise serializers.ValidationError(reason)
+
 
 class DecimalStringField(serializers.DecimalField):
     """A decimal that must arrive as a canonical string: money never travels as a JSON float.
@@ -98,13 +123,20 @@ class PriceSerializer(serializers.Serializer):
     currency = serializers.CharField(required=False, default="USD")
 
     def validate_currency(self, value: str) -> str:
-        if not _CURRENCY.fullmatch(value):
-            raise serializers.ValidationError("must be a 3-letter ISO 4217 code such as EUR")
+        if value not in CURRENCIES:
+            raise serializers.ValidationError(
+                "must be an ISO 4217 currency code such as EUR (capital letters)"
+            )
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if (reason := amount_error(attrs["amount"], attrs["currency"])) is not None:
+            raise serializers.ValidationError({"amount": [reason]})
+        return attrs
 
 
 class TicketSerializer(serializers.Serializer):
-    ticket_id = PlainTextField(max_length=255, allow_blank=False)
+    ticket_id = TicketIdField()
     status = serializers.ChoiceField(choices=TicketStatus.values)
     customer_email = serializers.EmailField(max_length=254)
     price = PriceSerializer()
@@ -258,7 +290,7 @@ class TicketsStatusView(APIView):
         data = parse_json(body, content_type=request.content_type)
         tickets, errors = validate_tickets(data)
         if errors:
-            return _invalid(errors)
+            return invalid_request(errors)
         correlation_id = getattr(request._request, "correlation_id", "") or clean_correlation_id(
             None
         )
@@ -334,8 +366,8 @@ class TicketRefundView(SellerEndpointView):
         tags=["tickets"],
     )
     def put(self, request: Request, ticket_id: str) -> Response:
-        if (reason := plain_text_error(ticket_id)) is not None:
-            return _invalid([{"field": "ticket_id", "message": reason}])
+        if (reason := ticket_id_error(ticket_id)) is not None:
+            return invalid_request([{"field": "ticket_id", "message": reason}])
         if (refused := _plain_text_headers(request)) is not None:
             return refused
         correlation_id = getattr(request._request, "correlation_id", "")
@@ -412,10 +444,10 @@ class TicketsListView(SellerEndpointView):
             if len(values) > 1 and name in self.QuerySerializer().fields
         ]
         if repeated:
-            return _invalid(repeated)
+            return invalid_request(repeated)
         query = self.QuerySerializer(data={name: values[0] for name, values in given.items()})
         if not query.is_valid():
-            return _invalid(flatten_errors(query.errors))
+            return invalid_request(flatten_errors(query.errors))
         limit: int = query.validated_data["limit"]
         page = active_tickets_page(limit=limit, cursor=query.validated_data["cursor"])
         response = Response(page.rows)
@@ -443,7 +475,7 @@ def _error(code: int, message: str) -> Response:
     return Response({"error": message}, status=code)
 
 
-def _invalid(errors: list[dict[str, str]]) -> Response:
+def invalid_request(errors: list[dict[str, str]]) -> Response:
     """400 in the validation shape: a summary and every bad field by name."""
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return Response(
@@ -466,4 +498,4 @@ def _plain_text_headers(request: Request, *, raw_key: str | None = None) -> Resp
         for name, value in headers.items()
         if (reason := plain_text_error(value)) is not None
     ]
-    return _invalid(errors) if errors else None
+    return invalid_request(errors) if errors else None

@@ -15,19 +15,95 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import iso4217
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from outbox.plaintext import describe, first_control_character
 from tickets.models import TicketStatus
 from tickets.ticket_in import TicketIn
+
+# What a ticket id may be: the one rule for every place an id arrives (the webhook body, the
+# path of PUT /ticket-refund/{ticket_id} and of GET /api/tickets/{ticket_id}), so an id the
+# webhook stores is always one a refund can name, and an id a path holds is checked before
+# any query sees it. The OpenAPI schema is derived from these constants.
+TICKET_ID_MAX_LENGTH = 255
+# A path segment cannot hold `/` (Django decodes %2F before routing, so /ticket-refund/A%2F1
+# never reaches the view), and browsers and several proxies read `\` as `/`.
+TICKET_ID_FORBIDDEN_CHARACTERS = "/\\"
+# Dot-segments (RFC 3986 5.2.4): clients resolve /ticket-refund/.. to / before sending it.
+TICKET_ID_RESERVED = frozenset({".", ".."})
+# The structural rules as a pattern, for the schema; the plain-text rule (no character of
+# outbox.plaintext.CONTROL_CATEGORIES) is not expressible portably and is in the description.
+TICKET_ID_PATTERN = r"^(?!\.{1,2}$)[^/\\]+$"
+TICKET_ID_DESCRIPTION = (
+    f"A JSON string of 1 to {TICKET_ID_MAX_LENGTH} characters, plain text (no control, "
+    "format or line-separator character), without `/` or `\\`, and neither `.` nor `..`: "
+    "every id the webhook accepts can be named in a URL path."
+)
+
+
+def ticket_id_error(value: object) -> str | None:
+    """Why `value` cannot be a ticket id, or None when it can.
+
+    The webhook trims the ends of an id first (DRF's CharField does); a path is taken as is.
+    """
+    if not isinstance(value, str):
+        return f"must be a JSON string, not {_json_type(value)}"
+    if (char := first_control_character(value)) is not None:
+        return f"must be plain text: {describe(char)} is a control character"
+    if not value:
+        return "must not be blank"
+    if len(value) > TICKET_ID_MAX_LENGTH:
+        return f"must be at most {TICKET_ID_MAX_LENGTH} characters"
+    if forbidden := next((c for c in value if c in TICKET_ID_FORBIDDEN_CHARACTERS), None):
+        return f"must not contain {forbidden!r}: a URL path could not name the ticket"
+    if value in TICKET_ID_RESERVED:
+        return f"must not be {value!r}: a URL path could not name the ticket"
+    return None
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+# ISO 4217, as published by its maintenance agency (SIX) and shipped by the `iso4217`
+# package (its table's date: iso4217.__published__). Only codes with a minor unit are money a
+# ticket can be priced in: the `N.A.` ones are gold and other metals, the SDR, bond-market
+# units, XTS (codes for testing) and XXX ("no currency").
+CURRENCY_MINOR_UNITS: dict[str, int] = {
+    currency.code: currency.exponent
+    for currency in iso4217.Currency
+    if currency.exponent is not None
+}
+CURRENCIES = frozenset(CURRENCY_MINOR_UNITS)
+
+
+def amount_error(amount: Decimal, currency: str) -> str | None:
+    """Why `amount` is no price in `currency` (already known to be ISO 4217), or None.
+
+    Zero is refused: every confirmed ticket gets a receipt and may be refunded through the
+    Payments API, and neither has a meaning for nothing paid (docs/API.md).
+    """
+    if amount <= 0:
+        return "must be more than 0"
+    if CURRENCY_MINOR_UNITS.get(currency) == 0 and amount != amount.to_integral_value():
+        return f"must be a whole number: {currency} has no minor unit"
+    return None
+
 
 _STATUSES = frozenset(TicketStatus.values)
 # As tickets.views: ASCII digits, at most two decimals; the whole part (leading zeros aside)
 # at most 10 digits, as max_digits=12 with decimal_places=2 allow.
 _AMOUNT = re.compile(r"0*([0-9]{1,10})(?:\.[0-9]{1,2})?|0+(?:\.[0-9]{1,2})?")
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _CENT = Decimal("0.01")
-_MAX_ID = 255
+_MAX_ID = TICKET_ID_MAX_LENGTH
 _MAX_EMAIL = 254
 _MAX_AMOUNT_CHARS = 64  # DRF refuses over 1,000; a longer one is left to it
 
@@ -52,6 +128,8 @@ def _ticket(item: Any) -> TicketIn | None:
     if type(item) is not dict:
         return None
     ticket_id = _plain(item.get("ticket_id"))
+    if ticket_id is not None and ticket_id_error(ticket_id) is not None:
+        return None
     status = item.get("status")
     email = _plain(item.get("customer_email"), max_length=_MAX_EMAIL)
     price = item.get("price")
@@ -61,7 +139,7 @@ def _ticket(item: Any) -> TicketIn | None:
         return None
     amount = _amount(price.get("amount"))
     currency = _currency(price)
-    if amount is None or currency is None:
+    if amount is None or currency is None or amount_error(amount, currency) is not None:
         return None
     if "booking_id" in item and (booking := item["booking_id"]) is not None:
         booking_id = _plain(booking, allow_blank=True)
@@ -110,4 +188,4 @@ def _currency(price: dict[str, Any]) -> str | None:
     if type(value) is not str:
         return None
     value = value.strip()
-    return value if _CURRENCY.fullmatch(value) else None
+    return value if value in CURRENCIES else None

@@ -229,3 +229,18 @@ def test_api_token_refuses_a_user_who_is_not_staff():
         call_command("api_token", "clerk")
 
     assert not Token.objects.exists()
+
+
+@pytest.mark.parametrize("path_id", ["a%00b", "t-1%0A", "..", "a%5Cb", "x" * 256], ids=repr)
+def test_an_id_no_ticket_can_have_is_400_naming_it_before_any_query(staff_client, path_id):
+    # A NUL reached PostgreSQL, which refuses it in a literal: a 500.
+    response = staff_client.get(f"/api/tickets/{path_id}")
+
+    assert response.status_code == 400, response.content
+    assert [e["field"] for e in response.json()["errors"]] == ["ticket_id"]
+
+
+def test_an_anonymous_request_with_a_bad_id_is_still_401(client):
+    response = client.get("/api/tickets/a%00b")
+
+    assert response.status_code == 401

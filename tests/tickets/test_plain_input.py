@@ -6,6 +6,7 @@ is a 400 naming the field, in the validation shape, and writes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from decimal import Decimal
 from urllib.parse import quote
@@ -173,8 +174,7 @@ def test_an_amount_that_is_not_plain_ascii_digits_is_400_naming_it(post_tickets,
         ("50", "50.00"),
         ("50.5", "50.50"),
         ("50.50", "50.50"),
-        ("0", "0.00"),
-        ("0.00", "0.00"),
+        ("0.01", "0.01"),
         ("0050.00", "50.00"),
         ("9999999999.99", "9999999999.99"),
     ],
@@ -189,3 +189,124 @@ def test_an_accepted_amount_is_stored_and_sent_as_the_same_two_decimal_string(
     receipt = Task.objects.get(kind=kinds.ISSUE_RECEIPT)
     assert receipt.payload["amount"] == canonical
     assert Decimal(canonical).as_tuple().sign == 0
+
+
+# --- ids: what the webhook stores, a refund can name -------------------------------------------
+
+
+@pytest.mark.parametrize("ticket_id", ["A/1", "/", "a\\b", ".", "..", " .. "], ids=repr)
+def test_a_ticket_id_no_refund_path_can_name_is_refused_by_the_webhook(post_tickets, ticket_id):
+    # `A/1` was stored, and PUT /ticket-refund/A%2F1 answered 404 for ever: Django decodes
+    # %2F before routing. `..` and `.` are resolved away by the client before it sends.
+    tickets = four_tickets()
+    tickets[3]["ticket_id"] = ticket_id
+
+    response = post_tickets(tickets)
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == ["tickets[3].ticket_id"]
+    assert "URL path" in errors[0]["message"]
+    assert counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "ticket_id",
+    ["t 1", "Zürich · 東京", "t%2F1", "t?x=1", "t#1", "t;1", "...", ".t", "t.", "x" * 255],
+    ids=repr,
+)
+def test_every_ticket_id_the_webhook_accepts_can_be_refunded_through_its_path(
+    client, post_tickets, ticket_id
+):
+    assert post_tickets([ticket(ticket_id)]).status_code == 200
+
+    response = client.put("/ticket-refund/" + quote(ticket_id, safe=""))
+
+    assert response.status_code == 202, response.content
+    assert response.json()["ticket_id"] == ticket_id
+    assert Ticket.objects.get().refund_requested_at is not None
+
+
+@pytest.mark.parametrize("path_id", ["..", ".", "%2E%2E", "a%5Cb", "x" * 256], ids=repr)
+def test_a_refund_path_holding_an_id_no_ticket_can_have_is_400_not_a_lookup(client, path_id):
+    response = client.put(f"/ticket-refund/{path_id}")
+
+    assert response.status_code == 400, response.content
+    assert [e["field"] for e in response.json()["errors"]] == ["ticket_id"]
+    assert counts() == (0, 0, 0)
+
+
+# --- an id is a JSON string --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ("100", "ticket_id"),  # was stored as "100"
+        ("1e2", "ticket_id"),  # as "100.0"
+        ("1e309", "ticket_id"),  # as "inf"
+        ("-0.0", "ticket_id"),
+        ("true", "ticket_id"),
+        ("7", "booking_id"),
+        ("1.5", "booking_id"),
+    ],
+)
+def test_a_number_sent_as_an_id_is_400_not_stored_as_text(post_tickets, raw, field):
+    first = ticket("t-1")
+    first[field] = "PLACEHOLDER"
+    body = json.dumps({"tickets": [ticket("t-0"), first]}).replace('"PLACEHOLDER"', raw)
+
+    response = post_tickets(body=body)
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == [f"tickets[1].{field}"]
+    assert errors[0]["message"].startswith("must be a JSON string")
+    assert counts() == (0, 0, 0)
+
+
+# --- currencies and zero ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("currency", ["ZZZ", "ABC", "XTS", "XXX", "XAU", "eur", "EURO"])
+def test_a_currency_that_is_not_iso_4217_is_400_naming_it(post_tickets, currency):
+    # XTS is ISO's code for tests, XXX "no currency", XAU gold: none is a ticket's price.
+    response = post_tickets(four_tickets(currency=currency))
+
+    assert response.status_code == 400, response.content
+    assert [e["field"] for e in response.json()["errors"]] == ["tickets[3].price.currency"]
+    assert counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount"), [("EUR", "50.00"), ("JPY", "1500"), ("KWD", "12.50"), ("CHF", "9.9")]
+)
+def test_iso_4217_currencies_of_every_minor_unit_are_accepted(post_tickets, currency, amount):
+    response = post_tickets([ticket("t-1", currency=currency, amount=amount)])
+
+    assert response.status_code == 200, response.content
+    assert Ticket.objects.get().price_currency == currency
+
+
+@pytest.mark.parametrize("amount", ["0", "0.00", "000"])
+def test_a_price_of_zero_is_400_and_makes_no_receipt(post_tickets, amount):
+    response = post_tickets(four_tickets(amount=amount))
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert errors == [{"field": "tickets[3].price.amount", "message": "must be more than 0"}]
+    assert counts() == (0, 0, 0)
+
+
+def test_a_fraction_of_a_currency_without_minor_units_is_400(post_tickets):
+    response = post_tickets(four_tickets(currency="JPY", amount="1500.50"))
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert errors == [
+        {
+            "field": "tickets[3].price.amount",
+            "message": "must be a whole number: JPY has no minor unit",
+        }
+    ]
+    assert counts() == (0, 0, 0)

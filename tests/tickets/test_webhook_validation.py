@@ -22,10 +22,11 @@ BAD_AMOUNTS = [
     "-0", "-0.00", "-1.00", "\u0661\u0662", "\u0661\u0662.\u0665\u0660", "\uff11\uff12", "5e1",
     "1E+1", "+50", " 50.00", "50.00 ", "50.", ".5", "50.001", "0x10", "50,00", "", "1.234",
     "ten", "NaN", "Infinity", "99999999999", "99999999999.00", "0" * 1001, "1" * 70,
+    "0", "0.00", "00000000000",
 ]  # fmt: skip
 GOOD_AMOUNTS = [
-    "50", "50.5", "50.50", "0", "0.00", "0050.00", "9999999999.99", "0000000000000.5",
-    "00000000000", "1234567890", "0" * 40 + "1.5",
+    "50", "50.5", "50.50", "0.01", "0050.00", "9999999999.99", "0000000000000.5",
+    "1234567890", "0" * 40 + "1.5",
 ]  # fmt: skip
 # Ticket fields each set to these in turn: wrong types, blanks, bounds, odd characters.
 ODD_VALUES: list[Any] = [
@@ -33,7 +34,8 @@ ODD_VALUES: list[Any] = [
     "x" * 256, " " + "x" * 255 + " ", "\ud800", "a\x00b", "Zürich · 東京", "\u00a0x", "x\u3000",
     "confirmed", "canceled", "CONFIRMED", "ada@example.com", "a@b", "@example.com",
     "ada@bücher.example", "ada@[127.0.0.1]", "ada@localhost", "50.00", "EUR", " EUR ", "eur",
-    "\nEUR", "EU\u0301",
+    "\nEUR", "EU\u0301", "ZZZ", "XXX", "XAU", "JPY", "KWD", "A/1", "/", "..", ".", " .. ",
+    "a\\b", "...", 100, 1e2, 1e309, -0.0,
 ]  # fmt: skip
 
 
@@ -53,6 +55,8 @@ def good_bodies() -> list[Any]:
         body(ticket("t-1", booking_id="   "), ticket("t-2", booking_id=" b-2 ")),
         body(ticket("t-1", email="ada@bücher.example")),
         body(ticket("x" * 255, booking_id="b" * 255)),
+        body(ticket("t.1", currency="JPY", amount="1500"), ticket("...", currency="KWD")),
+        body(ticket("t-1", currency="JPY", amount="1500.00")),
         {"tickets": [ticket("t-1", extra="ignored")], "also": "ignored"},
     ]
     bodies += [body(ticket("t-1", amount=amount)) for amount in GOOD_AMOUNTS]
@@ -79,6 +83,16 @@ def bad_bodies() -> list[Any]:
         {"price": {"amount": "1.00", "currency": "eu1"}},
         {"price": "1.00"},
         {"booking_id": "b" * 256},
+        {"ticket_id": "A/1"},
+        {"ticket_id": ".."},
+        {"ticket_id": " . "},
+        {"ticket_id": 100},
+        {"ticket_id": 1e309},
+        {"booking_id": 7},
+        {"price": {"amount": "0", "currency": "EUR"}},
+        {"price": {"amount": "1.00", "currency": "ZZZ"}},
+        {"price": {"amount": "1.00", "currency": "XTS"}},
+        {"price": {"amount": "1.50", "currency": "JPY"}},
     ]
     for bad in bad_fields:
         bodies.append(body(ticket("t-1"), {**ticket("t-2"), **bad}))
