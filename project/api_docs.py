@@ -23,6 +23,8 @@ from rest_framework.authentication import (
     TokenAuthentication,
 )
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
@@ -43,6 +45,14 @@ class _StaffUnlessPublic(APIView):
 
 class StaffSchemaView(_StaffUnlessPublic, SpectacularAPIView):
     """GET /api/schema/."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # The view's renderers are YAML and OpenAPI JSON, so its 401 came out as YAML; an
+        # error is `{"error": ...}` JSON like every other of the API's (docs/API.md).
+        request: Any = self.request
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 class StaffSwaggerView(_StaffUnlessPublic, SpectacularSwaggerView):

@@ -7,6 +7,12 @@ from project.views import home
 # The admin's "View site" link leads to the root page, which links back to it.
 admin.site.site_url = "/"
 
+# While DEBUG is off Django renders its errors with these: JSON on API paths (project.views).
+handler400 = "project.views.bad_request"
+handler403 = "project.views.permission_denied"
+handler404 = "project.views.page_not_found"
+handler500 = "project.views.server_error"
+
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),

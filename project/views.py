@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 from django.views.decorators.http import require_GET
 
-# HTML belongs to these; every other path is an API, whose errors are `{"error": "..."}`.
+# HTML belongs to these and the root page; every other path is an API, whose errors are
+# `{"error": "..."}`.
 HTML_PREFIXES = ("/admin/", "/static/", "/api/docs/")
+# Headers of an error answer that say what to do next; kept when the body is replaced.
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", "Correlation-ID")
+
+
+def is_html_path(path: str) -> bool:
+    return path == "/" or path.startswith(HTML_PREFIXES)
 
 
 @require_GET
@@ -17,29 +27,81 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "project/home.html")
 
 
-class JsonErrorsMiddleware:
-    """A 404 or 405 on an API path answers JSON, as the API's own errors do.
+def json_error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
 
-    Django answers an unknown path (`POST /ticket-status`) or a method a plain view does not
-    take with an HTML page, or an empty body; an API client expects `{"error": ...}`.
+
+class JsonErrorsMiddleware:
+    """Every error answered on an API path is `{"error": ...}`, whoever made it.
+
+    The first middleware, so it sees every answer: Django's own pages for an unknown path
+    (`POST /ticket-status`), a method a plain view does not take (an empty body), a Host not
+    in ALLOWED_HOSTS (raised in CommonMiddleware, before any view), a CSRF refusal, a 500
+    (with DEBUG on, its technical page; the traceback is still logged), and any renderer's
+    error that is not JSON. An API client expects JSON, never an HTML page. Kept as they are:
+    the admin's and the root page's HTML, and the health probes' one-line text 503.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
-        if response.status_code not in (404, 405) or request.path == "/":
+        if response.status_code < 400 or is_html_path(request.path):
             return response
-        if request.path.startswith(HTML_PREFIXES):
+        content_type = response.get("Content-Type", "")
+        if content_type.startswith("application/json"):
             return response
-        if response.get("Content-Type", "").startswith("application/json"):
-            return response
-        if response.status_code == 404:
-            message = f"no such endpoint: {request.method} {request.path}"
-        else:
-            message = f"{request.method} is not allowed on {request.path}"
-        replaced = JsonResponse({"error": message}, status=response.status_code)
-        if response.has_header("Allow"):
-            replaced["Allow"] = response["Allow"]
+        if response.status_code == 503 and content_type.startswith("text/plain"):
+            return response  # /health's reason, by contract (docs/API.md)
+        replaced = json_error(response.status_code, _message(request, response.status_code))
+        for header in _KEPT_HEADERS:
+            if response.has_header(header):
+                replaced[header] = response[header]
         return replaced
+
+
+def _message(request: HttpRequest, status: int) -> str:
+    # request.path, not get_host() or the full URL: with a refused Host, reading it raises.
+    if status == 404:
+        return f"no such endpoint: {request.method} {request.path}"
+    if status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    try:
+        phrase = HTTPStatus(status).phrase.lower()
+    except ValueError:
+        phrase = f"error {status}"
+    return f"{phrase}: {request.method} {request.path}"
+
+
+# Django's error views (project.urls names them), used while DEBUG is off: JSON on API paths
+# with the reason when it is safe to tell, Django's own pages on the admin and the root page.
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_html_path(request.path):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        return json_error(400, "the Host header names no host this service answers for")
+    if isinstance(exception, RequestDataTooBig):
+        return json_error(413, "the request body is too large")
+    return json_error(400, _message(request, 400))
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_html_path(request.path):
+        return defaults.permission_denied(request, exception)
+    return json_error(403, _message(request, 403))
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_html_path(request.path):
+        return defaults.page_not_found(request, exception)
+    return json_error(404, _message(request, 404))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if is_html_path(request.path):
+        return defaults.server_error(request)
+    # Never the exception's text: it can hold data; the traceback is in the log.
+    return json_error(500, "internal server error")

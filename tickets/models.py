@@ -41,6 +41,10 @@ class WebhookDelivery(models.Model):
     idempotency_key = models.CharField(max_length=255, unique=True)
     body_hash = models.CharField(max_length=64)
     response = models.JSONField(default=dict)
+    # The first answer's exact bytes (UTF-8 text), which every repeat answers again: a JSON
+    # column does not keep them (PostgreSQL's jsonb reorders keys). Empty on deliveries
+    # stored before this column; those are answered from `response` (services.stored_answer).
+    response_body = models.TextField(blank=True, default="", db_default="")
     correlation_id = models.CharField(max_length=64, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
 

@@ -30,15 +30,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from tickets.webhook_auth import (
-    ID_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    WebhookAuthError,
-    WebhookVerifier,
-)
+from tickets.webhook_auth import HEADERS, SVIX_HEADERS, WebhookAuthError, WebhookVerifier
 
-SIGNATURE_HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+SIGNATURE_HEADERS = HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +57,8 @@ class SellerSignatureAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[None, SellerSignature] | None:
         verifier = WebhookVerifier.from_settings()
-        if verifier is None or not any(request.headers.get(h) for h in SIGNATURE_HEADERS):
+        sent = any(request.headers.get(h) for h in (*SIGNATURE_HEADERS, *SVIX_HEADERS))
+        if verifier is None or not sent:
             return None
         try:
             webhook_id = verifier.verify(

@@ -42,8 +42,39 @@ class TicketCanceled(Exception):
 @dataclass(frozen=True, slots=True)
 class IntakeAnswer:
     body: dict[str, Any]
+    # The body as sent on the wire; a repeat answers these very characters (docs/API.md).
+    text: str
     correlation_id: str
     replayed: bool
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    """The JSON text of an answer, exactly as DRF's JSONRenderer wrote the first answers
+    before the text itself was stored: compact, UTF-8, keys in the order built."""
+    text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # As DRF: U+2028/U+2029 are line breaks to JavaScript.
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def stored_answer(delivery: WebhookDelivery) -> str:
+    """The first answer of a delivery, character for character.
+
+    Deliveries stored before `response_body` existed have only the JSON column, whose key
+    order PostgreSQL does not keep; the answer is rebuilt in the order `_answer` makes it,
+    which is the order that first answer had.
+    """
+    if delivery.response_body:
+        return delivery.response_body
+    first = delivery.response
+    return answer_text(
+        {
+            "correlation_id": first["correlation_id"],
+            "tickets": [
+                {"ticket_id": t["ticket_id"], "status": t["status"]} for t in first["tickets"]
+            ],
+            "tasks": [{"id": t["id"], "kind": t["kind"]} for t in first["tasks"]],
+        }
+    )
 
 
 def body_hash(data: Any) -> str:
@@ -84,6 +115,7 @@ def tickets_status_receive(
                     "idempotency_key": idempotency_key,
                     "body_hash": body_digest,
                     "response": {},
+                    "response_body": "",
                     "correlation_id": correlation_id,
                     "received_at": timezone.now(),
                 }
@@ -97,13 +129,20 @@ def tickets_status_receive(
                 raise IdempotencyKeyReused(
                     f"Idempotency-Key {idempotency_key!r} was already used with a different body."
                 )
-            return IntakeAnswer(delivery.response, delivery.correlation_id, replayed=True)
+            return _replay(delivery)
 
         held = _upsert_tickets(tickets)
         created_tasks = enqueue_many(_effects(held, correlation_id))
         body = _answer(held, created_tasks, correlation_id)
-        WebhookDelivery.objects.filter(id=inserted[0][0]).update(response=body)
-    return IntakeAnswer(body, correlation_id, replayed=False)
+        text = answer_text(body)
+        WebhookDelivery.objects.filter(id=inserted[0][0]).update(response=body, response_body=text)
+    return IntakeAnswer(body, text, correlation_id, replayed=False)
+
+
+def _replay(delivery: WebhookDelivery) -> IntakeAnswer:
+    return IntakeAnswer(
+        delivery.response, stored_answer(delivery), delivery.correlation_id, replayed=True
+    )
 
 
 def _webhook_message_recorded(webhook_id: str, idempotency_key: str) -> bool:
@@ -126,7 +165,7 @@ def _first_answer_to_message(webhook_id: str, body_digest: str) -> IntakeAnswer:
     delivery = WebhookDelivery.objects.filter(idempotency_key=message.idempotency_key).first()
     if delivery is None or delivery.body_hash != body_digest:
         raise WebhookIdReused(f"webhook-id {webhook_id!r} was already used with a different body.")
-    return IntakeAnswer(delivery.response, delivery.correlation_id, replayed=True)
+    return _replay(delivery)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,12 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,6 +27,7 @@ from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.correlation import clean_correlation_id
 from outbox.plaintext import describe, first_control_character
 from project.startup import not_migrated_message, unapplied_migrations
+from tickets import contract
 from tickets.models import TicketStatus
 from tickets.selectors import MAX_PAGE_SIZE, active_tickets_page
 from tickets.seller_auth import SellerEndpointView, seller_endpoint_auth_note
@@ -46,6 +52,8 @@ from tickets.webhook_validation import (
 )
 
 logger = logging.getLogger(__name__)
+
+_JSON = "application/json"
 
 # ASCII digits, at most two decimals: "50", "50.5", "50.50". Decimal() alone also takes
 # "-0" (stored 0.00 but sent on as "-0.00"), "١٢" (Arabic-Indic digits, read as 12),
@@ -197,25 +205,45 @@ class TicketsStatusView(APIView):
         operation_id="tickets_status",
         summary="The seller's webhook: confirmed and canceled tickets",
         description=(
-            "Unauthenticated by contract. Records the tickets and the work they cause in one "
-            "transaction. A repeat (same Idempotency-Key, same body) gets the first answer "
-            "and writes nothing."
+            "Unsigned while WEBHOOK_SECRET is unset (the wire contract); with it, signed as "
+            "Standard Webhooks says (the `webhook-*` headers). Records the tickets and the work "
+            "they cause in one transaction. A repeat (same Idempotency-Key, same body) gets the "
+            "first answer, byte for byte, and writes nothing."
         ),
-        request=InputSerializer,
+        # The body and headers as the validator takes them (tickets/contract.py).
+        request={"application/json": contract.webhook_request_schema()},
         parameters=[
             OpenApiParameter(
-                "Idempotency-Key",
-                str,
+                contract.IDEMPOTENCY_KEY_HEADER,
+                contract.idempotency_key_schema(),
                 OpenApiParameter.HEADER,
                 required=True,
-                description="Required; the same key with a different body is refused (422).",
+                description=(
+                    f"Plain text, at most {contract.MAX_IDEMPOTENCY_KEY_LENGTH} characters. The "
+                    "same key with the same body answers the first answer again; with another "
+                    "body it is refused (422)."
+                ),
             ),
             OpenApiParameter(
                 CORRELATION_HEADER,
-                str,
+                contract.correlation_id_schema(),
                 OpenApiParameter.HEADER,
-                description="Kept on everything the request causes; generated when missing.",
+                description=(
+                    "Kept on everything the request causes when it is 1 to 64 of "
+                    "`A-Z a-z 0-9 . _ : -`; else (or when missing) a fresh one is made. Either "
+                    "way it is answered back. A control character in it is a 400."
+                ),
             ),
+            *[
+                OpenApiParameter(
+                    p["name"],
+                    p["schema"],
+                    OpenApiParameter.HEADER,
+                    required=False,
+                    description=p["description"],
+                )
+                for p in contract.signature_header_parameters()
+            ],
         ],
         responses={
             200: inline_serializer(
@@ -231,12 +259,17 @@ class TicketsStatusView(APIView):
                 },
             ),
             400: _ERROR_SCHEMA,
+            401: OpenApiResponse(
+                _ERROR_SCHEMA, description="With WEBHOOK_SECRET: no valid signature."
+            ),
+            413: OpenApiResponse(_ERROR_SCHEMA, description="Over WEBHOOK_MAX_BODY_BYTES."),
+            415: OpenApiResponse(_ERROR_SCHEMA, description="Not application/json."),
             422: _ERROR_SCHEMA,
         },
         auth=[],
         tags=["seller"],
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         # The size is bounded and the signature checked on the raw bytes before any parsing;
         # a refusal (413, 401, 415, 400) writes nothing (docs/SECURITY.md).
         body = read_body(request._request, limit=settings.WEBHOOK_MAX_BODY_BYTES)
@@ -250,8 +283,11 @@ class TicketsStatusView(APIView):
         key = raw_key.strip()
         if not key:
             return _error(status.HTTP_400_BAD_REQUEST, "the Idempotency-Key header is required")
-        if len(key) > 255:
-            return _error(status.HTTP_400_BAD_REQUEST, "Idempotency-Key is longer than 255")
+        if len(key) > contract.MAX_IDEMPOTENCY_KEY_LENGTH:
+            return _error(
+                status.HTTP_400_BAD_REQUEST,
+                f"Idempotency-Key is longer than {contract.MAX_IDEMPOTENCY_KEY_LENGTH}",
+            )
         data = parse_json(body, content_type=request.content_type)
         tickets, errors = validate_tickets(data)
         if errors:
@@ -269,7 +305,9 @@ class TicketsStatusView(APIView):
             )
         except (IdempotencyKeyReused, WebhookIdReused) as exc:
             return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
-        response = Response(answer.body, status=status.HTTP_200_OK)
+        # The stored text, not the dict re-rendered: a repeat answers the first answer's very
+        # bytes (the database's JSON column reorders keys).
+        response = HttpResponse(answer.text, status=status.HTTP_200_OK, content_type=_JSON)
         response[CORRELATION_HEADER] = answer.correlation_id
         return response
 
@@ -400,7 +438,18 @@ class TicketsListView(SellerEndpointView):
         tags=["tickets"],
     )
     def get(self, request: Request) -> Response:
-        query = self.QuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty `?limit=` from a QueryDict as
+        # absent (the default) and a repeated one as its last value, each a request the
+        # schema does not allow, answered as if it were well formed.
+        given = {name: request.query_params.getlist(name) for name in request.query_params}
+        repeated = [
+            {"field": name, "message": "must be given once"}
+            for name, values in given.items()
+            if len(values) > 1 and name in self.QuerySerializer().fields
+        ]
+        if repeated:
+            return invalid_request(repeated)
+        query = self.QuerySerializer(data={name: values[0] for name, values in given.items()})
         if not query.is_valid():
             return invalid_request(flatten_errors(query.errors))
         limit: int = query.validated_data["limit"]

@@ -1,9 +1,15 @@
 """Webhook authentication by the Standard Webhooks scheme (https://www.standardwebhooks.com).
 
-The seller signs `{webhook-id}.{webhook-timestamp}.{raw body}` with HMAC-SHA256 and the key
-of `WEBHOOK_SECRET`; we check that on the raw bytes, before anything parses them. The secret
-is read per request (so a test's `override_settings` applies) and once at start-up by
-`TicketsConfig.ready`, so a malformed one stops the service instead of refusing every call.
+The seller signs `{webhook-id}.{webhook-timestamp}.{raw body}` with HMAC-SHA256 and a key
+of `WEBHOOK_SECRET`; we check that on the raw bytes, before anything parses them. The setting
+holds one secret or several, space-separated, so a key rollover needs no instant when both
+sides switch together: we accept the new key beside the old, the seller switches, we drop the
+old (docs/SECURITY.md). It is read per request (so a test's `override_settings` applies) and
+once at start-up by `TicketsConfig.ready`, so a malformed entry stops the service instead of
+refusing every call.
+
+The headers are Standard Webhooks' `webhook-*`, or Svix's `svix-*` names for the same three
+(Svix is the scheme's origin, and the scheme's libraries accept both).
 
 A signed message is processed once: the intake (`tickets_status_receive` with its
 `webhook_id`) stores the id in the delivery's transaction, and a replay gets the first answer
@@ -17,9 +23,10 @@ import binascii
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -34,6 +41,11 @@ MAX_WEBHOOK_ID_LENGTH = 255
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+# Svix's names for the same three headers, in the same order.
+SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
+
+logger = logging.getLogger(__name__)
 
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE_BYTES = hashlib.sha256().digest_size
@@ -44,23 +56,38 @@ class WebhookAuthError(Exception):
 
 
 @functools.lru_cache(maxsize=4)
+def decode_secrets(raw: str) -> tuple[bytes, ...]:
+    """The HMAC keys of `WEBHOOK_SECRET`: one `whsec_<base64>` secret or several,
+    space-separated (a rollover). The messages name a bad entry by position, never quote it."""
+    entries = raw.split()
+    if len(entries) == 1:
+        return (decode_secret(entries[0]),)
+    keys = []
+    for position, entry in enumerate(entries, start=1):
+        keys.append(_decode(entry, f"WEBHOOK_SECRET (entry {position} of {len(entries)})"))
+    return tuple(keys)
+
+
 def decode_secret(raw: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret. The messages never quote the secret."""
-    value = raw.strip()
+    """The HMAC key of one `whsec_<base64>` secret. The messages never quote the secret."""
+    return _decode(raw.strip(), "WEBHOOK_SECRET")
+
+
+def _decode(value: str, name: str) -> bytes:
     if not value.startswith(SECRET_PREFIX):
         raise ImproperlyConfigured(
-            f"WEBHOOK_SECRET must be '{SECRET_PREFIX}' followed by the base64 key "
-            "(the Standard Webhooks format)."
+            f"{name} must be '{SECRET_PREFIX}' followed by the base64 key "
+            "(the Standard Webhooks format); several secrets are separated by spaces."
         )
     try:
         key = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ImproperlyConfigured(
-            f"WEBHOOK_SECRET: the part after '{SECRET_PREFIX}' is not valid base64."
+            f"{name}: the part after '{SECRET_PREFIX}' is not valid base64."
         ) from None
     if len(key) < MIN_KEY_BYTES:
         raise ImproperlyConfigured(
-            f"WEBHOOK_SECRET: the key is {len(key)} bytes; use at least {MIN_KEY_BYTES}."
+            f"{name}: the key is {len(key)} bytes; use at least {MIN_KEY_BYTES}."
         )
     return key
 
@@ -68,6 +95,13 @@ def decode_secret(raw: str) -> bytes:
 def sign(key: bytes, *, webhook_id: str, timestamp: int, body: bytes) -> str:
     """The `v1,<base64>` signature of one message, as the sender computes it."""
     return "v1," + base64.b64encode(_digest(key, webhook_id, str(timestamp), body)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    webhook_id: str
+    # Which entry of WEBHOOK_SECRET signed it, from 1: what the logs may say of the key.
+    key_position: int
 
 
 def verify(
@@ -82,33 +116,62 @@ def verify(
 
     `headers` is looked up by the lower-case names (Django's `request.headers` ignores case).
     """
-    webhook_id = _required(headers, ID_HEADER)
-    raw_timestamp = _required(headers, TIMESTAMP_HEADER)
-    raw_signatures = _required(headers, SIGNATURE_HEADER)
+    return verify_any(
+        (key,), headers=headers, body=body, now=now, tolerance_seconds=tolerance_seconds
+    ).webhook_id
+
+
+def verify_any(
+    keys: Sequence[bytes],
+    *,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance_seconds: int = TOLERANCE_SECONDS,
+) -> Verified:
+    """The message's id and the key that signed it, when one of `keys` did and it is fresh;
+    else WebhookAuthError."""
+    id_name, timestamp_name, signature_name = header_names(headers)
+    webhook_id = _required(headers, id_name)
+    raw_timestamp = _required(headers, timestamp_name)
+    raw_signatures = _required(headers, signature_name)
     if len(webhook_id) > MAX_WEBHOOK_ID_LENGTH:
-        raise WebhookAuthError(f"{ID_HEADER} is longer than {MAX_WEBHOOK_ID_LENGTH} characters")
+        raise WebhookAuthError(f"{id_name} is longer than {MAX_WEBHOOK_ID_LENGTH} characters")
     if not _TIMESTAMP.match(raw_timestamp):
-        raise WebhookAuthError(f"{TIMESTAMP_HEADER} must be whole seconds since the epoch")
+        raise WebhookAuthError(f"{timestamp_name} must be whole seconds since the epoch")
     age = now - int(raw_timestamp)
     if age > tolerance_seconds:
-        raise WebhookAuthError(f"{TIMESTAMP_HEADER} is more than {tolerance_seconds} seconds old")
+        raise WebhookAuthError(f"{timestamp_name} is more than {tolerance_seconds} seconds old")
     if age < -tolerance_seconds:
         raise WebhookAuthError(
-            f"{TIMESTAMP_HEADER} is more than {tolerance_seconds} seconds in the future"
+            f"{timestamp_name} is more than {tolerance_seconds} seconds in the future"
         )
     candidates = signatures(raw_signatures)
     if not candidates:
         raise WebhookAuthError(
-            f"{SIGNATURE_HEADER} is malformed: expected space-separated 'v1,<base64>' entries"
+            f"{signature_name} is malformed: expected space-separated 'v1,<base64>' entries"
         )
-    expected = _digest(key, webhook_id, raw_timestamp, body)
-    # Every candidate is compared, in constant time each, whichever matches.
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise WebhookAuthError(f"no signature in {SIGNATURE_HEADER} matches the body")
-    return webhook_id
+    # Every key against every candidate, in constant time each, whichever matches: the time
+    # taken tells nothing of which key or entry matched.
+    position = 0
+    for index, key in enumerate(keys, start=1):
+        expected = _digest(key, webhook_id, raw_timestamp, body)
+        for candidate in candidates:
+            if hmac.compare_digest(expected, candidate) and not position:
+                position = index
+    if not position:
+        raise WebhookAuthError(f"no signature in {signature_name} matches the body")
+    return Verified(webhook_id, position)
+
+
+def header_names(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The names the message's headers go by: `webhook-*`, or `svix-*` when it sends none of
+    those. One set whole, never a mix, so an error names the headers the sender used."""
+    if any(headers.get(name) for name in HEADERS):
+        return HEADERS
+    if any(headers.get(name) for name in SVIX_HEADERS):
+        return SVIX_HEADERS
+    return HEADERS
 
 
 def signatures(header: str) -> list[bytes]:
@@ -132,23 +195,31 @@ def signatures(header: str) -> list[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class WebhookVerifier:
-    key: bytes = field(repr=False)
+    keys: tuple[bytes, ...] = field(repr=False)
     tolerance_seconds: int = TOLERANCE_SECONDS
 
     @classmethod
     def from_settings(cls) -> WebhookVerifier | None:
         """None while WEBHOOK_SECRET is empty: the unsigned webhook of docs/API.md."""
         raw: str = settings.WEBHOOK_SECRET
-        return cls(key=decode_secret(raw)) if raw else None
+        return cls(keys=decode_secrets(raw)) if raw.strip() else None
 
     def verify(self, *, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
-        return verify(
-            self.key,
+        verified = verify_any(
+            self.keys,
             headers=headers,
             body=body,
             now=time.time() if now is None else now,
             tolerance_seconds=self.tolerance_seconds,
         )
+        # By position only: the log says which key to keep during a rollover, never a key.
+        logger.info(
+            "signature of %s verified with WEBHOOK_SECRET entry %d of %d",
+            verified.webhook_id,
+            verified.key_position,
+            len(self.keys),
+        )
+        return verified.webhook_id
 
 
 def webhook_authenticate(*, headers: Mapping[str, str], body: bytes) -> str:

@@ -27,7 +27,7 @@ from devtools.simulation import (
 )
 from outbox.progress import ProgressBar
 from tickets.kinds import REFUND_SHEET
-from tickets.webhook_auth import decode_secret
+from tickets.webhook_auth import decode_secrets
 
 EXIT_FAILED = 1
 EXIT_BAD_ARGUMENTS = 2
@@ -167,7 +167,8 @@ class Command(BaseCommand):
             )
         secret = settings.WEBHOOK_SECRET if options["secret"] is None else options["secret"]
         try:
-            key = decode_secret(secret) if secret else None
+            # The seller signs with the newest key: the last of a rollover's secrets.
+            key = decode_secrets(secret)[-1] if secret.strip() else None
         except ImproperlyConfigured as exc:
             message = str(exc).replace("WEBHOOK_SECRET", "--secret (or WEBHOOK_SECRET)", 1)
             raise CommandError(message, returncode=EXIT_BAD_ARGUMENTS) from exc

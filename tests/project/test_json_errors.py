@@ -1,0 +1,169 @@
+"""Every error on a path the API owns is `{"error": ...}` JSON (issue 23 item 3).
+
+Each case is an answer that used to be HTML, YAML or empty: Django's pages for a Host not in
+ALLOWED_HOSTS, a CSRF refusal, a body over Django's limit and an unhandled exception, and
+the schema view's YAML 401. Checked with DEBUG on and off: with it off Django renders errors
+with project.urls' handlers, with it on with its technical pages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "whsec_" + "A" * 44
+
+
+def token(staff: bool) -> str:
+    user = User.objects.create_superuser("staff") if staff else User.objects.create_user("c")
+    return Token.objects.create(user=user).key
+
+
+def boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a bug with a customer's email: ada@example.com")
+
+
+Case = Callable[[Client, Any], Any]
+CASES: dict[str, tuple[int, Case]] = {
+    "webhook body not JSON": (
+        400,
+        lambda c, m: c.post(
+            "/tickets-status",
+            "{",
+            content_type="application/json",
+            headers={"Idempotency-Key": "k"},
+        ),
+    ),
+    "unknown Host": (400, lambda c, m: c.get("/tickets", headers={"Host": "evil.example"})),
+    "schema without login": (401, lambda c, m: c.get("/api/schema/")),
+    "schema as JSON without login": (401, lambda c, m: c.get("/api/schema/?format=json")),
+    "refund without credentials": (
+        401,
+        lambda c, m: override_settings(WEBHOOK_SECRET=SECRET)(c.put)("/ticket-refund/t-1"),
+    ),
+    "staff API with a clerk's token": (
+        403,
+        lambda c, m: c.get("/api/tasks/1", headers={"Authorization": f"Token {token(False)}"}),
+    ),
+    "schema with a clerk's token": (
+        403,
+        lambda c, m: c.get("/api/schema/", headers={"Authorization": f"Token {token(False)}"}),
+    ),
+    "CSRF refusal": (403, lambda c, m: Client(enforce_csrf_checks=True).post("/health")),
+    "unknown path": (404, lambda c, m: c.get("/api/nothing")),
+    "unknown ticket": (
+        404,
+        lambda c, m: c.get("/api/tickets/t-9", headers={"Authorization": f"Token {token(True)}"}),
+    ),
+    "method a plain view does not take": (405, lambda c, m: c.post("/health")),
+    "method an API view does not take": (405, lambda c, m: c.delete("/tickets")),
+    "webhook body over its limit": (
+        413,
+        lambda c, m: override_settings(WEBHOOK_MAX_BODY_BYTES=10)(c.post)(
+            "/tickets-status", "{" + " " * 20 + "}", content_type="application/json"
+        ),
+    ),
+    "webhook of another content type": (
+        415,
+        lambda c, m: c.post(
+            "/tickets-status", "x", content_type="text/plain", headers={"Idempotency-Key": "k"}
+        ),
+    ),
+    "unhandled exception in a view": (
+        500,
+        lambda c, m: (m.setattr("tickets.views.active_tickets_page", boom), c.get("/tickets"))[1],
+    ),
+}
+
+
+@pytest.fixture(params=[False, True], ids=["production", "debug"])
+def debug(request: pytest.FixtureRequest):
+    with override_settings(DEBUG=request.param):
+        yield request.param
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_error_on_an_api_path_is_json(case, debug, monkeypatch):
+    status, send = CASES[case]
+    client = Client(raise_request_exception=False)
+
+    response = send(client, monkeypatch)
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    body = json.loads(response.content)
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    # An error's text never carries what the exception held.
+    assert "ada@example.com" not in response.content.decode()
+
+
+def test_the_schema_views_401_keeps_its_token_challenge(client):
+    response = client.get("/api/schema/")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"error": "Authentication credentials were not provided."}
+
+
+@override_settings(DEBUG=False)
+def test_an_unknown_host_is_told_in_json_without_echoing_the_settings(client):
+    response = client.get("/tickets-status", headers={"Host": "evil.example"})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "the Host header names no host this service answers for"}
+
+
+@override_settings(DEBUG=False, DATA_UPLOAD_MAX_MEMORY_SIZE=100)
+def test_a_form_body_over_djangos_limit_is_413_in_json():
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["csrftoken"] = "x" * 32
+
+    response = client.post("/health", {"field": "x" * 200}, headers={"X-CSRFToken": "x" * 32})
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "the request body is too large"}
+
+
+@override_settings(DEBUG=False)
+def test_a_500_says_nothing_of_the_exception(monkeypatch):
+    monkeypatch.setattr("tickets.views.active_tickets_page", boom)
+
+    response = Client(raise_request_exception=False).get("/tickets")
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error"}
+    assert response.has_header("Correlation-ID")
+
+
+@pytest.mark.parametrize("debug_on", [False, True])
+def test_the_admin_and_the_root_page_keep_their_html(admin_client, debug_on):
+    with override_settings(DEBUG=debug_on):
+        admin_404 = admin_client.get("/admin/no-such-page/")
+        admin_bad_host = Client(raise_request_exception=False).get(
+            "/admin/", headers={"Host": "evil.example"}
+        )
+        root = admin_client.get("/")
+
+    assert admin_404.status_code == 404
+    assert admin_404["Content-Type"].startswith("text/html")
+    assert admin_bad_host.status_code == 400
+    assert admin_bad_host["Content-Type"].startswith("text/html")
+    assert root["Content-Type"].startswith("text/html")
+
+
+def test_the_health_probes_reason_stays_one_line_of_text(client, monkeypatch):
+    monkeypatch.setattr("tickets.views.unapplied_migrations", lambda: ["tickets.0099_x"])
+
+    response = client.get("/health")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "text/plain"

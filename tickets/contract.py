@@ -1,0 +1,322 @@
+"""The seller's wire contract as OpenAPI schema, derived from the rules the validator applies.
+
+A client generated from the schema must send only what we accept: every value the schema
+allows is one the webhook's validation (`tickets.webhook_validation` and the serializer in
+`tickets.views`) takes, and every value it refuses is outside the schema. So the schema is
+built here from the validator's own constants and regular expressions, never written beside
+them, and tests/e2e/test_contract.py runs Schemathesis (schema-made requests, valid and
+invalid) against a live server to prove the two agree.
+
+Where the validator is lenient in a way a schema cannot say (it trims spaces at the ends of
+a field), the schema allows what the validator takes after trimming, as JSON Schema can.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from outbox.correlation import HEADER as CORRELATION_HEADER
+from outbox.plaintext import CONTROL_CATEGORIES
+from tickets import webhook_validation as rules
+from tickets.models import TicketStatus
+from tickets.webhook_auth import HEADERS, MAX_WEBHOOK_ID_LENGTH, SVIX_HEADERS
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# The longest Idempotency-Key the webhook takes (the column's size); the view checks this one.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# DRF's DecimalField refuses a longer string before reading it.
+MAX_AMOUNT_CHARS = serializers.DecimalField.MAX_STRING_LENGTH
+PLAIN_TEXT = (
+    "Plain text: no control, format, line- or paragraph-separator character (Unicode Cc, Cf, "
+    "Zl, Zp) and no lone surrogate (a `\\ud800` escape), else 400; spaces at the ends are "
+    "trimmed."
+)
+
+
+@functools.cache
+def _refused_class_body() -> str:
+    """The characters a plain-text field refuses, as the inside of a regex character class:
+    the code points of outbox.plaintext.CONTROL_CATEGORIES, as `\\uXXXX` ranges.
+
+    Only those of the Basic Multilingual Plane: ECMA-262 (without the `u` flag) and Python
+    read `\\uXXXX` alike, but they share no spelling for a code point beyond it, and the
+    schema tools we test with drop a pattern holding one (or a surrogate range) whole. The
+    ~110 format characters beyond it (musical and tag characters) are named by the
+    description instead; the validator refuses them all the same.
+    """
+    refused = [
+        code for code in range(0x10000) if unicodedata.category(chr(code)) in CONTROL_CATEGORIES
+    ]
+    ranges: list[tuple[int, int]] = []
+    for code in refused:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return "".join(
+        f"\\u{start:04X}" if start == end else f"\\u{start:04X}-\\u{end:04X}"
+        for start, end in ranges
+    )
+
+
+def plain_text_pattern(*, blank: bool, also_refused: str = "", refused_values: Any = ()) -> str:
+    """Text without a refused character (nor one of `also_refused`); unless `blank`, with one
+    that is not a space (the validator trims the ends, then refuses an empty value); and none
+    of `refused_values`, spaces around it or not."""
+    refused = _refused_class_body() + "".join(re.escape(char) for char in also_refused)
+    free = f"[^{refused}]"
+    head = ""
+    if refused_values:
+        alternatives = "|".join(re.escape(value) for value in sorted(refused_values))
+        head = f"(?!\\s*(?:{alternatives})\\s*$)"
+    if blank:
+        return f"^{head}{free}*$"
+    return f"^{head}{free}*[^\\s{refused}]{free}*$"
+
+
+def ticket_id_schema() -> dict[str, Any]:
+    """The rule of tickets.webhook_validation.ticket_id_error, from its constants."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": rules.TICKET_ID_MAX_LENGTH,
+        "pattern": plain_text_pattern(
+            blank=False,
+            also_refused=rules.TICKET_ID_FORBIDDEN_CHARACTERS,
+            refused_values=rules.TICKET_ID_RESERVED,
+        ),
+        "description": rules.TICKET_ID_DESCRIPTION,
+    }
+
+
+# tickets.webhook_validation.amount_error's rules as lookaheads before the amount's pattern:
+# not zero, and (for a currency without a minor unit) no decimal but zeros.
+_NOT_ZERO = r"(?!0*(?:\.0*)?$)"
+_WHOLE = r"(?![0-9]*\.[0-9]*[1-9])"
+
+
+def amount_schema(*, whole: bool = False) -> dict[str, Any]:
+    rules_ahead = _NOT_ZERO + (_WHOLE if whole else "")
+    return {
+        "type": "string",
+        "pattern": f"^{rules_ahead}(?:{rules._AMOUNT.pattern})$",
+        "maxLength": MAX_AMOUNT_CHARS,
+        "description": (
+            'A decimal string above zero: ASCII digits, at most two decimals ("50", "50.5", '
+            '"50.00"); no sign, exponent or spaces. Never a JSON number.'
+            + (" A whole number: the currency has no minor unit." if whole else "")
+        ),
+        "example": "50" if whole else "50.00",
+    }
+
+
+def price_schema() -> dict[str, Any]:
+    """One of two shapes, as amount_error decides by currency: a currency with a minor unit
+    (or none given: USD) takes decimals; one without (JPY, KRW...) whole amounts only."""
+    minor = rules.CURRENCY_MINOR_UNITS
+    with_minor = sorted(code for code, exponent in minor.items() if exponent)
+    without_minor = sorted(code for code, exponent in minor.items() if not exponent)
+    return {
+        "type": "object",
+        "required": ["amount"],
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "amount": amount_schema(),
+                    "currency": {
+                        "type": "string",
+                        "enum": with_minor,
+                        "default": "USD",
+                        "description": "ISO 4217 code of a currency with a minor unit.",
+                    },
+                },
+                "required": ["amount"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "amount": amount_schema(whole=True),
+                    "currency": {
+                        "type": "string",
+                        "enum": without_minor,
+                        "description": "ISO 4217 code of a currency without a minor unit.",
+                    },
+                },
+                "required": ["amount", "currency"],
+            },
+        ],
+        "example": {"amount": "50.00", "currency": "EUR"},
+    }
+
+
+def ticket_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "ticket_id": ticket_id_schema(),
+            "status": {"type": "string", "enum": list(TicketStatus.values)},
+            "customer_email": {
+                "type": "string",
+                "format": "email",
+                "maxLength": rules._MAX_EMAIL,
+                "description": (
+                    "An address Django's EmailValidator takes: a dot-atom or quoted local "
+                    "part, and a domain with a dot (or `localhost`, or an IP literal)."
+                ),
+            },
+            "price": price_schema(),
+            "booking_id": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": rules.TICKET_ID_MAX_LENGTH,
+                "pattern": plain_text_pattern(blank=True),
+                "description": PLAIN_TEXT,
+            },
+        },
+        "required": ["ticket_id", "status", "customer_email", "price"],
+        "example": {
+            "ticket_id": "t-1",
+            "status": "confirmed",
+            "customer_email": "ada@example.com",
+            "price": {"amount": "50.00", "currency": "EUR"},
+            "booking_id": "b-7",
+        },
+    }
+
+
+def webhook_request_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "tickets": {
+                "type": "array",
+                "items": ticket_schema(),
+                "minItems": 1,
+                # maxItems: WEBHOOK_MAX_TICKETS, set when the schema is made (the hook below).
+            }
+        },
+        "required": ["tickets"],
+    }
+
+
+def idempotency_key_schema() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": plain_text_pattern(blank=False),
+    }
+
+
+def correlation_id_schema() -> dict[str, Any]:
+    # Any plain text is taken; one that is not 1-64 of [A-Za-z0-9._:-] is replaced by a fresh
+    # id (answered back), so it is not refused and the schema does not say it is.
+    return {"type": "string", "pattern": plain_text_pattern(blank=True)}
+
+
+def signature_header_parameters() -> list[dict[str, Any]]:
+    """The Standard Webhooks headers: required once WEBHOOK_SECRET is set, ignored before."""
+    described = {
+        HEADERS[0]: f"The message's id (at most {MAX_WEBHOOK_ID_LENGTH} characters).",
+        HEADERS[1]: "Whole seconds since the epoch, within 5 minutes of our clock.",
+        HEADERS[2]: "Space-separated `v1,<base64 HMAC-SHA256>` entries; one must match.",
+    }
+    svix = ", ".join(f"`{name}`" for name in SVIX_HEADERS)
+    return [
+        {
+            "in": "header",
+            "name": name,
+            "required": False,
+            "schema": {"type": "string"},
+            "description": (
+                f"{text} Required when the service has a WEBHOOK_SECRET (else 401), ignored "
+                f"without one. Svix's names ({svix}) are accepted in place of the three."
+            ),
+        }
+        for name, text in described.items()
+    ]
+
+
+def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular hook (SPECTACULAR_SETTINGS): what its decorators cannot say.
+
+    - the webhook's body as required, and its WEBHOOK_MAX_TICKETS;
+    - the `{ticket_id}` of the refund and of the staff read, by the ticket-id rule;
+    - the `Correlation-ID` every answer carries (outbox.correlation's middleware), and the
+      ticket list's `Link` to its next page;
+    - OpenAPI links from the webhook's answer to the refund and to the reads of the ticket, so
+      a client (and Schemathesis' stateful phase) can follow a ticket through the contract.
+    """
+    paths = result.get("paths", {})
+    for item in paths.values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "ticket_id":
+                    parameter["schema"] = ticket_id_schema()
+            for answer in operation.get("responses", {}).values():
+                answer.setdefault("headers", {})[CORRELATION_HEADER] = {
+                    "schema": {"type": "string"},
+                    "required": True,
+                    "description": "The request's Correlation-ID, or the one made for it.",
+                }
+    listing = paths.get("/tickets", {}).get("get")
+    if listing is not None:
+        listing["responses"]["200"]["headers"]["Link"] = {
+            "schema": {"type": "string"},
+            "required": False,
+            "description": 'The next page while there is one: `</tickets?...>; rel="next"`.',
+        }
+    webhook = paths.get("/tickets-status", {}).get("post")
+    if webhook is None:
+        return result
+    # A raw request schema loses drf-spectacular's `required`; the webhook has no default body.
+    webhook["requestBody"]["required"] = True
+    body = webhook["requestBody"]["content"]["application/json"]["schema"]
+    # Read when the schema is made, as the view reads it per request.
+    body["properties"]["tickets"]["maxItems"] = settings.WEBHOOK_MAX_TICKETS
+    first_ticket = "$response.body#/tickets/0/ticket_id"
+    links: dict[str, dict[str, Any]] = {
+        "RefundTheTicket": {
+            "operationId": "ticket_refund",
+            "parameters": {"ticket_id": first_ticket},
+        },
+        "ReadTheTicket": {
+            "operationId": "ticket_detail",
+            "parameters": {"ticket_id": first_ticket},
+        },
+        "ListTheTickets": {"operationId": "tickets_list"},
+    }
+    known = {op.get("operationId") for item in paths.values() for op in item.values()}
+    webhook["responses"]["200"]["links"] = {
+        name: link for name, link in links.items() if link["operationId"] in known
+    }
+    refund = paths.get("/ticket-refund/{ticket_id}", {}).get("put")
+    if refund is not None and "ticket_detail" in known:
+        refund["responses"]["202"]["links"] = {
+            "ReadTheTicket": {
+                "operationId": "ticket_detail",
+                "parameters": {"ticket_id": "$response.body#/ticket_id"},
+            }
+        }
+    return result
+
+
+__all__ = [
+    "CORRELATION_HEADER",
+    "IDEMPOTENCY_KEY_HEADER",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "correlation_id_schema",
+    "idempotency_key_schema",
+    "plain_text_pattern",
+    "postprocess_schema",
+    "signature_header_parameters",
+    "ticket_id_schema",
+    "webhook_request_schema",
+]
