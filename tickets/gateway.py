@@ -263,7 +263,7 @@ class GatewayClient:
                 sent=not (refused or _never_connected(exc)),
                 refused=refused,
             )
-            return self._act(reading, breaker, exc=exc)
+            return self._act(endpoint, reading, breaker, exc=exc)
         reading = read_answer(
             endpoint,
             status=response.status_code,
@@ -273,7 +273,7 @@ class GatewayClient:
             url=url,
             expect=expect,
         )
-        return self._act(reading, breaker, response=response)
+        return self._act(endpoint, reading, breaker, response=response)
 
     def _send(
         self,
@@ -312,6 +312,7 @@ class GatewayClient:
 
     def _act(
         self,
+        endpoint: Endpoint,
         reading: Reading,
         breaker: CircuitBreaker,
         *,
@@ -334,6 +335,9 @@ class GatewayClient:
         refused = verdict == Verdict.NOT_SENT and exc is not None and _refused(exc)
         breaker.record_failure(open_now=refused, error=reading.reason)
         reply = {Verdict.RETRY: ANSWERED, Verdict.WAIT: NO_ANSWER}.get(verdict, NOT_SENT)
+        if verdict == Verdict.WAIT and not endpoint.write:
+            # A read that got no answer leaves no write in flight: nothing to wait for.
+            reply = ""
         retry_after = (
             None if response is None else retry_after_seconds(response.headers.get("Retry-After"))
         )

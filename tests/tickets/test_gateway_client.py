@@ -483,3 +483,14 @@ def test_a_timeout_is_no_answer_and_a_refused_connection_sent_nothing(base_url, 
 
 
 JSON_TYPE = "application/json"
+
+
+def test_a_sheet_read_that_got_no_answer_leaves_no_write_to_wait_for(base_url, gateway):
+    gateway.configure({"latency_ms": 5000})
+    client = SpreadsheetsClient(base_url=base_url)
+    client.timeout = (3.0, 0.05)
+
+    with pytest.raises(TransientError) as caught:
+        client.rows(sheet="s", correlation_id="c")
+
+    assert caught.value.reply == ""
