@@ -146,7 +146,8 @@ def test_proxies_pages_and_redirects_are_never_done_and_every_effect_happens_onc
         "--fake-success-rate",
         "0.1",
         "--redirect-rate",
-        "0.05",
+        # Twice the 5%: with about a hundred writes, 5% may inject none at all.
+        "0.1",
     )
     stack.start_web()
     confirmed_ids = [f"c-{n}" for n in range(30)]
