@@ -347,9 +347,9 @@ class TaskAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         # Listed first: the selection's filters (state=failed, say) no longer match after.
         ids = list(queryset.order_by().values_list("id", flat=True))
-        changed, left = self.apply_to_tasks(
+        changed, left = self.apply_to_task_ids(
             request,
-            queryset,
+            ids,
             states=RETRYABLE_STATES,
             service=lambda tasks: tasks_retry(tasks=tasks),
             log_message="Retried now from the admin (fresh attempt budget).",

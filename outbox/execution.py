@@ -64,6 +64,7 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
         duration_ms=0.0,
         worker=worker,
     )
+    settle: float | None = None
     try:
         if task.lease.lost:
             raise LeaseLost("the pass gave the task up before its handler started")
@@ -120,7 +121,7 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
             str(exc),
             permanent=exc.permanent,
             retry_after=exc.retry_after,
-            settle=_settle_of(context.kind) if exc.reply == NO_ANSWER else None,
+            settle=settle if exc.reply == NO_ANSWER else None,
         )
     except LeaseLost as exc:
         outcome.verdict = AttemptOutcome.LEASE_LOST
@@ -181,13 +182,6 @@ def previous_try_unsettled(context: TaskContext) -> str | None:
     if settle_until is not None and settle_until >= started_at:
         return None
     return "refused"
-
-
-def _settle_of(kind: str) -> float | None:
-    try:
-        return get_handler(kind).settle()
-    except UnknownTaskKind:
-        return None
 
 
 def _clock(moment: datetime) -> str:

@@ -155,19 +155,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 def _refused(exc: BaseException) -> bool:
     """Whether a requests error comes from a refused connection (requests wraps it deep)."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return True
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        pending.extend(item for item in linked if isinstance(item, BaseException))
-    return False
+    return any(isinstance(item, ConnectionRefusedError) for item in _chain(exc))
 
 
 def _never_connected(exc: BaseException) -> bool:
@@ -263,7 +251,7 @@ class GatewayClient:
                 sent=not (refused or _never_connected(exc)),
                 refused=refused,
             )
-            return self._act(endpoint, reading, breaker, exc=exc)
+            return self._act(endpoint, reading, breaker, exc=exc, refused=refused)
         reading = read_answer(
             endpoint,
             status=response.status_code,
@@ -318,6 +306,7 @@ class GatewayClient:
         *,
         response: requests.Response | None = None,
         exc: BaseException | None = None,
+        refused: bool = False,
     ) -> Any:
         status = None if response is None else response.status_code
         verdict = reading.verdict
@@ -332,7 +321,6 @@ class GatewayClient:
             breaker.record_failure(open_now=True, error=reading.reason)
             raise Misconfigured(reading.reason, http_status=status) from exc
         # Nothing listens there (refused): every task would fail the same way. Rest the API.
-        refused = verdict == Verdict.NOT_SENT and exc is not None and _refused(exc)
         breaker.record_failure(open_now=refused, error=reading.reason)
         reply = {Verdict.RETRY: ANSWERED, Verdict.WAIT: NO_ANSWER}.get(verdict, NOT_SENT)
         if verdict == Verdict.WAIT and not endpoint.write:

@@ -7,7 +7,6 @@ JSON 404 fails no task. An operator's retry never outruns a write still in fligh
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -61,13 +60,12 @@ def test_answered_500s_on_an_append_converge_at_the_backoff_not_the_settle(stack
     append = "tickets.append_sheet_row"
     wait_until(lambda: task_row(stack, append)[2] >= 3, timeout=30, what="three answered 503s")
     stack.configure_gateway(down=[])
-    recovered = time.monotonic()
 
+    # Far inside the 60 s settle: an answered 503 never waits it.
     wait_until(
         lambda: task_row(stack, append)[1] == "succeeded", timeout=20, what="the row appended"
     )
 
-    assert time.monotonic() - recovered < 20
     task_id, _, _, settle_until, _, _ = task_row(stack, append)
     assert settle_until is None
     failed = [row for row in attempts(stack, task_id) if row[1] == "retry"]
@@ -122,7 +120,13 @@ def test_a_base_url_answering_json_404_everywhere_fails_no_task(stack: Stack):
         timeout=30,
         what="the receipts' and the sheets' circuits open",
     )
-    time.sleep(5)  # long enough for any task the relay would fail to fail
+    # Each circuit probed the address again after its rest and opened once more: the relay
+    # kept trying these tasks, and none of those tries failed one.
+    wait_until(
+        lambda: stack.db.value("SELECT MIN(opened_count) FROM outbox_circuit") >= 3,
+        timeout=30,
+        what="both circuits probed twice and opened again",
+    )
 
     states = stack.db.task_states()
     assert set(states) <= {"pending", "running"}, states
