@@ -37,7 +37,7 @@ from devtools.sessions import thread_session
 from outbox.conf import outbox_settings
 from outbox.errors import TransientError
 from outbox.models import Attempt, Task, TaskState
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 
 NOOP = "devtools.benchmark.noop"

@@ -43,7 +43,7 @@ def _start_relay_with_the_cluster(sender: Any, proc_name: str, **kwargs: Any) ->
     # at once instead of waiting for the minute schedule.
     from django.db import close_old_connections
 
-    from outbox.passes import keep_passes_alive
+    from outbox.runtime.passes import keep_passes_alive
 
     try:
         close_old_connections()

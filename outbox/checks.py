@@ -94,7 +94,7 @@ def check_relay_schedules(
     where no database is at hand (`check --deploy` in a build). A database that does not
     answer fails the command with the driver's error, as `migrate` itself would.
     """
-    from outbox.passes import missing_schedules
+    from outbox.runtime.passes import missing_schedules
 
     warnings: list[Warning] = []
     for alias in databases or []:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from outbox import selectors
 from outbox.models import RelayPass, Task
-from outbox.passes import PASS_STALE_SECONDS
+from outbox.runtime.passes import PASS_STALE_SECONDS
 
 PASS_STALE = timedelta(seconds=PASS_STALE_SECONDS)
 

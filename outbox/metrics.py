@@ -20,7 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from outbox.history import tries_by_outcome
 from outbox.models import TaskState
-from outbox.passes import PASS_STALE_SECONDS
+from outbox.runtime.passes import PASS_STALE_SECONDS
 from outbox.selectors import (
     circuit_health,
     delivery_latency,

@@ -43,7 +43,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 @pytest.fixture(autouse=True)
 def _fresh_circuit_breakers() -> Iterator[None]:
     """Breakers keep failure counts in memory; no test inherits another's."""
-    from outbox.circuit import reset_breakers
+    from outbox.runtime.circuit import reset_breakers
 
     reset_breakers()
     yield

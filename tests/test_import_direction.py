@@ -17,7 +17,7 @@ TICKETS_MAY_IMPORT = {
     "outbox.models",
     "outbox.admin_mixins",
     "outbox.api",
-    "outbox.circuit",
+    "outbox.runtime.circuit",
     "outbox.correlation",
     "outbox.history",
     "outbox.plaintext",

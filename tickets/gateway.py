@@ -36,8 +36,8 @@ from outbox import (
     before_external_call,
     outbox_settings,
 )
-from outbox.circuit import CircuitBreaker, breaker_for
 from outbox.correlation import HEADER as CORRELATION_HEADER
+from outbox.runtime.circuit import CircuitBreaker, breaker_for
 from tickets.verdicts import (
     APPEND_ROW,
     ISSUE_RECEIPT,

@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from django.db.models.functions import Now
 
-from outbox import circuit
-from outbox.circuit import CircuitBreaker, CircuitOpen
 from outbox.errors import Defer
 from outbox.models import Circuit
+from outbox.runtime import circuit
+from outbox.runtime.circuit import CircuitBreaker, CircuitOpen
 
 pytestmark = pytest.mark.django_db
 

@@ -577,7 +577,7 @@ def test_qcluster_queues_the_first_relay_pass_before_its_pusher_starts(monkeypat
 
     assert queued_at_start == [1]
     [queued] = OrmQ.objects.all()
-    assert queued.func() == "outbox.passes.run_pass"
+    assert queued.func() == "outbox.runtime.passes.run_pass"
 
 
 def test_qcluster_freezes_what_it_loaded_before_forking_so_workers_share_it(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 from outbox.models import Attempt, Task, TaskState
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import TaskSpec, enqueue_many
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

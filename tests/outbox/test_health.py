@@ -17,10 +17,11 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from outbox import circuit, selectors
-from outbox.circuit import CircuitBreaker
+from outbox import selectors
 from outbox.models import Circuit, RelayPass, Task, TaskState
-from outbox.passes import SCHEDULES, ensure_schedules, missing_schedules
+from outbox.runtime import circuit
+from outbox.runtime.circuit import CircuitBreaker
+from outbox.runtime.passes import SCHEDULES, ensure_schedules, missing_schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -343,7 +344,7 @@ def test_deleted_schedules_are_warned_about_and_recreated():
     assert missing_schedules() == []
     assert ensure_schedules() == []
     recreated = Schedule.objects.get(name=SCHEDULES[0]["name"])
-    assert (recreated.func, recreated.minutes) == ("outbox.passes.keep_passes_alive", 1)
+    assert (recreated.func, recreated.minutes) == ("outbox.runtime.passes.keep_passes_alive", 1)
 
 
 def test_a_passing_check_states_its_limit_and_never_reads_as_crossed():

@@ -17,7 +17,7 @@ from outbox.claim import Outcome, claim_due_tasks, record_outcomes, renew_leases
 from outbox.errors import LeaseLost, TransientError, ValueTooLong
 from outbox.lease import Lease, before_external_call, holding
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 from tests.conftest import tries
 
@@ -90,8 +90,8 @@ def test_a_handler_whose_lease_was_lost_does_not_start_its_call(recording_handle
     [task] = claim()
     task.lease.lose()
 
-    from outbox.execution import run_task
     from outbox.retry import RetryPolicy
+    from outbox.runtime.execution import run_task
 
     outcome = run_task(task, policy=RetryPolicy(), worker="w1")
     record_outcomes([outcome])
@@ -279,7 +279,7 @@ def test_more_handler_threads_than_pooled_connections_never_wait_on_each_others_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_refused_stale_write_is_counted_and_logged_as_lease_lost(recording_handler, caplog):
-    from outbox.relay import PassStats
+    from outbox.runtime.relay import PassStats
 
     recording_handler()
     task_id, stale, owner = taken_over()

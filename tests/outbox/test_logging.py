@@ -17,7 +17,7 @@ from outbox.correlation import CorrelationIdFilter, correlation_scope
 from outbox.errors import TransientError
 from outbox.logging import JsonFormatter, PlainFormatter
 from outbox.plaintext import escape_controls, first_control_character
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import TaskSpec, enqueue_many
 
 ROOT = Path(__file__).resolve().parents[2]

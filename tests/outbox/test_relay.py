@@ -15,9 +15,9 @@ from django.test import override_settings
 from outbox.errors import Defer, PermanentError, TransientError
 from outbox.history import history
 from outbox.models import Attempt, AttemptOutcome, RelayPass, Task, TaskState
-from outbox.passes import run_pass, spawn_passes
-from outbox.relay import Relay, draw_queue_order
 from outbox.retry import RetryPolicy
+from outbox.runtime.passes import run_pass, spawn_passes
+from outbox.runtime.relay import Relay, draw_queue_order
 from outbox.services import TaskSpec, enqueue_many, tasks_prune
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +163,7 @@ def test_a_crash_around_the_handler_is_retried_and_the_timed_pass_does_not_hang(
     # The relay's own code around a handler (its log line, say) raising for one task: that
     # task comes back as a retry with the traceback, and the pass neither waits for it
     # forever nor loses the others.
-    from outbox import execution
+    from outbox.runtime import execution
 
     real_run_task = execution.run_task
 
@@ -413,7 +413,7 @@ def test_migrations_schedule_the_keeper_and_the_prune():
 
     schedules = dict(Schedule.objects.values_list("func", "minutes"))
 
-    assert schedules["outbox.passes.keep_passes_alive"] == 1
+    assert schedules["outbox.runtime.passes.keep_passes_alive"] == 1
     assert "outbox.services.prune_finished_tasks" in schedules
 
 
@@ -421,7 +421,7 @@ def test_migrations_schedule_the_keeper_and_the_prune():
 def test_outcomes_survive_a_database_outage_while_they_are_recorded(recording_handler, monkeypatch):
     from django.db import OperationalError
 
-    from outbox import relay as relay_module
+    from outbox.runtime import relay as relay_module
 
     calls = recording_handler()
     make(n=5)
@@ -468,41 +468,52 @@ def test_a_claim_that_hits_a_database_outage_is_retried(recording_handler, monke
     assert len(calls) == 3
 
 
-def test_a_pass_queued_under_the_old_dotted_path_still_runs():
-    # django-q2 pickles a queued task's dotted path; tasks queued before the move name
-    # outbox.relay, and must still run after a deploy.
+@pytest.mark.parametrize("module", ["outbox.relay", "outbox.passes"])
+def test_a_pass_queued_under_an_old_dotted_path_still_runs(module):
+    # django-q2 pickles a queued task's dotted path; tasks queued before a move name
+    # outbox.relay or outbox.passes, and must still run after a deploy.
     from django.utils.module_loading import import_string
 
+    from outbox.runtime import passes
+
+    assert import_string(f"{module}.keep_passes_alive") is passes.keep_passes_alive
+    assert import_string(f"{module}.run_pass") is passes.run_pass
     with override_settings(OUTBOX={"AUTOSTART": False}):
-        assert import_string("outbox.relay.keep_passes_alive")() == 0
+        assert import_string(f"{module}.keep_passes_alive")() == 0
     with override_settings(OUTBOX={"PASS_SECONDS": 1.0, "POLL_SECONDS": 0.01}):
-        assert import_string("outbox.relay.run_pass")()["claimed"] == 0
+        assert import_string(f"{module}.run_pass")()["claimed"] == 0
 
 
-def test_the_schedule_migration_rewrites_the_old_dotted_path_and_back():
+def test_the_schedule_migrations_rewrite_each_old_dotted_path_and_back():
     from importlib import import_module
 
     from django.apps import apps
     from django_q.models import Schedule
 
-    migration = import_module("outbox.migrations.0005_schedules_in_passes")
+    into_passes = import_module("outbox.migrations.0005_schedules_in_passes")
+    into_runtime = import_module("outbox.migrations.0013_schedules_in_runtime")
     keeper = Schedule.objects.get(name="outbox-keep-relay-alive")
+    assert keeper.func == "outbox.runtime.passes.keep_passes_alive"
 
-    migration.backwards(apps, None)
+    into_runtime.backwards(apps, None)
+    into_passes.backwards(apps, None)
     keeper.refresh_from_db()
     assert keeper.func == "outbox.relay.keep_passes_alive"
 
-    migration.forwards(apps, None)
+    into_passes.forwards(apps, None)
     keeper.refresh_from_db()
     assert keeper.func == "outbox.passes.keep_passes_alive"
+    into_runtime.forwards(apps, None)
+    keeper.refresh_from_db()
+    assert keeper.func == "outbox.runtime.passes.keep_passes_alive"
 
 
 @pytest.mark.postgres
 def test_the_waiter_listens_once_its_connection_is_open(postgres_only):
     # LISTEN is opened on a thread while the first claim runs (a wait before then polls); once
     # open, the pass waits on it, or an idle pass would only notice work on its 0.25 s timer.
+    from outbox.runtime.waiter import Waiter
     from outbox.services import NOTIFY_CHANNEL
-    from outbox.waiter import Waiter
 
     stop = threading.Event()
     with Waiter(poll_seconds=0.05) as waiter:
@@ -525,7 +536,7 @@ def test_a_stop_during_a_database_blip_still_records_the_running_attempt(
     # its success is written, not lost with the pass.
     from django.db import OperationalError
 
-    from outbox import relay as relay_module
+    from outbox.runtime import relay as relay_module
 
     started, release = five_slow_tasks(recording_handler)
 

@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from devtools.fake_gateway import FakeGateway
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import tasks_prune, tasks_retry
 from tests.conftest import ticket
 from tickets import kinds

@@ -13,7 +13,6 @@ from django.test import override_settings
 from django.utils import timezone
 from django.utils.http import http_date
 
-from outbox.circuit import CircuitOpen
 from outbox.errors import (
     ANSWERED,
     NO_ANSWER,
@@ -23,6 +22,7 @@ from outbox.errors import (
     TransientError,
 )
 from outbox.models import Circuit
+from outbox.runtime.circuit import CircuitOpen
 from tickets.gateway import (
     PaymentsClient,
     ReceiptsClient,

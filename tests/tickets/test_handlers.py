@@ -11,7 +11,7 @@ from django.utils import timezone
 from outbox.errors import Defer, PermanentError
 from outbox.models import Attempt, AttemptReply, Task, TaskState
 from outbox.registry import TaskContext, get_handler
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from outbox.services import settle_waits, tasks_retry
 from tests.conftest import ticket
 from tickets import kinds

@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 
 from devtools.fake_gateway import FakeGateway, FaultConfig, Reply, error_reply
 from outbox.models import Attempt, Task
-from outbox.relay import Relay
+from outbox.runtime.relay import Relay
 from tests.conftest import ticket
 from tickets.models import Ticket, WebhookDelivery, WebhookMessage
 from tickets.webhook_auth import (

@@ -13,7 +13,7 @@ from django.utils import timezone
 from outbox import selectors
 from outbox.health import PASS_STALE, Thresholds, evaluate
 from outbox.models import TaskState
-from outbox.passes import ensure_schedules
+from outbox.runtime.passes import ensure_schedules
 
 EXIT_THRESHOLD_CROSSED = 1
 N = TypeVar("N", int, float)

@@ -12,8 +12,9 @@ from django.db import DatabaseError
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from outbox import preflight, shutdown
-from outbox.passes import ensure_schedules, keep_passes_alive
+from outbox import preflight
+from outbox.runtime import shutdown
+from outbox.runtime.passes import ensure_schedules, keep_passes_alive
 
 logger = logging.getLogger("outbox.relay")
 
