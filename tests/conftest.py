@@ -163,8 +163,9 @@ def record_try(
     is due again at once."""
     from datetime import UTC, datetime, timedelta
 
-    from outbox.claim import Outcome, claim_due_tasks, record_outcomes, release_leases
+    from outbox.claim import claim_due_tasks, release_leases
     from outbox.models import AttemptOutcome, Task
+    from outbox.outcomes import Outcome, record_outcomes
 
     # Due now, whatever backoff (or clock resolution: SQLite's is a millisecond) it waited for.
     Task.objects.filter(id=task_id, state="pending").update(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connections
 from django.db.backends.signals import connection_created
 
-from outbox.claim import ClaimedTask, Outcome
+from outbox.claim import ClaimedTask
 from outbox.correlation import set_correlation_id
 from outbox.errors import (
     NO_ANSWER,
@@ -32,6 +32,7 @@ from outbox.errors import (
 )
 from outbox.lease import hold
 from outbox.models import Attempt, AttemptOutcome, AttemptReply
+from outbox.outcomes import Outcome
 from outbox.registry import TaskContext, get_handler
 from outbox.retry import RetryPolicy
 from outbox.storable import storable_text

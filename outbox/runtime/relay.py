@@ -23,14 +23,13 @@ from django.db import connection
 from outbox.claim import (
     DATABASE_TROUBLE,
     ClaimedTask,
-    Outcome,
     claim_due_tasks,
-    record_outcomes,
     release_leases,
     renew_leases,
 )
 from outbox.conf import DEFAULTS, outbox_settings
 from outbox.models import AttemptOutcome
+from outbox.outcomes import Outcome, record_outcomes
 from outbox.retry import RetryPolicy
 from outbox.runtime.execution import HandlerPool, attempt_logger
 from outbox.runtime.shutdown import cluster_stopping

@@ -7,8 +7,9 @@ import pytest
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from outbox.claim import Outcome, claim_due_tasks, record_outcomes, release_leases
+from outbox.claim import claim_due_tasks, release_leases
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from outbox.outcomes import Outcome, record_outcomes
 from outbox.services import TaskSpec, enqueue_many, kind_pause, kind_resume
 from tests.conftest import tries
 

@@ -13,10 +13,11 @@ from django.db import connection, connections, transaction
 from django.db.models.functions import Now
 from django.test import override_settings
 
-from outbox.claim import Outcome, claim_due_tasks, record_outcomes, renew_leases
+from outbox.claim import claim_due_tasks, renew_leases
 from outbox.errors import LeaseLost, TransientError, ValueTooLong
 from outbox.lease import Lease, before_external_call, holding
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from outbox.outcomes import Outcome, record_outcomes
 from outbox.runtime.relay import Relay
 from outbox.services import TaskSpec, enqueue, enqueue_many
 from tests.conftest import tries

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection, transaction
 
-from outbox.claim import Outcome, claim_due_tasks, record_outcomes
+from outbox.claim import claim_due_tasks
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
+from outbox.outcomes import Outcome, record_outcomes
 from outbox.services import TaskSpec, enqueue_many
 from tests.conftest import tries
 
