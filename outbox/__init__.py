@@ -10,16 +10,17 @@ What a domain app needs is here: `import outbox`, then
   transaction;
 - `outbox.before_external_call()` before each external call a handler makes;
 - `outbox.register_preflight(check)` for a check qcluster runs once at start-up;
-- `outbox.register_subject_url(func)`: `func(kind, subject) -> url | None`, so a task's page
-  links what it is about (its handler's `label` value) to the domain's own page;
-- `outbox.register_search_url(label, func)`: the dashboard gets a search box that sends its
-  words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
-  `outbox.register_dashboard_link(label, func)` a link to one of its pages.
+- `outbox.console.links`, the operators' console: `register_subject_url(func)`, where
+  `func(kind, subject) -> url | None` links what a task is about (its handler's `label` value)
+  to the domain's own page; `register_search_url(label, func)`, a dashboard search box that
+  sends its words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
+  `register_dashboard_link(label, func)`, a link to one of its pages.
 
-Beyond this surface a domain app may use `outbox.models`, `outbox.api` (the staff API's base
-view), `outbox.admin_mixins`, `outbox.circuit`, `outbox.correlation` and `outbox.plaintext`
-(tests/test_import_direction.py holds the list). Names that need the models are imported on
-first use: this package loads before the app registry is ready.
+Beyond this surface a domain app may use `outbox.models`, `outbox.history`,
+`outbox.runtime.circuit`, `outbox.correlation`, `outbox.plaintext` and the console's
+`outbox.console.api` (the staff API's base view), `outbox.console.admin_mixins` and
+`outbox.console.links` (tests/test_import_direction.py holds the list). Names that need the
+models are imported on first use: this package loads before the app registry is ready.
 """
 
 from __future__ import annotations
@@ -40,27 +41,27 @@ from outbox.errors import (
     TransientError,
 )
 from outbox.preflight import register as register_preflight
-from outbox.registry import (
-    TaskContext,
-    handler,
-    register_dashboard_link,
-    register_search_url,
-    register_subject_url,
-)
+from outbox.registry import TaskContext, handler
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
     from outbox.lease import before_external_call
     from outbox.logging import redact
-    from outbox.selectors import tasks_with_dedupe_keys
-    from outbox.services import EnqueuedTask, TaskSpec, enqueue, enqueue_many, tasks_cancel
+    from outbox.services import (
+        EnqueuedTask,
+        TaskSpec,
+        enqueue,
+        enqueue_many,
+        tasks_cancel,
+        tasks_with_dedupe_keys,
+    )
     from outbox.sql import insert_ignoring_conflicts
 
 _LAZY = {
     "outbox_settings": "outbox.conf",
     "before_external_call": "outbox.lease",
     "redact": "outbox.logging",
-    "tasks_with_dedupe_keys": "outbox.selectors",
+    "tasks_with_dedupe_keys": "outbox.services",
     "EnqueuedTask": "outbox.services",
     "TaskSpec": "outbox.services",
     "enqueue": "outbox.services",
@@ -100,10 +101,7 @@ __all__ = [
     "insert_ignoring_conflicts",
     "outbox_settings",
     "redact",
-    "register_dashboard_link",
     "register_preflight",
-    "register_search_url",
-    "register_subject_url",
     "tasks_cancel",
     "tasks_with_dedupe_keys",
 ]

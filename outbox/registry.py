@@ -117,60 +117,6 @@ def registered_kinds() -> list[str]:
     return sorted(_registry)
 
 
-# Where an operator reads about a task's subject (a ticket's admin page, say): given a kind
-# and its subject value, a URL or None. The domain registers it; the engine only links it.
-SubjectUrl = Callable[[str, str], "str | None"]
-_subject_urls: list[SubjectUrl] = []
-
-
-def register_subject_url(func: SubjectUrl) -> SubjectUrl:
-    """Register `func(kind, subject) -> url | None`; the task page links the subject there."""
-    if func not in _subject_urls:
-        _subject_urls.append(func)
-    return func
-
-
-def subject_url(kind: str, subject: str) -> str | None:
-    """The first URL a registered function gives for this subject, or None."""
-    for func in _subject_urls:
-        url = func(kind, subject)
-        if url:
-            return url
-    return None
-
-
-# Where the dashboard's search box sends its words (`?q=`): the domain's own list, named by a
-# label ("tickets") and a function giving its URL, resolved when the page renders.
-SearchUrl = Callable[[], str]
-_search_urls: dict[str, SearchUrl] = {}
-
-
-def register_search_url(label: str, func: SearchUrl) -> SearchUrl:
-    """Register a search box on the dashboard: `func()` is the URL its `?q=` is sent to."""
-    _search_urls[label] = func
-    return func
-
-
-def search_urls() -> list[tuple[str, str]]:
-    """(label, URL) of every registered search, in the order they were registered."""
-    return [(label, func()) for label, func in _search_urls.items()]
-
-
-# Pages of the domain the dashboard links to (the accountants' totals, say), by label.
-_dashboard_links: dict[str, SearchUrl] = {}
-
-
-def register_dashboard_link(label: str, func: SearchUrl) -> SearchUrl:
-    """Register a link on the dashboard: `label` shown, `func()` its URL."""
-    _dashboard_links[label] = func
-    return func
-
-
-def dashboard_links() -> list[tuple[str, str]]:
-    """(label, URL) of every registered dashboard link, in the order they were registered."""
-    return [(label, func()) for label, func in _dashboard_links.items()]
-
-
 def rerun_note(kind: str) -> str | None:
     """What re-running a succeeded task of `kind` does, as its handler declared; None if unsaid."""
     found = _registry.get(kind)

@@ -357,3 +357,10 @@ __all__ = [
     "tasks_prune",
     "tasks_retry",
 ]
+
+
+def tasks_with_dedupe_keys(keys: Sequence[str]) -> list[Task]:
+    """The tasks holding these dedupe keys (the unique index), by id."""
+    if not keys:
+        return []
+    return list(Task.objects.filter(dedupe_key__in=keys).order_by("id"))

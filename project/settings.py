@@ -237,6 +237,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     # Before django_q: its `qcluster` command extends django-q2's with a clean shutdown.
     "outbox",
+    # The operators' console (admin pages, staff API, metrics, operator commands): no models.
+    "outbox.console",
     "django_q",
     "tickets",
 ]
@@ -313,7 +315,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "EXCEPTION_HANDLER": "outbox.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "outbox.console.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

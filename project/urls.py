@@ -19,6 +19,6 @@ urlpatterns = [
     # Staff only unless API_DOCS_PUBLIC=1 (project/api_docs.py).
     path("api/schema/", StaffSchemaView.as_view(), name="api-schema"),
     path("api/docs/", StaffSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("", include("outbox.urls")),
+    path("", include("outbox.console.urls")),
     path("", include("tickets.urls")),
 ]

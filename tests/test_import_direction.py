@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # (outbox/__init__.py) and these named modules.
 TICKETS_MAY_IMPORT = {
     "outbox",
+    "outbox.console.links",
     "outbox.models",
-    "outbox.admin_mixins",
-    "outbox.api",
+    "outbox.console.admin_mixins",
+    "outbox.console.api",
     "outbox.runtime.circuit",
     "outbox.correlation",
     "outbox.history",

@@ -31,7 +31,7 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from outbox.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
+from outbox.console.admin_mixins import ReadOnlyMixin, attempts_in_words, pretty_json, retry_button
 from outbox.history import history
 from outbox.models import FINISHED_STATES, Task, TaskState
 from tickets import kinds, reports

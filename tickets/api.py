@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from outbox.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
+from outbox.console.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
 from outbox.models import Task, TaskState
 from tickets.models import Ticket, TicketStatus
 from tickets.selectors import ticket_tasks

@@ -8,6 +8,11 @@ class TicketsConfig(AppConfig):
 
     def ready(self) -> None:
         import outbox
+        from outbox.console.links import (
+            register_dashboard_link,
+            register_search_url,
+            register_subject_url,
+        )
         from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
         from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
         from tickets.gateway import check_destinations
@@ -15,10 +20,10 @@ class TicketsConfig(AppConfig):
 
         outbox.register_preflight(check_destinations)  # qcluster runs it once at start-up
         # A ticket task's page links its ticket (the engine cannot know tickets).
-        outbox.register_subject_url(ticket_admin_url)
+        register_subject_url(ticket_admin_url)
         # The dashboard's search box finds tickets (by id, email, receipt, Correlation-ID...).
-        outbox.register_search_url("tickets", ticket_search_url)
-        outbox.register_dashboard_link("Ticket totals per day", ticket_totals_url)
+        register_search_url("tickets", ticket_search_url)
+        register_dashboard_link("Ticket totals per day", ticket_totals_url)
 
         # A malformed WEBHOOK_SECRET stops start-up, rather than refusing every webhook later.
         WebhookVerifier.from_settings()

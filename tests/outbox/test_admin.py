@@ -14,8 +14,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from outbox import selectors
-from outbox.dashboard import HourChart
+from outbox.console import selectors
+from outbox.console.dashboard import HourChart
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Queue, Task, TaskState
 from outbox.services import enqueue
 

@@ -15,10 +15,10 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from outbox import audit, progress
-from outbox.management.commands import replay_tasks
+from outbox.console import audit, progress
+from outbox.console.management.commands import replay_tasks
+from outbox.console.selectors import tasks_matching
 from outbox.models import Attempt, PausedKind, Queue, Task, TaskState
-from outbox.selectors import tasks_matching
 from outbox.services import enqueue, tasks_retry
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,7 @@ def argparse_exit_code(command: str, *argv: str) -> int:
     """What `manage.py <command> <argv>` exits with when argparse rejects the arguments."""
     from django.core.management import load_command_class
 
-    cmd = load_command_class("outbox", command)
+    cmd = load_command_class("outbox.console", command)
     # As run_from_argv does: argparse then exits 2 instead of raising CommandError.
     cmd._called_from_command_line = True  # type: ignore[attr-defined]
     parser = cmd.create_parser("manage.py", command)

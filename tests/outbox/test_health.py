@@ -17,7 +17,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from outbox import selectors
+from outbox.console import selectors
 from outbox.models import Circuit, RelayPass, Task, TaskState
 from outbox.runtime import circuit
 from outbox.runtime.circuit import CircuitBreaker
@@ -348,7 +348,7 @@ def test_deleted_schedules_are_warned_about_and_recreated():
 
 
 def test_a_passing_check_states_its_limit_and_never_reads_as_crossed():
-    from outbox.health import Thresholds, evaluate
+    from outbox.console.health import Thresholds, evaluate
 
     checks = evaluate(
         Thresholds(

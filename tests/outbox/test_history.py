@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from outbox import selectors
+from outbox.console import selectors
 from outbox.history import SUCCESS_ON_TASK, previous_try
 from outbox.models import Attempt, AttemptOutcome, Task
 from outbox.services import TaskSpec, enqueue_many, tasks_retry

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from devtools.bulk import fill_tasks
-from outbox.selectors import (
+from outbox.console.selectors import (
     delivery_latency,
     hourly_activity,
     hourly_activity_by_kind,

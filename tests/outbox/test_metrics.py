@@ -10,7 +10,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.bulk import fill_tasks
-from outbox.metrics import LATENCY_BUCKETS
+from outbox.console.metrics import LATENCY_BUCKETS
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
 
 pytestmark = pytest.mark.django_db

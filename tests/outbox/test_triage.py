@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from outbox import selectors
+from outbox.console import selectors
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
 from tests.conftest import grant
 

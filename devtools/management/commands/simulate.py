@@ -25,7 +25,7 @@ from devtools.simulation import (
     service_problem,
     wait_for_effects,
 )
-from outbox.progress import ProgressBar
+from outbox.console.progress import ProgressBar
 from tickets.kinds import REFUND_SHEET
 from tickets.webhook_auth import decode_secrets
 

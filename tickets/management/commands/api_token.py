@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from outbox.api import ApiTokenRefused, api_token_issue
+from outbox.console.api import ApiTokenRefused, api_token_issue
 
 
 class Command(BaseCommand):

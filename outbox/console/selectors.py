@@ -221,13 +221,6 @@ def delivery_latency(
     )
 
 
-def tasks_with_dedupe_keys(keys: Sequence[str]) -> list[Task]:
-    """The tasks holding these dedupe keys (the unique index), by id."""
-    if not keys:
-        return []
-    return list(Task.objects.filter(dedupe_key__in=keys).order_by("id"))
-
-
 def succeeded_per_minute(*, minutes: int = 5, now: datetime | None = None) -> float:
     """Tasks that succeeded in the last `minutes`, per minute (by `finished_at`)."""
     if minutes <= 0:

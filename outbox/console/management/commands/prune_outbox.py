@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from outbox import audit
 from outbox.conf import outbox_settings
+from outbox.console import audit
 from outbox.services import finished_before, tasks_prune
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

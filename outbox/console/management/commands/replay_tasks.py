@@ -13,11 +13,11 @@ from django.db.models import JSONField
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from outbox import audit
+from outbox.console import audit
+from outbox.console.progress import ProgressBar
+from outbox.console.selectors import error_summary, tasks_matching, tasks_with_ids
 from outbox.models import Queue, Task, TaskState
-from outbox.progress import ProgressBar
 from outbox.registry import registered_kinds
-from outbox.selectors import error_summary, tasks_matching, tasks_with_ids
 from outbox.services import settle_note, settle_waits, tasks_retry
 
 CHUNK = 500

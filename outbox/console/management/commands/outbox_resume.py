@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from outbox import audit
-from outbox.management.commands.outbox_pause import warn_unknown_kinds
+from outbox.console import audit
+from outbox.console.management.commands.outbox_pause import warn_unknown_kinds
 from outbox.models import PausedKind
 from outbox.services import kind_resume
 

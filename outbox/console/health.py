@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from outbox import selectors
+from outbox.console import selectors
 from outbox.models import RelayPass, Task
 from outbox.runtime.passes import PASS_STALE_SECONDS
 

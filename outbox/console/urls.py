@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from outbox.api import TaskDetailApi
-from outbox.health import relay_health_view
-from outbox.metrics import metrics_view
+from outbox.console.api import TaskDetailApi
+from outbox.console.health import relay_health_view
+from outbox.console.metrics import metrics_view
 
 urlpatterns = [
     path("api/tasks/<int:task_id>", TaskDetailApi.as_view(), name="api-task-detail"),

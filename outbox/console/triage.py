@@ -18,11 +18,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from outbox import selectors
+from outbox.console import selectors
 from outbox.services import RETRYABLE_STATES, settle_note, settle_waits, tasks_retry
 
 if TYPE_CHECKING:
-    from outbox.admin import TaskAdmin
+    from outbox.console.admin import TaskAdmin
 
 FAILURE_PARAM = "failure"
 

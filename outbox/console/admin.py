@@ -26,8 +26,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
-from outbox import selectors
-from outbox.admin_mixins import (
+from outbox.console import selectors
+from outbox.console.admin_mixins import (
     AttemptColumns,
     ReadOnlyMixin,
     attempts_in_words,
@@ -37,12 +37,14 @@ from outbox.admin_mixins import (
     pretty_json,
     retry_button,
 )
-from outbox.dashboard import dashboard_view
+from outbox.console.dashboard import dashboard_view
+from outbox.console.health import PASS_STALE
+from outbox.console.links import subject_url
+from outbox.console.triage import FailureFilter, retry_group_view, retry_one_view, triage_view
 from outbox.errors import UnknownTaskKind
-from outbox.health import PASS_STALE
 from outbox.history import history
 from outbox.models import FINISHED_STATES, Attempt, PausedKind, RelayPass, Task, TaskState
-from outbox.registry import get_handler, registered_kinds, rerun_note, subject_url
+from outbox.registry import get_handler, registered_kinds, rerun_note
 from outbox.services import (
     RETRYABLE_STATES,
     SettleWait,
@@ -53,7 +55,6 @@ from outbox.services import (
     tasks_cancel,
     tasks_retry,
 )
-from outbox.triage import FailureFilter, retry_group_view, retry_one_view, triage_view
 
 ACTION_CHUNK = 500
 CANCELABLE = (TaskState.PENDING,)

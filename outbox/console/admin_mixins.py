@@ -24,7 +24,7 @@ def pretty_json(value: Any) -> SafeString:
 
 
 def pre_text(value: str) -> SafeString | str:
-    """The whole text, wrapped at the box's edge (outbox/static/outbox/admin.css)."""
+    """The whole text, wrapped at the box's edge (outbox/console/static/outbox/admin.css)."""
     return format_html('<pre class="outbox-error">{}</pre>', value) if value else "-"
 
 

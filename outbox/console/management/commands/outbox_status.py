@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from outbox import selectors
-from outbox.health import PASS_STALE, Thresholds, evaluate
+from outbox.console import selectors
+from outbox.console.health import PASS_STALE, Thresholds, evaluate
 from outbox.models import TaskState
 from outbox.runtime.passes import ensure_schedules
 

@@ -18,16 +18,16 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from outbox.history import tries_by_outcome
-from outbox.models import TaskState
-from outbox.runtime.passes import PASS_STALE_SECONDS
-from outbox.selectors import (
+from outbox.console.selectors import (
     circuit_health,
     delivery_latency,
     oldest_due_task_age,
     relay_pass_counts,
     task_counts,
 )
+from outbox.history import tries_by_outcome
+from outbox.models import TaskState
+from outbox.runtime.passes import PASS_STALE_SECONDS
 
 # Enqueue to success spans a call that takes milliseconds and a task that backed off for an
 # hour, so the buckets do too.

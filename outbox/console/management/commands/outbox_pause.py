@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from outbox import audit
+from outbox.console import audit
 from outbox.models import PausedKind
 from outbox.registry import registered_kinds
 from outbox.services import kind_pause

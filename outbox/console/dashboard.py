@@ -15,14 +15,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from outbox import selectors
-from outbox.health import PASS_STALE
+from outbox.console import selectors
+from outbox.console.health import PASS_STALE
+from outbox.console.links import dashboard_links, search_urls
+from outbox.console.triage import group_list_url
 from outbox.models import TaskState
-from outbox.registry import dashboard_links, search_urls
-from outbox.triage import group_list_url
 
 if TYPE_CHECKING:
-    from outbox.admin import TaskAdmin
+    from outbox.console.admin import TaskAdmin
 
 # The biggest failure groups the dashboard shows; the triage page lists them all.
 FAILURE_GROUPS_SHOWN = 5
@@ -99,7 +99,7 @@ def dashboard_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse
 
 SUCCEEDED_LABEL = "Succeeded (24 h)"
 
-# The page refreshes itself this often (outbox/static/outbox/dashboard.js); `?refresh=N`
+# The page refreshes itself this often (outbox/console/static/outbox/dashboard.js); `?refresh=N`
 # sets another period, `?refresh=0` stops it (a link that sticks in a bookmark).
 REFRESH_SECONDS = 10
 MIN_REFRESH_SECONDS = 2
