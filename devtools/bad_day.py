@@ -12,6 +12,7 @@ It wipes the outbox, tickets and django-q2 task tables of the database it is giv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -238,10 +239,8 @@ class Services:
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL the process and its workers, as a node that loses power."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(10)
 
     def stop_all(self) -> None:
