@@ -25,8 +25,8 @@ TITLES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 
 class Command(BaseCommand):
     help = (
-        "A bad day, timed: (a) 200 tickets against 20%% 500 + 10%% 500-after-write, (b) 40 "
-        "tickets against 30%% 500 with garbage bodies, (c) PostgreSQL only: 1,000 tickets, two "
+        "A bad day, timed: (a) 200 tickets against 20% 500 + 10% 500-after-write, (b) 40 "
+        "tickets against 30% 500 with garbage bodies, (c) PostgreSQL only: 1,000 tickets, two "
         "clusters SIGKILLed, PostgreSQL restarted, the gateway down 8 s. Real processes with "
         "production defaults; prints the time to converge and the ideal, writes them to "
         "docs/BENCHMARKS.md. Exit 1 when an effect is missing, doubled or wrong. It WIPES the "
