@@ -22,13 +22,13 @@ from outbox.console.triage import group_list_url
 from outbox.models import TaskState
 
 if TYPE_CHECKING:
-    from outbox.console.admin import TaskAdmin
+    from outbox.console.actions import TaskActions
 
 # The biggest failure groups the dashboard shows; the triage page lists them all.
 FAILURE_GROUPS_SHOWN = 5
 
 
-def dashboard_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
+def dashboard_view(model_admin: TaskActions, request: HttpRequest) -> HttpResponse:
     """The page TaskAdmin serves at `dashboard/`, with the task admin's permissions."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied

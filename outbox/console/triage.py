@@ -22,7 +22,7 @@ from outbox.console import selectors
 from outbox.services import RETRYABLE_STATES, settle_note, settle_waits, tasks_retry
 
 if TYPE_CHECKING:
-    from outbox.console.admin import TaskAdmin
+    from outbox.console.actions import TaskActions
 
 FAILURE_PARAM = "failure"
 
@@ -54,7 +54,7 @@ def group_list_url(kind: str, signature: str) -> str:
     return f"{reverse('admin:outbox_task_changelist')}?{query}"
 
 
-def triage_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
+def triage_view(model_admin: TaskActions, request: HttpRequest) -> HttpResponse:
     """The page TaskAdmin serves at `triage/` (URL name `admin:outbox_task_triage`)."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
@@ -70,7 +70,7 @@ def triage_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/outbox/task/triage.html", context)
 
 
-def retry_group_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpResponse:
+def retry_group_view(model_admin: TaskActions, request: HttpRequest) -> HttpResponse:
     """Retry exactly one triage group's tasks still failed or waiting; log each one.
 
     Back to `next` (the dashboard's button sends its own address), else to the triage page.
@@ -102,7 +102,7 @@ def retry_group_view(model_admin: TaskAdmin, request: HttpRequest) -> HttpRespon
     return HttpResponseRedirect(_next_or(request, reverse("admin:outbox_task_triage")))
 
 
-def retry_one_view(model_admin: TaskAdmin, request: HttpRequest, task_id: int) -> HttpResponse:
+def retry_one_view(model_admin: TaskActions, request: HttpRequest, task_id: int) -> HttpResponse:
     """The retry button of one task (its page, its ticket's page); back to `next`."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
