@@ -38,7 +38,7 @@ from devtools.simulation import (
 from outbox.conf import DEFAULTS
 from outbox.models import Attempt, AttemptOutcome, AttemptReply, RelayPass, Task, TaskState
 from outbox.registry import UnknownTaskKind, get_handler
-from tickets.webhook_auth import decode_secrets
+from tickets.intake.signature import decode_secrets
 
 ALL_APIS = ["receipts", "payments", "spreadsheets"]
 PRODUCTION_SETTLE_SECONDS = 60.0

@@ -613,8 +613,8 @@ def webhook_time(options: Options, report: Report) -> None:
     webhook_round(options, report, 100)
     webhook_round(options, report, 10)
     # The baseline, in the same run: every body through DRF's serializer, as before the fast
-    # path (tickets/webhook_validation.py).
-    with mock.patch("tickets.views.fast_tickets", return_value=None):
+    # path (tickets/intake/validation.py).
+    with mock.patch("tickets.intake.serializers.fast_tickets", return_value=None):
         webhook_round(options, report, 100, label=" validated by DRF alone (baseline)")
 
 

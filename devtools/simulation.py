@@ -24,8 +24,8 @@ import requests
 
 from devtools.sessions import thread_session
 from outbox.correlation import HEADER as CORRELATION_HEADER
+from tickets.intake.signature import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tickets.kinds import PRINT_SHEET, REFUND_SHEET
-from tickets.webhook_auth import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 RECEIPTS = "receipts"
 EFFECTS = (RECEIPTS, PRINT_SHEET, REFUND_SHEET)

@@ -336,10 +336,10 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # The seller's contract as the validator has it: links, path ids (tickets/contract.py).
+    # The seller's contract as the validator has it: links, path ids (tickets/intake/contract.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "tickets.contract.postprocess_schema",
+        "tickets.intake.contract.postprocess_schema",
     ],
 }
 

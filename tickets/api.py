@@ -11,10 +11,10 @@ from rest_framework.response import Response
 
 from outbox.console.api import AUTH_ERRORS, ErrorSerializer, StaffApiView, not_found
 from outbox.models import Task, TaskState
+from tickets.intake.answers import invalid_request
+from tickets.intake.validation import ticket_id_error
 from tickets.models import Ticket, TicketStatus
 from tickets.selectors import ticket_tasks
-from tickets.views import invalid_request
-from tickets.webhook_validation import ticket_id_error
 
 
 @dataclass(frozen=True, slots=True)

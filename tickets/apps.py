@@ -16,7 +16,7 @@ class TicketsConfig(AppConfig):
         from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
         from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
         from tickets.gateway import check_destinations
-        from tickets.webhook_auth import WebhookVerifier
+        from tickets.intake.signature import WebhookVerifier
 
         outbox.register_preflight(check_destinations)  # qcluster runs it once at start-up
         # A ticket task's page links its ticket (the engine cannot know tickets).

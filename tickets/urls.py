@@ -1,6 +1,7 @@
 from django.urls import path
 
-from tickets import api, views
+from tickets import api
+from tickets.intake import views
 
 urlpatterns = [
     path("tickets-status", views.TicketsStatusView.as_view(), name="tickets-status"),

@@ -29,9 +29,9 @@ from devtools.simulation import (
     wait_for_effects,
     webhook_request,
 )
+from tickets.intake.signature import WebhookAuthError, verify
 from tickets.kinds import PRINT_SHEET, REFUND_SHEET
 from tickets.models import Ticket
-from tickets.webhook_auth import WebhookAuthError, verify
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()

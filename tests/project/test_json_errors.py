@@ -79,7 +79,10 @@ CASES: dict[str, tuple[int, Case]] = {
     ),
     "unhandled exception in a view": (
         500,
-        lambda c, m: (m.setattr("tickets.views.active_tickets_page", boom), c.get("/tickets"))[1],
+        lambda c, m: (
+            m.setattr("tickets.intake.views.active_tickets_page", boom),
+            c.get("/tickets"),
+        )[1],
     ),
 }
 
@@ -135,7 +138,7 @@ def test_a_form_body_over_djangos_limit_is_413_in_json():
 
 @override_settings(DEBUG=False)
 def test_a_500_says_nothing_of_the_exception(monkeypatch):
-    monkeypatch.setattr("tickets.views.active_tickets_page", boom)
+    monkeypatch.setattr("tickets.intake.views.active_tickets_page", boom)
 
     response = Client(raise_request_exception=False).get("/tickets")
 
@@ -161,7 +164,7 @@ def test_the_admin_and_the_root_page_keep_their_html(admin_client, debug_on):
 
 
 def test_the_health_probes_reason_stays_one_line_of_text(client, monkeypatch):
-    monkeypatch.setattr("tickets.views.unapplied_migrations", lambda: ["tickets.0099_x"])
+    monkeypatch.setattr("tickets.intake.views.unapplied_migrations", lambda: ["tickets.0099_x"])
 
     response = client.get("/health")
 

@@ -23,8 +23,8 @@ from drf_spectacular.generators import SchemaGenerator
 from outbox.models import AttemptOutcome
 from tests.conftest import ticket
 from tests.tickets.test_webhook_validation import CORPUS
-from tickets import contract
-from tickets.views import validate_with_serializer
+from tickets.intake import contract
+from tickets.intake.serializers import validate_with_serializer
 
 ROOT = Path(__file__).resolve().parents[2]
 

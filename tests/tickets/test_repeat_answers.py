@@ -16,8 +16,8 @@ from django.test import override_settings
 from rest_framework.renderers import JSONRenderer
 
 from tests.conftest import ticket
+from tickets.intake.signature import sign
 from tickets.models import WebhookDelivery
-from tickets.webhook_auth import sign
 
 pytestmark = pytest.mark.django_db
 

@@ -19,8 +19,8 @@ from standardwebhooks import Webhook
 
 from outbox.models import Task
 from tests.conftest import ticket
+from tickets.intake.seller_auth import signed_content
 from tickets.models import Ticket, WebhookMessage
-from tickets.seller_auth import signed_content
 
 pytestmark = pytest.mark.django_db
 

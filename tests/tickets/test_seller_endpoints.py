@@ -20,10 +20,10 @@ from rest_framework.authtoken.models import Token
 
 from outbox.models import Task
 from tests.conftest import grant, ticket
+from tickets.intake.seller_auth import signed_content
+from tickets.intake.signature import sign
 from tickets.models import Ticket, TicketStatus
 from tickets.selectors import MAX_PAGE_SIZE
-from tickets.seller_auth import signed_content
-from tickets.webhook_auth import sign
 
 pytestmark = pytest.mark.django_db
 

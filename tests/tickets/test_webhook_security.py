@@ -21,15 +21,15 @@ from devtools.fake_gateway import FakeGateway, FaultConfig, Reply, error_reply
 from outbox.models import Attempt, Task
 from outbox.runtime.relay import Relay
 from tests.conftest import ticket
-from tickets.models import Ticket, WebhookDelivery, WebhookMessage
-from tickets.webhook_auth import (
+from tickets.intake.body import PayloadTooLarge, read_body
+from tickets.intake.signature import (
     TOLERANCE_SECONDS,
     WebhookAuthError,
     decode_secret,
     sign,
     verify,
 )
-from tickets.webhook_body import PayloadTooLarge, read_body
+from tickets.models import Ticket, WebhookDelivery, WebhookMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -230,7 +230,7 @@ def test_signatures_are_compared_in_constant_time(post_signed, monkeypatch):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("tickets.webhook_auth.hmac.compare_digest", spy)
+    monkeypatch.setattr("tickets.intake.signature.hmac.compare_digest", spy)
 
     response = post_signed([ticket("t-1")], keys=(OTHER_KEY, KEY))
 

@@ -14,8 +14,8 @@ import pytest
 from django.test import override_settings
 
 from tests.conftest import ticket
-from tickets.views import validate_tickets, validate_with_serializer
-from tickets.webhook_validation import fast_tickets
+from tickets.intake.serializers import validate_tickets, validate_with_serializer
+from tickets.intake.validation import fast_tickets
 
 CONTROLS = ["\n", "\r", "\x00", "\t", "\x85", "\u2028", "\u2029", "\u202e", "\u200d", "\x1b"]
 BAD_AMOUNTS = [

@@ -26,8 +26,8 @@ from devtools.simulation import (
     wait_for_effects,
 )
 from outbox.console.progress import ProgressBar
+from tickets.intake.signature import decode_secrets
 from tickets.kinds import REFUND_SHEET
-from tickets.webhook_auth import decode_secrets
 
 EXIT_FAILED = 1
 EXIT_BAD_ARGUMENTS = 2

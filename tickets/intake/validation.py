@@ -99,7 +99,7 @@ def amount_error(amount: Decimal, currency: str) -> str | None:
 
 
 _STATUSES = frozenset(TicketStatus.values)
-# As tickets.views: ASCII digits, at most two decimals; the whole part (leading zeros aside)
+# As tickets.intake.views: ASCII digits, at most two decimals; the whole part (leading zeros aside)
 # at most 10 digits, as max_digits=12 with decimal_places=2 allow.
 _AMOUNT = re.compile(r"0*([0-9]{1,10})(?:\.[0-9]{1,2})?|0+(?:\.[0-9]{1,2})?")
 _CENT = Decimal("0.01")

@@ -1,8 +1,8 @@
 """The seller's wire contract as OpenAPI schema, derived from the rules the validator applies.
 
 A client generated from the schema must send only what we accept: every value the schema
-allows is one the webhook's validation (`tickets.webhook_validation` and the serializer in
-`tickets.views`) takes, and every value it refuses is outside the schema. So the schema is
+allows is one the webhook's validation (`tickets.intake.validation` and the serializer in
+`tickets.intake.views`) takes, and every value it refuses is outside the schema. So the schema is
 built here from the validator's own constants and regular expressions, never written beside
 them, and tests/e2e/test_contract.py runs Schemathesis (schema-made requests, valid and
 invalid) against a live server to prove the two agree.
@@ -23,9 +23,9 @@ from rest_framework import serializers
 
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.plaintext import CONTROL_CATEGORIES
-from tickets import webhook_validation as rules
+from tickets.intake import validation as rules
+from tickets.intake.signature import HEADERS, MAX_WEBHOOK_ID_LENGTH, SVIX_HEADERS
 from tickets.models import TicketStatus
-from tickets.webhook_auth import HEADERS, MAX_WEBHOOK_ID_LENGTH, SVIX_HEADERS
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 # The longest Idempotency-Key the webhook takes (the column's size); the view checks this one.
@@ -81,7 +81,7 @@ def plain_text_pattern(*, blank: bool, also_refused: str = "", refused_values: A
 
 
 def ticket_id_schema() -> dict[str, Any]:
-    """The rule of tickets.webhook_validation.ticket_id_error, from its constants."""
+    """The rule of tickets.intake.validation.ticket_id_error, from its constants."""
     return {
         "type": "string",
         "minLength": 1,
@@ -95,7 +95,7 @@ def ticket_id_schema() -> dict[str, Any]:
     }
 
 
-# tickets.webhook_validation.amount_error's rules as lookaheads before the amount's pattern:
+# tickets.intake.validation.amount_error's rules as lookaheads before the amount's pattern:
 # not zero, and (for a currency without a minor unit) no decimal but zeros.
 _NOT_ZERO = r"(?!0*(?:\.0*)?$)"
 _WHOLE = r"(?![0-9]*\.[0-9]*[1-9])"

@@ -30,7 +30,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from tickets.webhook_auth import HEADERS, SVIX_HEADERS, WebhookAuthError, WebhookVerifier
+from tickets.intake.signature import HEADERS, SVIX_HEADERS, WebhookAuthError, WebhookVerifier
 
 SIGNATURE_HEADERS = HEADERS
 
