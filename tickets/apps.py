@@ -15,7 +15,7 @@ class TicketsConfig(AppConfig):
         )
         from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
         from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
-        from tickets.gateway import check_destinations
+        from tickets.destinations import check_destinations
         from tickets.intake.signature import WebhookVerifier
 
         outbox.register_preflight(check_destinations)  # qcluster runs it once at start-up
