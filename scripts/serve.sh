@@ -22,8 +22,9 @@ if [ -z "${GATEWAY_ADDR:-}" ]; then
 fi
 
 # A development .env with the settings this script uses, so `python manage.py ...` in another
-# shell (after `source .venv/bin/activate`) works as written. The settings read it only when
-# the real environment does not turn DEBUG off, and the real environment wins variable by
+# shell (after `source .venv/bin/activate` and `export ENV_FILE=.env`) works as written. The
+# settings read a .env only when ENV_FILE names it, as this script does for its processes, and
+# not when the real environment turns DEBUG off; the real environment wins variable by
 # variable. The secret key is made once and kept.
 if [ "$DEBUG" = 1 ]; then
   secret_key=$(sed -n 's/^SECRET_KEY=//p' .env 2>/dev/null || true)
@@ -37,6 +38,7 @@ if [ "$DEBUG" = 1 ]; then
     echo "GATEWAY_ADDR=${GATEWAY_ADDR}"
     if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL=${DATABASE_URL}"; fi
   } >.env
+  export ENV_FILE="$PWD/.env"
 fi
 
 echo "Applying database migrations..."
@@ -94,6 +96,7 @@ cat <<INFO
       -H 'Idempotency-Key: demo-1' -d '{"tickets": [{"ticket_id": "demo-1", "status": "confirmed",
       "customer_email": "ada@example.com", "price": {"amount": "50.00", "currency": "EUR"}}]}'
     source .venv/bin/activate
+    export ENV_FILE=.env
     python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
     python manage.py outbox_status
 
