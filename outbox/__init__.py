@@ -14,7 +14,10 @@ What a domain app needs is here: `import outbox`, then
   links what it is about (its handler's `label` value) to the domain's own page;
 - `outbox.register_search_url(label, func)`: the dashboard gets a search box that sends its
   words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
-  `outbox.register_dashboard_link(label, func)` a link to one of its pages.
+  `outbox.register_dashboard_link(label, func)` a link to one of its pages;
+- `outbox.register_retention(hook)`: `hook(cutoff, dry_run) -> (label, rows)` deletes the
+  app's own rows older than `cutoff`; `prune_outbox` and its schedule run it after the tasks;
+  `outbox.delete_in_chunks(queryset, dry_run=...)` deletes in short transactions, as they do.
 
 Beyond this surface a domain app may use `outbox.models`, `outbox.api` (the staff API's base
 view), `outbox.admin_mixins`, `outbox.circuit`, `outbox.correlation` and `outbox.plaintext`
@@ -47,6 +50,8 @@ from outbox.registry import (
     register_search_url,
     register_subject_url,
 )
+from outbox.retention import delete_in_chunks
+from outbox.retention import register as register_retention
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
@@ -94,6 +99,7 @@ __all__ = [
     "TaskSpec",
     "TransientError",
     "before_external_call",
+    "delete_in_chunks",
     "enqueue",
     "enqueue_many",
     "handler",
@@ -102,6 +108,7 @@ __all__ = [
     "redact",
     "register_dashboard_link",
     "register_preflight",
+    "register_retention",
     "register_search_url",
     "register_subject_url",
     "tasks_cancel",

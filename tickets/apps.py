@@ -11,6 +11,7 @@ class TicketsConfig(AppConfig):
         from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
         from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
         from tickets.gateway import check_destinations
+        from tickets.retention import prune_deliveries, prune_messages
         from tickets.webhook_auth import WebhookVerifier
 
         outbox.register_preflight(check_destinations)  # qcluster runs it once at start-up
@@ -19,6 +20,9 @@ class TicketsConfig(AppConfig):
         # The dashboard's search box finds tickets (by id, email, receipt, Correlation-ID...).
         outbox.register_search_url("tickets", ticket_search_url)
         outbox.register_dashboard_link("Ticket totals per day", ticket_totals_url)
+        # prune_outbox and its schedule prune the webhook's tables by the tasks' cutoff.
+        outbox.register_retention(prune_deliveries)
+        outbox.register_retention(prune_messages)
 
         # A malformed WEBHOOK_SECRET stops start-up, rather than refusing every webhook later.
         WebhookVerifier.from_settings()
