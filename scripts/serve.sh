@@ -53,12 +53,19 @@ if not User.objects.filter(username=os.environ['ADMIN_USER']).exists():
 " >/dev/null
 
 pids=()
+web_pid=
 cleanup() {
   trap - EXIT INT TERM
-  # Ctrl-C has reached every process of the group already: a second signal would tell
-  # qcluster to stop at once instead of finishing its running attempts. Otherwise (SIGTERM to
-  # this script, or one of the processes ended) stop the others.
-  if [ "${1:-}" != INT ]; then
+  # Ctrl-C has reached every process of the group already (the fake gateway and qcluster): a
+  # second signal would tell qcluster to stop at once instead of finishing its running
+  # attempts. gunicorn runs in a session of its own, so it got nothing: its master alone gets
+  # one SIGTERM, a graceful stop, and stops its workers itself. (Had its workers got the
+  # group's SIGINT too, the master's SIGQUIT to them would re-enter gunicorn 27's thread-pool
+  # shutdown in each gthread worker, which deadlocks until the master kills it 30 s later.)
+  # Otherwise (SIGTERM to this script, or one of the processes ended) stop them all.
+  if [ "${1:-}" = INT ]; then
+    if [ -n "$web_pid" ]; then kill -TERM "$web_pid" 2>/dev/null || true; fi
+  else
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   fi
   wait 2>/dev/null || true
@@ -78,9 +85,14 @@ else
   gateway_note="gateway at $GATEWAY_ADDR"
 fi
 
-.venv/bin/gunicorn project.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
+# Its own session (setsid(2), through Python: setsid(1) is not everywhere): only this script
+# signals gunicorn, never the terminal's Ctrl-C. A background job of this script is no group
+# leader, so the call succeeds and gunicorn replaces the Python process: $! is the master.
+.venv/bin/python -c 'import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' \
+  .venv/bin/gunicorn project.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
   --access-logfile - --log-level warning &
-pids+=($!)
+web_pid=$!
+pids+=("$web_pid")
 .venv/bin/python manage.py qcluster &
 pids+=($!)
 
