@@ -15,6 +15,9 @@ What a domain app needs is here: `import outbox`, then
   to the domain's own page; `register_search_url(label, func)`, a dashboard search box that
   sends its words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
   `register_dashboard_link(label, func)`, a link to one of its pages.
+- `outbox.register_retention(hook)`: `hook(cutoff, dry_run) -> (label, rows)` deletes the
+  app's own rows older than `cutoff`; `prune_outbox` and its schedule run it after the tasks;
+  `outbox.delete_in_chunks(queryset, dry_run=...)` deletes in short transactions, as they do.
 
 Beyond this surface a domain app may use `outbox.models`, `outbox.history`,
 `outbox.runtime.circuit`, `outbox.correlation`, `outbox.plaintext` and the console's
@@ -42,6 +45,8 @@ from outbox.errors import (
 )
 from outbox.preflight import register as register_preflight
 from outbox.registry import TaskContext, handler
+from outbox.retention import delete_in_chunks
+from outbox.retention import register as register_retention
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
@@ -95,6 +100,7 @@ __all__ = [
     "TaskSpec",
     "TransientError",
     "before_external_call",
+    "delete_in_chunks",
     "enqueue",
     "enqueue_many",
     "handler",
@@ -102,6 +108,7 @@ __all__ = [
     "outbox_settings",
     "redact",
     "register_preflight",
+    "register_retention",
     "tasks_cancel",
     "tasks_with_dedupe_keys",
 ]

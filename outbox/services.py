@@ -11,7 +11,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce, Greatest, Now
+from django.utils import timezone
 
+from outbox import retention
 from outbox.conf import outbox_settings
 from outbox.errors import NotInTransaction, OutboxError, UnknownTaskKind
 from outbox.models import (
@@ -338,9 +340,13 @@ def tasks_prune(*, older_than: timedelta | None = None, chunk: int = 5000) -> in
 
 
 def prune_finished_tasks() -> int:
-    """The django-q2 schedule's entry point."""
-    pruned = tasks_prune()
+    """The django-q2 schedule's entry point: the tasks, then every app's retention hook."""
+    older_than = timedelta(days=outbox_settings().retention_days)
+    cutoff = timezone.now() - older_than
+    pruned = tasks_prune(older_than=older_than)
     logger.info("pruned %d finished tasks", pruned)
+    for label, rows in retention.run_hooks(cutoff):
+        logger.info("pruned %d %s", rows, label)
     return pruned
 
 

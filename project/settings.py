@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,122 +12,26 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from outbox.conf import DEFAULTS as OUTBOX_DEFAULTS
+from project.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_str,
+    load_env_file,
+    mask_url,
+    refuse_debug_from_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use one of 1/0, true/false.")
-
-
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
-    return value
-
-
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
-    return value
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = os.environ.get(name, default).strip().lower()
-    if raw not in choices:
-        raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(choices)}.")
-    return raw
-
-
-# `scheme://user:password@`: everything between the first ':' after the scheme and the last
-# '@' of the authority is the password, whatever it holds (an unencoded '/', '#' or '@' even
-# makes urlsplit read part of it as the host, port or path, so the mask works on the text).
-_USERINFO = re.compile(r"^(?P<head>[^:/?#]*://[^:@]*:)(?P<password>.*)@", re.DOTALL)
-_SECRET_QUERY = re.compile(r"(?i)((?:pass|password|secret|token|key)[^=&]*=)[^&]*")
-MASK = "***"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (and any password-like query value) replaced by ***.
-
-    Configuration errors quote the URL so the operator sees which value is wrong; they
-    must never quote the secret in it (docs/SECURITY.md).
-    """
-    masked = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", url, count=1)
-    return _SECRET_QUERY.sub(lambda m: f"{m[1]}{MASK}", masked)
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def env_log_level(name: str, default: str) -> str:
-    raw = os.environ.get(name, default)
-    if raw.strip().upper() not in LOG_LEVELS:
-        raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(LOG_LEVELS)}.")
-    return raw.strip().upper()
-
-
-def load_env_file(path: Path) -> None:
-    """Development settings from a `.env` file (scripts/serve.sh writes one), when present.
-
-    The real environment wins, variable by variable; and the file is not read at all when the
-    real environment says DEBUG is off, so a production process never picks up a development
-    key. ENV_FILE names another file; ENV_FILE= (empty) reads none.
-    """
-    if not path.is_file() or os.environ.get("DEBUG", "1").strip().lower() in _FALSE:
-        return
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.removeprefix("export ").partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise ImproperlyConfigured(f"{path}:{number}: {line!r} is not NAME=value.")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        os.environ.setdefault(name.strip(), value)
-
-
-_env_file = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
-if _env_file:
-    load_env_file(Path(_env_file))
+# The development `.env` is read only when ENV_FILE names it (scripts/serve.sh exports it; a
+# shell beside it sets it by hand, README.md): a `.env` that merely lies in the directory, or
+# was baked into an image, never switches production off (project.env.load_env_file).
+_env_file = os.environ.get("ENV_FILE", "").strip()
+_from_env_file = load_env_file(Path(_env_file)) if _env_file else set()
 
 
 def env_url(name: str, default: str) -> str:
@@ -198,6 +101,9 @@ if not SECRET_KEY:
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+refuse_debug_from_file(
+    debug=DEBUG, allowed_hosts=ALLOWED_HOSTS, from_file=_from_env_file, env_file=_env_file
+)
 
 # HTTPS only while DEBUG is off; each can be turned off (docs/SECURITY.md). Behind a proxy that
 # terminates TLS, name the header it sets (SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto, value

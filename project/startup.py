@@ -116,7 +116,7 @@ def _runs_again_elsewhere(command: str, argv: list[str]) -> bool:
 def database_refusal_message(reason: str) -> str:
     from django.conf import settings
 
-    from project.settings import mask_url
+    from project.env import mask_url
 
     url = mask_url(settings.DATABASE_URL)
     return f"Cannot connect to the database in DATABASE_URL ({url}): {reason}"

@@ -22,8 +22,9 @@ if [ -z "${GATEWAY_ADDR:-}" ]; then
 fi
 
 # A development .env with the settings this script uses, so `python manage.py ...` in another
-# shell (after `source .venv/bin/activate`) works as written. The settings read it only when
-# the real environment does not turn DEBUG off, and the real environment wins variable by
+# shell (after `source .venv/bin/activate` and `export ENV_FILE=.env`) works as written. The
+# settings read a .env only when ENV_FILE names it, as this script does for its processes, and
+# not when the real environment turns DEBUG off; the real environment wins variable by
 # variable. The secret key is made once and kept.
 if [ "$DEBUG" = 1 ]; then
   secret_key=$(sed -n 's/^SECRET_KEY=//p' .env 2>/dev/null || true)
@@ -37,6 +38,7 @@ if [ "$DEBUG" = 1 ]; then
     echo "GATEWAY_ADDR=${GATEWAY_ADDR}"
     if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL=${DATABASE_URL}"; fi
   } >.env
+  export ENV_FILE="$PWD/.env"
 fi
 
 echo "Applying database migrations..."
@@ -51,12 +53,19 @@ if not User.objects.filter(username=os.environ['ADMIN_USER']).exists():
 " >/dev/null
 
 pids=()
+web_pid=
 cleanup() {
   trap - EXIT INT TERM
-  # Ctrl-C has reached every process of the group already: a second signal would tell
-  # qcluster to stop at once instead of finishing its running attempts. Otherwise (SIGTERM to
-  # this script, or one of the processes ended) stop the others.
-  if [ "${1:-}" != INT ]; then
+  # Ctrl-C has reached every process of the group already (the fake gateway and qcluster): a
+  # second signal would tell qcluster to stop at once instead of finishing its running
+  # attempts. gunicorn runs in a session of its own, so it got nothing: its master alone gets
+  # one SIGTERM, a graceful stop, and stops its workers itself. (Had its workers got the
+  # group's SIGINT too, the master's SIGQUIT to them would re-enter gunicorn 27's thread-pool
+  # shutdown in each gthread worker, which deadlocks until the master kills it 30 s later.)
+  # Otherwise (SIGTERM to this script, or one of the processes ended) stop them all.
+  if [ "${1:-}" = INT ]; then
+    if [ -n "$web_pid" ]; then kill -TERM "$web_pid" 2>/dev/null || true; fi
+  else
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   fi
   wait 2>/dev/null || true
@@ -76,9 +85,14 @@ else
   gateway_note="gateway at $GATEWAY_ADDR"
 fi
 
-.venv/bin/gunicorn project.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
+# Its own session (setsid(2), through Python: setsid(1) is not everywhere): only this script
+# signals gunicorn, never the terminal's Ctrl-C. A background job of this script is no group
+# leader, so the call succeeds and gunicorn replaces the Python process: $! is the master.
+.venv/bin/python -c 'import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' \
+  .venv/bin/gunicorn project.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
   --access-logfile - --log-level warning &
-pids+=($!)
+web_pid=$!
+pids+=("$web_pid")
 .venv/bin/python manage.py qcluster &
 pids+=($!)
 
@@ -94,6 +108,7 @@ cat <<INFO
       -H 'Idempotency-Key: demo-1' -d '{"tickets": [{"ticket_id": "demo-1", "status": "confirmed",
       "customer_email": "ada@example.com", "price": {"amount": "50.00", "currency": "EUR"}}]}'
     source .venv/bin/activate
+    export ENV_FILE=.env
     python manage.py simulate --url http://127.0.0.1:${PORT} --orders 20 --tickets-per-order 5 --cancel-rate 0.2
     python manage.py outbox_status
 

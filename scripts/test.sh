@@ -4,7 +4,7 @@
 source "$(dirname "$0")/setup.sh"
 bash scripts/system-deps.sh
 export DEBUG=1
-# The suite sets what it needs; a development .env (scripts/serve.sh writes one) must not leak in.
+# The suite sets what it needs: an ENV_FILE exported in the caller's shell must not leak in.
 export ENV_FILE=
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

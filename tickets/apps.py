@@ -17,6 +17,7 @@ class TicketsConfig(AppConfig):
         from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
         from tickets.destinations import check_destinations
         from tickets.intake.signature import WebhookVerifier
+        from tickets.retention import prune_deliveries, prune_messages
 
         outbox.register_preflight(check_destinations)  # qcluster runs it once at start-up
         # A ticket task's page links its ticket (the engine cannot know tickets).
@@ -24,6 +25,9 @@ class TicketsConfig(AppConfig):
         # The dashboard's search box finds tickets (by id, email, receipt, Correlation-ID...).
         register_search_url("tickets", ticket_search_url)
         register_dashboard_link("Ticket totals per day", ticket_totals_url)
+        # prune_outbox and its schedule prune the webhook's tables by the tasks' cutoff.
+        outbox.register_retention(prune_deliveries)
+        outbox.register_retention(prune_messages)
 
         # A malformed WEBHOOK_SECRET stops start-up, rather than refusing every webhook later.
         WebhookVerifier.from_settings()

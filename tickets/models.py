@@ -51,7 +51,11 @@ class WebhookDelivery(models.Model):
     class Meta:
         verbose_name_plural = "webhook deliveries"
         # The search by Correlation-ID (a whole value, so an equality on this index).
-        indexes = [models.Index(fields=["correlation_id"], name="tickets_delivery_correlation")]
+        indexes = [
+            models.Index(fields=["correlation_id"], name="tickets_delivery_correlation"),
+            # The prune's range (tickets.retention).
+            models.Index(fields=["received_at"], name="tickets_delivery_received"),
+        ]
 
     def __str__(self) -> str:
         return self.idempotency_key
@@ -67,6 +71,10 @@ class WebhookMessage(models.Model):
     webhook_id = models.CharField(max_length=255, unique=True)
     idempotency_key = models.CharField(max_length=255)
     received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # The prune's range (tickets.retention).
+        indexes = [models.Index(fields=["received_at"], name="tickets_message_received")]
 
     def __str__(self) -> str:
         return self.webhook_id

@@ -7,7 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
+from outbox import retention
 from outbox.conf import outbox_settings
 from outbox.console import audit
 from outbox.services import finished_before, tasks_prune
@@ -30,8 +32,9 @@ def parse_duration(value: str) -> timedelta:
 class Command(BaseCommand):
     help = (
         "Delete finished tasks (succeeded, failed, canceled) and their attempts once they "
-        "finished longer ago than the retention window. The django-q2 schedule runs the "
-        "same prune every hour; this runs it now."
+        "finished longer ago than the retention window, then the rows other apps prune by "
+        "the same cutoff (their retention hooks: the tickets' webhook deliveries and "
+        "messages). The django-q2 schedule runs the same prune every hour; this runs it now."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -51,21 +54,27 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         label: str = options["older_than"] or f"{outbox_settings().retention_days}d"
         older_than = parse_duration(label)
+        cutoff = timezone.now() - older_than
         window = f"finished more than {label.strip()} ago"
+        kept = f"older than {label.strip()}"
         if options["dry_run"]:
             count = finished_before(older_than=older_than).count()
             self.stdout.write(f"Dry run: {count} task(s) {window} would be deleted.")
+            for name, rows in retention.run_hooks(cutoff, dry_run=True):
+                self.stdout.write(f"Dry run: {rows} {name} {kept} would be deleted.")
             return
         deleted = tasks_prune(older_than=older_than)
+        others = retention.run_hooks(cutoff)
+        done = "; ".join(
+            [f"Deleted {deleted} task(s) {window}"]
+            + [f"{rows} {name} {kept}" for name, rows in others]
+        )
         by = options["by"] or audit.os_user()
         audit.log_prune(
             deleted,
-            change_message=audit.message(
-                "prune_outbox",
-                f"Deleted {deleted} task(s) {window}",
-                by=by,
-                reason=options["reason"],
-            ),
+            change_message=audit.message("prune_outbox", done, by=by, reason=options["reason"]),
             by=by,
         )
         self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} task(s) {window}."))
+        for name, rows in others:
+            self.stdout.write(self.style.SUCCESS(f"Deleted {rows} {name} {kept}."))
