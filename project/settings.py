@@ -173,8 +173,9 @@ WSGI_APPLICATION = "project.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        # Site-wide pages; each app's own templates sit in the app (APP_DIRS).
-        "DIRS": [BASE_DIR / "project" / "templates"],
+        # Site-wide pages (the root page, error pages, the admin's header) in the top-level
+        # templates/, which the wheel carries too; each app's own sit in the app (APP_DIRS).
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

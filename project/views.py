@@ -24,7 +24,7 @@ def is_html_path(path: str) -> bool:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "project/home.html")
+    return render(request, "home.html")
 
 
 def json_error(status: int, message: str) -> JsonResponse:

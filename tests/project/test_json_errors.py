@@ -170,3 +170,28 @@ def test_the_health_probes_reason_stays_one_line_of_text(client, monkeypatch):
 
     assert response.status_code == 503
     assert response["Content-Type"] == "text/plain"
+
+
+def test_a_missing_page_off_the_api_is_the_sites_plain_404_page(admin_client):
+    with override_settings(DEBUG=False):
+        response = admin_client.get("/admin/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+    body = response.content.decode()
+    assert "<h1>Not found</h1>" in body
+    assert "There is no page at <code>/admin/no-such-page/</code>" in body
+
+
+def test_a_server_error_off_the_api_is_the_sites_plain_500_page(monkeypatch):
+    def boom(request):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("project.views.render", boom)
+    with override_settings(DEBUG=False):
+        response = Client(raise_request_exception=False).get("/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
+    assert "<h1>Server error</h1>" in response.content.decode()
+    assert "boom" not in response.content.decode()

@@ -65,6 +65,15 @@ SMOKE = textwrap.dedent(
     }
     for name, response in pages.items():
         print(name, response.status_code)
+    # The site-wide templates come from the wheel's templates/, not from a checkout.
+    from django.template.loader import get_template, render_to_string
+
+    print("404 page", "There is no page at <code>/nowhere</code>" in render_to_string(
+        "404.html", {"request_path": "/nowhere"}
+    ))
+    print("500 page", "Server error" in render_to_string("500.html"))
+    print("admin header", b'<a href="/admin/">Tickets outbox</a>' in pages["dashboard"].content)
+    print("from the wheel", venv in Path(get_template("home.html").origin.name).resolve().parents)
     """
 )
 
@@ -88,10 +97,11 @@ def build_wheel(into: Path) -> Path:
 
 
 def templates_in_checkout() -> set[str]:
+    """The apps' templates and the site-wide ones in the top-level templates/."""
     return {
         str(path.relative_to(ROOT))
-        for package in PACKAGES
-        for path in (ROOT / package).glob("**/templates/**/*.html")
+        for folder in (*PACKAGES, "templates")
+        for path in (ROOT / folder).glob("**/*.html")
     }
 
 
@@ -113,6 +123,8 @@ def test_the_wheel_carries_every_template_the_apps_render(wheel: Path):
 
     assert "outbox/console/templates/admin/outbox/task/dashboard.html" in templates
     assert "tickets/templates/admin/tickets/ticket/outbox_tasks.html" in templates
+    assert {"templates/home.html", "templates/404.html", "templates/500.html"} <= templates
+    assert "templates/admin/base_site.html" in templates
     assert templates - names == set()
 
 
@@ -169,4 +181,8 @@ def test_the_installed_wheel_serves_the_admin_pages(wheel: Path, tmp_path: Path)
         "task list 200",
         "rerun confirmation 200",
         "ticket 200",
+        "404 page True",
+        "500 page True",
+        "admin header True",
+        "from the wheel True",
     ]
