@@ -10,7 +10,9 @@ django-q2 (schedules, queued tasks): moving a function needs a data migration an
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -101,6 +103,7 @@ def _hand_over(me: uuid.UUID, stopping: bool, saw_backlog: bool) -> None:
 def _register_pass(pass_id: str | None) -> uuid.UUID | None:
     with transaction.atomic():
         _lock_pass_table()
+        _forget_dead_passes_here()
         if pass_id is not None and RelayPass.objects.filter(id=pass_id).update(
             heartbeat_at=Now(), worker=worker_name()
         ):
@@ -119,6 +122,37 @@ def _live_passes() -> int:
     return RelayPass.objects.filter(heartbeat_at__gte=cutoff).count()
 
 
+def _forget_dead_passes_here() -> int:
+    """Delete the records of passes whose process on this host has ended (killed, say).
+
+    Their heartbeats stay fresh for PASS_STALE_SECONDS, counted as live against MAX_PASSES: a
+    cluster started on the host where two were just killed would otherwise start no pass
+    until those records go stale and the minute schedule runs (35 s in the bad-day run). A
+    pass on another host is left to its heartbeat. Call it holding the pass table's lock.
+    """
+    host = socket.gethostname()
+    dead = []
+    for pk, worker in RelayPass.objects.filter(worker__startswith=f"{host}:").values_list(
+        "id", "worker"
+    ):
+        pid = worker.split(":")[1] if worker.count(":") >= 2 else ""
+        if pid.isdigit() and not _process_alive(int(pid)):
+            dead.append(pk)
+    if dead:
+        RelayPass.objects.filter(id__in=dead).delete()
+    return len(dead)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
 def _lock_pass_table() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -131,6 +165,7 @@ def spawn_passes(count: int) -> int:
 
     with transaction.atomic():
         _lock_pass_table()
+        _forget_dead_passes_here()
         RelayPass.objects.filter(
             heartbeat_at__lt=Now() - timedelta(seconds=PASS_STALE_SECONDS)
         ).delete()
@@ -166,6 +201,9 @@ def keep_passes_alive() -> int:
     """The minute schedule: make sure at least one pass runs (after a crash, say)."""
     if not outbox_settings().autostart:
         return 0
+    with transaction.atomic():
+        _lock_pass_table()
+        _forget_dead_passes_here()
     return spawn_passes(max(0, 1 - _live_passes()))
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections import Counter
@@ -378,6 +379,40 @@ def test_spawn_never_starts_more_passes_than_the_limit():
 
     assert RelayPass.objects.count() == 2
     assert OrmQ.objects.count() == 2
+
+
+def test_the_passes_of_a_killed_cluster_on_this_host_leave_room_at_once():
+    # Two clusters killed on this host leave pass records with fresh heartbeats: counted as
+    # live, the replacement cluster would start no pass until they went stale and the minute
+    # schedule ran. A record of a live process, or of another host, is kept.
+    import socket
+    import subprocess
+    import sys
+
+    from django_q.models import OrmQ
+
+    from outbox.runtime.passes import keep_passes_alive
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(ended.stdout)
+    host = socket.gethostname()
+    RelayPass.objects.create(worker=f"{host}:{dead_pid}:Thread-1")
+    RelayPass.objects.create(worker=f"{host}:{dead_pid}:Thread-2")
+    alive = RelayPass.objects.create(worker=f"{host}:{os.getpid()}:MainThread")
+    elsewhere = RelayPass.objects.create(worker=f"other-host:{dead_pid}:Thread-1")
+
+    with override_settings(OUTBOX={"MAX_PASSES": 3}):
+        assert keep_passes_alive() == 0  # two live passes: one is enough for the keeper
+        assert spawn_passes(3) == 1
+
+    workers = set(RelayPass.objects.values_list("worker", flat=True))
+    assert workers == {alive.worker, elsewhere.worker, "(queued)"}
+    assert OrmQ.objects.count() == 1
 
 
 def test_a_pass_beyond_the_limit_returns_at_once(recording_handler):
