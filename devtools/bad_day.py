@@ -38,6 +38,7 @@ from devtools.simulation import (
 from outbox.conf import DEFAULTS
 from outbox.models import Attempt, AttemptOutcome, AttemptReply, RelayPass, Task, TaskState
 from outbox.registry import UnknownTaskKind, get_handler
+from outbox.retry import RetryPolicy
 from tickets.intake.signature import decode_secrets
 
 ALL_APIS = ["receipts", "payments", "spreadsheets"]
@@ -124,7 +125,8 @@ def ideal_seconds(
 ) -> float:
     """The seconds a task's failed tries force it to wait, at the policy's ceilings.
 
-    A failed try n (answered, or not sent) allows a backoff of at most min(cap, base * 2**n).
+    A failed try n (answered, or not sent) allows a backoff of at most RetryPolicy.ceiling(n),
+    min(cap, base * 2**(n - 1)).
     One whose call got no answer, of a kind with a settle, waits the later of that and the
     settle (both counted from the try's start, never their sum). A try whose lease was lost
     (its worker died) waits the lease out, then the settle when its call may have been in
@@ -134,7 +136,7 @@ def ideal_seconds(
     for record in tries:
         no_answer = record.reply in (AttemptReply.NO_ANSWER, "")
         if record.outcome == AttemptOutcome.RETRY:
-            ceiling = min(cap, base * 2 ** min(record.number, 60))
+            ceiling = RetryPolicy(base_seconds=base, cap_seconds=cap).ceiling(record.number)
             settles = settle is not None and record.reply == AttemptReply.NO_ANSWER
             total += max(ceiling, settle) if settles and settle is not None else ceiling
         elif record.outcome == AttemptOutcome.LEASE_LOST:

@@ -41,15 +41,22 @@ class RetryPolicy:
     ) -> float | None:
         """Seconds until the next try after `attempt` failed, or None when the task is dead.
 
-        Full jitter (uniform in [0, min(cap, base * 2**attempt)]) spreads a burst of retries
-        out; a Retry-After named by the API wins, within the cap.
+        Full jitter (uniform in [0, `ceiling(attempt)`]) spreads a burst of retries out; a
+        Retry-After named by the API wins, within the cap.
         """
         if permanent or attempt >= max_attempts:
             return None
         if retry_after is not None:
             return min(self.cap_seconds, max(0.0, retry_after))
-        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 60))
-        return (rand or random).uniform(0.0, ceiling)
+        return (rand or random).uniform(0.0, self.ceiling(attempt))
+
+    def ceiling(self, attempt: int) -> float:
+        """The longest backoff after failed try `attempt`: min(cap, base * 2**(attempt - 1)).
+
+        The first retry comes within `base` (1 s by default), then 2, 4, 8 s...: an API that
+        answered a 500 is asked again soon, and one that keeps failing less and less often.
+        """
+        return min(self.cap_seconds, self.base_seconds * 2 ** min(max(attempt - 1, 0), 60))
 
     def defer_delay(self, retry_after: float | None) -> float:
         """How long a deferred task waits: what the handler named, or `defer_seconds`."""

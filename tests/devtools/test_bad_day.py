@@ -19,24 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_answered_failures_add_their_backoff_ceilings():
     tries = [TryRecord(1, "retry", "answered"), TryRecord(2, "retry", "answered")]
 
-    # min(cap, base * 2**n): 2 s after the first try, 4 s after the second.
-    assert ideal_seconds(tries, base=1.0, cap=600.0, settle=60.0) == 6.0
+    # min(cap, base * 2**(n - 1)): 1 s after the first try, 2 s after the second.
+    assert ideal_seconds(tries, base=1.0, cap=600.0, settle=60.0) == 3.0
 
 
 def test_the_ceiling_stops_at_the_cap():
     tries = [TryRecord(n, "retry", "answered") for n in (1, 2, 3, 4)]
 
-    assert ideal_seconds(tries, base=1.0, cap=5.0) == 2 + 4 + 5 + 5
+    assert ideal_seconds(tries, base=1.0, cap=3.0) == 1 + 2 + 3 + 3
 
 
 def test_a_try_with_no_answer_waits_the_later_of_settle_and_backoff_not_their_sum():
     settles = [TryRecord(1, "retry", "no_answer")]
-    backoff_wins = [TryRecord(5, "retry", "no_answer")]
+    backoff_wins = [TryRecord(6, "retry", "no_answer")]
 
     assert ideal_seconds(settles, base=1.0, cap=600.0, settle=10.0) == 10.0
     assert ideal_seconds(backoff_wins, base=1.0, cap=600.0, settle=10.0) == 32.0
     # A kind with no settle waits the backoff alone.
-    assert ideal_seconds(settles, base=1.0, cap=600.0, settle=None) == 2.0
+    assert ideal_seconds(settles, base=1.0, cap=600.0, settle=None) == 1.0
 
 
 def test_a_lost_lease_waits_the_lease_then_the_settle_when_a_call_may_be_in_flight():

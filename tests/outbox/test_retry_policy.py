@@ -25,7 +25,7 @@ def test_backoff_is_full_jitter_below_an_exponential_ceiling(attempt):
         for _ in range(500)
     ]
 
-    ceiling = min(60.0, 2.0**attempt)
+    ceiling = min(60.0, 2.0 ** (attempt - 1))  # the first retry within the base
     assert all(d is not None and 0.0 <= d <= ceiling for d in delays)
     assert max(d for d in delays if d is not None) > ceiling * 0.9  # it uses the whole range
 
