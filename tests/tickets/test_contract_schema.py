@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,33 @@ def test_docs_list_every_attempt_outcome():
     assert re.findall(r"`([a-z_]+)`", line.split("is one of", 1)[1].split(".")[0]) == list(
         AttemptOutcome.values
     )
+
+
+@pytest.mark.django_db
+@override_settings(WEBHOOK_MAX_TICKETS=3, WEBHOOK_MAX_BODY_BYTES=2000)
+def test_a_body_over_both_limits_is_outside_the_schema_and_its_413_counts_as_a_refusal(client):
+    # Schemathesis seed 2038463122 (ST201): 1,132,321 bytes of more than WEBHOOK_MAX_TICKETS
+    # tickets and no Idempotency-Key, refused with 413, a status its default list of refusals
+    # lacks. Here the same case at small limits.
+    body = {"tickets": [ticket(f"t-{i}", note="x" * 600) for i in range(4)]}
+    raw = json.dumps(body)
+    assert len(raw.encode()) > 2000
+    schema = published()
+    operation = schema["paths"]["/tickets-status"]["post"]
+    key = next(p for p in operation["parameters"] if p["name"] == "Idempotency-Key")
+
+    assert key["required"] is True
+    assert not jsonschema.Draft7Validator(webhook_body_schema(schema)).is_valid(body)
+    response = client.post("/tickets-status", raw, content_type="application/json")
+
+    assert response.status_code == 413
+    assert "413" in operation["responses"]
+    # The contract test counts every refusal the webhook declares as one.
+    from tests.e2e.test_contract import CONFIG
+
+    checks = tomllib.loads(CONFIG)["checks"]
+    declared = {code for code in operation["responses"] if code.startswith("4")}
+    assert declared <= set(checks["negative_data_rejection"]["expected-statuses"])
+    # And a schema-valid body can be over the byte limit too: no JSON Schema bounds bytes.
+    assert "413" in checks["positive_data_acceptance"]["expected-statuses"]
+    assert "WEBHOOK_MAX_BODY_BYTES" in operation["requestBody"]["description"]

@@ -278,6 +278,12 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
         return result
     # A raw request schema loses drf-spectacular's `required`; the webhook has no default body.
     webhook["requestBody"]["required"] = True
+    # A bound in bytes, which no JSON Schema keyword can state (whitespace, escapes and the
+    # fields not listed count too): said here, and answered 413 before any field is read.
+    webhook["requestBody"]["description"] = (
+        f"At most {settings.WEBHOOK_MAX_BODY_BYTES} bytes (WEBHOOK_MAX_BODY_BYTES), else 413 "
+        "before any field or header rule is checked."
+    )
     body = webhook["requestBody"]["content"]["application/json"]["schema"]
     # Read when the schema is made, as the view reads it per request.
     body["properties"]["tickets"]["maxItems"] = settings.WEBHOOK_MAX_TICKETS
