@@ -4,8 +4,7 @@ import os
 
 from django.apps import AppConfig
 
-# Set by the benchmark on the clusters it starts: only they know its no-op and HTTP handlers.
-BENCHMARK_ENV = "OUTBOX_BENCHMARK_HANDLERS"
+from devtools.benchmark_env import BENCHMARK_ENV
 
 
 class DevtoolsConfig(AppConfig):
@@ -16,4 +15,4 @@ class DevtoolsConfig(AppConfig):
 
     def ready(self) -> None:
         if os.environ.get(BENCHMARK_ENV) == "1":
-            from devtools import benchmark  # noqa: F401  (registers the benchmark's handlers)
+            from devtools.benchmark import handlers  # noqa: F401  (registers the benchmark's handlers)

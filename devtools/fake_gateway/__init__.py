@@ -1,21 +1,18 @@
 """An in-memory stand-in for the gateway's Receipts, Payments and Spreadsheets APIs.
 
 Split by job: `faults` (what goes wrong on purpose), `apis` (the APIs' emulation and state),
-`server` (carrying them over HTTP). Run it with `python manage.py fake_gateway`, or in-process
+`wire` (parsing requests, shaping records), `persistence` (the state file), `server`
+(carrying them over HTTP). Run it with `python manage.py fake_gateway`, or in-process
 with `start_in_thread()`; docs/FAKE_GATEWAY.md tells how.
 """
 
 from __future__ import annotations
 
-from devtools.fake_gateway.apis import (
-    BadRequest,
-    FakeGateway,
-    GatewayState,
-    load_state,
-    save_state,
-)
+from devtools.fake_gateway.apis import FakeGateway, GatewayState
 from devtools.fake_gateway.faults import APIS, ConfigError, FaultConfig
+from devtools.fake_gateway.persistence import load_state, save_state
 from devtools.fake_gateway.server import FakeGatewayServer, start_in_thread
+from devtools.fake_gateway.wire import BadRequest
 from devtools.http_server import Reply, error_reply, json_reply
 
 __all__ = [

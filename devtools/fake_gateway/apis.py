@@ -5,26 +5,35 @@ every call next to what the call created, inject the failures `FaultConfig` asks
 before or after the write, 429s, whole APIs down, latency), and expose their state under
 `/fake-gateway/`. The state sits behind one lock, so tests may call `FakeGateway` directly from
 any thread; `server.py` carries it over HTTP.
+
+Split by concern: this module routes, injects the failures and keeps the state;
+`wire.py` parses requests and shapes the records, `persistence.py` saves and loads the state.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from devtools.fake_gateway.faults import ConfigError, FaultConfig
+from devtools.fake_gateway.wire import (
+    BadRequest,
+    _calls_param,
+    _now_iso,
+    _parse_json_object,
+    _receipt_wire,
+    _record_once,
+    _required_str,
+    no_route_reply,
+)
 from devtools.http_server import Reply, error_reply, json_reply
 
 CALLS_KEPT = 100_000
@@ -37,30 +46,6 @@ GARBAGE_BODY = (
 )
 
 _SHEET_ROWS = re.compile(r"^/spreadsheets-api/sheets/([^/]+)/rows$")
-
-
-class BadRequest(Exception):
-    """A request that breaks the contract: answered 400 with this message."""
-
-
-def no_route_reply(method: str, path: str, *, as_json: bool = False) -> Reply:
-    """A path no API serves, answered as a web server would (plain text) or, with `as_json`,
-    as Google's APIs answer every unknown path: a JSON error object. Either way it means
-    GATEWAY_ADDR is wrong, which no retry of the task can fix.
-    """
-    if as_json:
-        return json_reply(
-            404,
-            {
-                "error": {
-                    "code": 404,
-                    "message": f"Requested entity was not found: {method} {path}",
-                    "status": "NOT_FOUND",
-                }
-            },
-        )
-    body = f"404 page not found: no route for {method} {path}\n".encode()
-    return Reply(404, body, content_type="text/plain")
 
 
 # What a load balancer in front of an API answers while the API is away: 200, and HTML.
@@ -94,30 +79,6 @@ class GatewayState:
     call_count: int = 0
     status_counts: Counter[int] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
-
-
-def _required_str(body: Mapping[str, Any], name: str, label: str | None = None) -> str:
-    label = label or name
-    value = body.get(name)
-    if value is None:
-        raise BadRequest(f"{label} is required")
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{label} must be a non-empty string")
-    return value
 
 
 class FakeGateway:
@@ -426,99 +387,3 @@ class FakeGateway:
         if path == "/fake-gateway/control":
             return error_reply(405, f"{method} is not allowed on {path}", (("Allow", "GET, POST"),))
         return error_reply(404, f"no route for {method} {path}")
-
-
-def _receipt_wire(receipt: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "ticket_id": receipt["ticket_id"],
-        "number": receipt["number"],
-        "issued_at": receipt["issued_at"],
-        "price": dict(receipt["price"]),
-        "idempotency_key": receipt["idempotency_key"],
-    }
-
-
-def _record_once(
-    records: list[dict[str, Any]],
-    by_key: dict[str, dict[str, Any]],
-    request: dict[str, str],
-    *,
-    key_field: str,
-    subject_field: str,
-    correlation_id: str | None,
-    created_status: int,
-) -> tuple[int, Any]:
-    key = request[key_field]
-    existing = by_key.get(key)
-    if existing is not None:
-        if existing[subject_field] != request[subject_field]:
-            return 400, {
-                "error": f"{key_field} {key!r} was already used for {subject_field} "
-                f"{existing[subject_field]!r}, not {request[subject_field]!r}"
-            }
-        return 200, request
-    record = {**request, "correlation_id": correlation_id, "recorded_at": _now_iso()}
-    records.append(record)
-    by_key[key] = record
-    return created_status, request
-
-
-def _calls_param(query: str) -> int | None:
-    values = parse_qs(query).get("calls")
-    if not values:
-        return None
-    try:
-        calls = int(values[-1])
-    except ValueError:
-        calls = -1
-    if calls < 0:
-        raise BadRequest(f"calls must be a whole number >= 0, got {values[-1]!r}")
-    return calls
-
-
-# Persistence (`fake_gateway --state-file`): the APIs' records survive a restart, so receipt
-# numbers keep counting instead of starting again at R-000001 for new tickets. Calls, stats
-# and the failure config are not kept: they describe one run.
-
-_PERSISTED_RECORDS = {
-    "receipts": ("receipts_by_key", "idempotency_key"),
-    "voids": ("voids_by_id", "idempotent_id"),
-    "refunds": ("refunds_by_id", "deduplication_id"),
-}
-
-
-def save_state(gateway: FakeGateway, path: Path) -> None:
-    """Write the records to `path` atomically (a temporary file renamed over it)."""
-    with gateway._lock:
-        state = gateway._state
-        document = json.dumps(
-            {
-                "receipts": state.receipts,
-                "voids": state.voids,
-                "refunds": state.refunds,
-                "sheets": state.sheets,
-                "sheet_rows": state.sheet_rows,
-            }
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(document)
-    os.replace(temporary, path)
-
-
-def load_state(gateway: FakeGateway, path: Path) -> int:
-    """Read the records `save_state` wrote, if the file exists; returns the receipts loaded."""
-    if not path.exists():
-        return 0
-    try:
-        document = json.loads(path.read_text())
-        state = GatewayState(sheets=document["sheets"], sheet_rows=document["sheet_rows"])
-        for name, (index, key) in _PERSISTED_RECORDS.items():
-            records = document[name]
-            setattr(state, name, records)
-            setattr(state, index, {record[key]: record for record in records})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError("state_file", f"{path} is not a fake gateway state file: {exc}") from exc
-    with gateway._lock:
-        gateway._state = state
-    return len(state.receipts)
