@@ -159,8 +159,9 @@ def _lock_pass_table() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('outbox_relay_pass'))")
 
 
-def spawn_passes(count: int) -> int:
-    """Enqueue up to `count` passes on the django-q2 broker, never beyond MAX_PASSES live."""
+def spawn_passes(count: int, *, only_if_none_live: bool = False) -> int:
+    """Enqueue up to `count` passes on the django-q2 broker, never beyond MAX_PASSES live;
+    with `only_if_none_live`, only when no pass is live (the keeper's rule)."""
     from django_q.tasks import async_task
 
     with transaction.atomic():
@@ -169,7 +170,10 @@ def spawn_passes(count: int) -> int:
         RelayPass.objects.filter(
             heartbeat_at__lt=Now() - timedelta(seconds=PASS_STALE_SECONDS)
         ).delete()
-        room = outbox_settings().max_passes - _live_passes()
+        live = _live_passes()
+        if only_if_none_live and live:
+            count = 0
+        room = outbox_settings().max_passes - live
         reserved = [RelayPass.objects.create(worker="(queued)") for _ in range(min(count, room))]
     for reservation in reserved:
         async_task(
@@ -201,10 +205,7 @@ def keep_passes_alive() -> int:
     """The minute schedule: make sure at least one pass runs (after a crash, say)."""
     if not outbox_settings().autostart:
         return 0
-    with transaction.atomic():
-        _lock_pass_table()
-        _forget_dead_passes_here()
-    return spawn_passes(max(0, 1 - _live_passes()))
+    return spawn_passes(1, only_if_none_live=True)
 
 
 @contextmanager
