@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -53,6 +54,8 @@ from tickets.verdicts import (
 
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0
+# The pause before a failed read is asked again, within the same try.
+READ_AGAIN_AFTER_SECONDS = 0.1
 
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
@@ -216,6 +219,29 @@ class GatewayClient:
         `TransientError` (with `reply` saying whether the API answered), `PermanentError`, or
         `Misconfigured` (the destination's circuit opens; the task waits without a try spent).
         """
+        if not endpoint.write:
+            # A read changes nothing: one that failed is asked again once within the try,
+            # after a short pause, so a retry that reads before it writes (the sheet append)
+            # does not lose its turn to one unlucky read. A Retry-After is the API's to set.
+            try:
+                return self._call_once(endpoint, path, correlation_id=correlation_id)
+            except TransientError as exc:
+                if exc.retry_after is not None:
+                    raise
+            time.sleep(READ_AGAIN_AFTER_SECONDS)
+        return self._call_once(
+            endpoint, path, correlation_id=correlation_id, json=json, expect=expect
+        )
+
+    def _call_once(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        *,
+        correlation_id: str,
+        json: Any = None,
+        expect: Mapping[str, str] | None = None,
+    ) -> Any:
         url = f"{self.base_url}{path}"
         what = f"{endpoint.method} {url}"
         breaker = breaker_for(self.api)

@@ -351,7 +351,8 @@ def test_a_trickling_api_is_cut_off_at_the_calls_total_deadline(head_too):
 
 
 class ScriptedServer:
-    """Answers every request with one fixed status, headers and body; records what came."""
+    """Answers every request with one fixed status, headers and body (after the answers
+    queued in `first`, one per request); records what came."""
 
     def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
         seen: list[tuple[str, str]] = []
@@ -362,7 +363,9 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 seen.append((self.command, self.path))
-                target = answers.get(self.path, (status, body, headers or {}))
+                target = (
+                    first.pop(0) if first else answers.get(self.path, (status, body, headers or {}))
+                )
                 self.send_response(target[0])
                 for name, value in target[2].items():
                     self.send_header(name, value)
@@ -377,6 +380,8 @@ class ScriptedServer:
 
         answers: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self.answers = answers
+        first: list[tuple[int, bytes, dict[str, str]]] = []
+        self.first = first
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -494,3 +499,52 @@ def test_a_sheet_read_that_got_no_answer_leaves_no_write_to_wait_for(base_url, g
         client.rows(sheet="s", correlation_id="c")
 
     assert caught.value.reply == ""
+
+
+ROWS = (200, b'{"rows": [["t-1"]]}', {"Content-Type": JSON_TYPE})
+ANSWERED_500 = (500, b'{"error": "busy"}', {"Content-Type": JSON_TYPE})
+
+
+def test_a_read_answered_500_is_asked_again_once_within_the_try(scripted):
+    # The sheet append's retry reads before it writes: one unlucky read must not cost the
+    # task a whole backoff.
+    server = scripted(*ROWS)
+    server.first.append(ANSWERED_500)
+
+    rows = SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
+
+    assert rows == [["t-1"]]
+    assert len(server.seen) == 2
+
+
+def test_a_read_that_fails_twice_is_the_tries_transient_error(scripted):
+    server = scripted(*ANSWERED_500)
+
+    with pytest.raises(TransientError) as caught:
+        SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
+
+    assert caught.value.http_status == 500
+    assert len(server.seen) == 2
+
+
+def test_a_read_told_to_wait_by_retry_after_is_not_asked_again(scripted):
+    server = scripted(*ROWS)
+    server.first.append((429, b"", {"Retry-After": "7"}))
+
+    with pytest.raises(TransientError) as caught:
+        SpreadsheetsClient(base_url=server.url).rows(sheet="s", correlation_id="c")
+
+    assert caught.value.retry_after == 7.0
+    assert len(server.seen) == 1
+
+
+def test_a_write_answered_500_is_never_sent_again_within_the_try(scripted):
+    server = scripted(200, b'{"sheet": "s"}', {"Content-Type": JSON_TYPE})
+    server.first.append(ANSWERED_500)
+
+    with pytest.raises(TransientError):
+        SpreadsheetsClient(base_url=server.url).append_row(
+            sheet="s", columns=["t-1"], correlation_id="c"
+        )
+
+    assert server.seen == [("POST", "/spreadsheets-api/sheets/s/rows")]
