@@ -35,7 +35,9 @@ class OutboxSettings:
     queue_weights: dict[str, int] = field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
     )
-    backoff_base_seconds: float = 1.0
+    # Stripe's own clients start at 0.5 s and double: an API that answered a 500 is asked
+    # again soon; one that is really down is rested by its circuit, not by the backoff.
+    backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 600.0
     # A handler's `Defer` that names no delay waits this long (without spending an attempt).
     defer_seconds: float = 5.0

@@ -53,7 +53,7 @@ class RetryPolicy:
     def ceiling(self, attempt: int) -> float:
         """The longest backoff after failed try `attempt`: min(cap, base * 2**(attempt - 1)).
 
-        The first retry comes within `base` (1 s by default), then 2, 4, 8 s...: an API that
+        The first retry comes within `base` (0.5 s by default), then 1, 2, 4 s...: an API that
         answered a 500 is asked again soon, and one that keeps failing less and less often.
         """
         return min(self.cap_seconds, self.base_seconds * 2 ** min(max(attempt - 1, 0), 60))
