@@ -15,6 +15,10 @@ What a domain app needs is here: `import outbox`, then
   to the domain's own page; `register_search_url(label, func)`, a dashboard search box that
   sends its words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
   `register_dashboard_link(label, func)`, a link to one of its pages.
+- `outbox.register_schedule(name=, func=, minutes=, migration=)`: a django-q2 schedule of the
+  app's own (created by its `migration`), recreated when deleted as the relay's are;
+- `outbox.console.links.register_dashboard_note(func)` and `register_status_check(name,
+  func)`: a line on the dashboard, and a check `outbox_status --check` runs;
 - `outbox.register_retention(hook)`: `hook(cutoff, dry_run) -> (label, rows)` deletes the
   app's own rows older than `cutoff`; `prune_outbox` and its schedule run it after the tasks;
   `outbox.delete_in_chunks(queryset, dry_run=...)` deletes in short transactions, as they do.
@@ -47,6 +51,7 @@ from outbox.preflight import register as register_preflight
 from outbox.registry import TaskContext, handler
 from outbox.retention import delete_in_chunks
 from outbox.retention import register as register_retention
+from outbox.schedules import register as register_schedule
 
 if TYPE_CHECKING:
     from outbox.conf import outbox_settings
@@ -109,6 +114,7 @@ __all__ = [
     "redact",
     "register_preflight",
     "register_retention",
+    "register_schedule",
     "tasks_cancel",
     "tasks_with_dedupe_keys",
 ]

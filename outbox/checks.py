@@ -102,7 +102,7 @@ def check_relay_schedules(
         applied = MigrationRecorder(connection).applied_migrations()
         if ("outbox", "0002_relay_schedules") not in applied:
             continue  # not migrated yet: the migrations create them
-        missing = missing_schedules(using=alias)
+        missing = missing_schedules(using=alias, applied=applied)
         if missing:
             warnings.append(
                 Warning(

@@ -78,3 +78,119 @@ class WebhookMessage(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class ReconcileRun(models.Model):
+    """One comparison of our records with the APIs' own (tickets.reconcile): who, when, what."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        """Started; its items are written as they are found."""
+        DONE = "done", "Done"
+        """Finished: every sheet was read and every ticket in scope checked."""
+        ERROR = "error", "Error"
+        """Stopped before the end (an API that did not answer): its counts are partial."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    by = models.CharField(max_length=150, blank=True, default="")
+    trigger = models.CharField(max_length=16, default="command")
+    # The window of tickets created or changed, or the tickets named (then no window).
+    since = models.DateTimeField(null=True, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    ticket_ids = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True, default="")
+    tickets_checked = models.PositiveIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    # Items per kind, and those still open (neither fixed nor acknowledged, not in flight).
+    counts = models.JSONField(default=dict, blank=True)
+    drift_open = models.PositiveIntegerField(default=0)
+    # What this run could not check against the APIs, in words (APIs with no lookup).
+    notes = models.JSONField(default=list, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "reconcile run"
+        indexes = [models.Index(fields=["-started_at"], name="tickets_reconcile_started")]
+
+    def __str__(self) -> str:
+        return f"Reconcile #{self.pk} ({self.started_at:%Y-%m-%d %H:%M})"
+
+
+class DriftKind(models.TextChoices):
+    MISSING_ROW = "missing_row", "Missing row"
+    """A ticket that should have a sheet row has none, and no task is working on it."""
+    DUPLICATE_ROW = "duplicate_row", "Duplicate row"
+    """A ticket has more than one row on a sheet."""
+    EXTRA_ROW = "extra_row", "Extra row"
+    """A row for a ticket we do not know, or that should not be on that sheet."""
+    DIFFERENT_ROW = "different_row", "Different data"
+    """A row whose email, amount or currency differs from the ticket's."""
+    MISSING_RECEIPT = "missing_receipt", "Missing receipt"
+    """A confirmed, unrefunded ticket with no receipt number and no task working on it."""
+    MISSING_VOID = "missing_void", "Missing void"
+    """A refunded ticket whose receipt may exist and whose void did not succeed."""
+    MISSING_REFUND = "missing_refund", "Missing refund"
+    """A refunded ticket whose payment refund did not succeed."""
+    IN_FLIGHT = "in_flight", "In flight"
+    """An effect not there yet whose task is waiting or running: not drift."""
+
+
+# The kinds a fix enqueues a task for; the others are corrected by hand and acknowledged.
+FIXABLE_KINDS = (
+    DriftKind.MISSING_ROW,
+    DriftKind.MISSING_RECEIPT,
+    DriftKind.MISSING_VOID,
+    DriftKind.MISSING_REFUND,
+)
+
+
+class DriftItem(models.Model):
+    """One difference a reconcile run found, with its evidence and what was done about it."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        """Found, nothing done yet."""
+        FIXED = "fixed", "Fixed"
+        """The missing effect's task was enqueued (or requeued)."""
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        """Corrected by hand, or accepted, with a note."""
+        INFO = "info", "Information"
+        """In flight: nothing to do, shown so the report says what it did not count."""
+
+    run = models.ForeignKey(ReconcileRun, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=16, choices=DriftKind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    # The seller's ticket id; `ticket` is set when we know the ticket.
+    seller_ticket_id = models.CharField(max_length=255)
+    ticket = models.ForeignKey(
+        Ticket, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    effect = models.CharField(max_length=64)
+    customer_email = models.CharField(max_length=254, blank=True, default="")
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    summary = models.CharField(max_length=500)
+    evidence = models.JSONField(default=dict, blank=True)
+    task_ids = models.JSONField(default=list, blank=True)
+    # The same difference in a later run has the same fingerprint: an acknowledgement carries.
+    fingerprint = models.CharField(max_length=64)
+    handled_by = models.CharField(max_length=150, blank=True, default="")
+    handled_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+    fix_task_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "drift item"
+        indexes = [
+            models.Index(fields=["run", "kind"], name="tickets_drift_run_kind"),
+            models.Index(fields=["fingerprint", "state"], name="tickets_drift_fingerprint"),
+        ]
+        permissions = [
+            ("fix_driftitem", "Can fix a reconcile's missing effect"),
+            ("acknowledge_driftitem", "Can acknowledge a reconcile's drift item"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.seller_ticket_id} ({self.effect})"

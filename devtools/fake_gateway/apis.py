@@ -23,11 +23,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
+from devtools.fake_gateway.drift import apply_drift, parse_drift
 from devtools.fake_gateway.faults import ConfigError, FaultConfig
 from devtools.fake_gateway.wire import (
     BadRequest,
     _calls_param,
     _now_iso,
+    _page_params,
     _parse_json_object,
     _receipt_wire,
     _record_once,
@@ -46,6 +48,7 @@ GARBAGE_BODY = (
 )
 
 _SHEET_ROWS = re.compile(r"^/spreadsheets-api/sheets/([^/]+)/rows$")
+_SHEET_DRIFT = re.compile(r"^/fake-gateway/sheets/([^/]+)/drift$")
 
 
 # What a load balancer in front of an API answers while the API is away: 200, and HTML.
@@ -147,7 +150,7 @@ class FakeGateway:
         if path.startswith(INSPECTION_PREFIX):
             return self._handle_inspection(method, path, query, body)
         config = self._config
-        route = self._route(method, path, json_404s=config.json_404s)
+        route = self._route(method, path, query, json_404s=config.json_404s)
         if isinstance(route, Reply):
             return route
         api, prepare = route
@@ -180,7 +183,7 @@ class FakeGateway:
         return reply
 
     def _route(
-        self, method: str, path: str, *, json_404s: bool = False
+        self, method: str, path: str, query: str = "", *, json_404s: bool = False
     ) -> tuple[str, Callable[[bytes], Operation]] | Reply:
         allowed: tuple[str, ...]
         if path == "/receipts-api/receipts":
@@ -195,7 +198,7 @@ class FakeGateway:
             if method == "POST":
                 prepare = partial(self._prepare_append, sheet=sheet)
             else:
-                prepare = partial(self._prepare_rows, sheet=sheet)
+                prepare = partial(self._prepare_rows, sheet=sheet, query=query)
         else:
             return no_route_reply(method, path, as_json=json_404s)
         if method not in allowed:
@@ -357,11 +360,33 @@ class FakeGateway:
 
         return append
 
-    def _prepare_rows(self, raw: bytes, sheet: str) -> Operation:
+    def _prepare_rows(self, raw: bytes, sheet: str, query: str = "") -> Operation:
+        # `?offset=&limit=` reads one page (the reconcile's bounded reads); without them, the
+        # whole sheet, as the contract has it.
+        page = _page_params(query)
+
         def rows(correlation_id: str | None) -> tuple[int, Any]:
-            return 200, {"rows": list(self._state.sheets.get(sheet, ()))}
+            stored = self._state.sheets.get(sheet, [])
+            if page is None:
+                return 200, {"rows": list(stored)}
+            offset, limit = page
+            chunk = stored[offset : offset + limit]
+            after = offset + len(chunk)
+            return 200, {"rows": chunk, "next_offset": after if after < len(stored) else None}
 
         return rows
+
+    def plant_drift(self, sheet: str, changes: Mapping[str, Any]) -> int:
+        """Delete, duplicate or change a ticket's row, or add one (devtools/fake_gateway/drift.py);
+        the rows touched. Raises BadRequest naming the problem, changing nothing."""
+        drift = parse_drift(dict(changes))
+        with self._lock:
+            return apply_drift(self._state.sheets, self._state.sheet_rows, sheet, drift)
+
+    def load_rows(self, sheet: str, rows: list[list[str]]) -> None:
+        """Put rows on a sheet at once, for the reconcile's benchmark (no calls recorded)."""
+        with self._lock:
+            self._state.sheets.setdefault(sheet, []).extend(rows)
 
     def _handle_inspection(self, method: str, path: str, query: str, raw: bytes) -> Reply:
         if path == "/fake-gateway/state" and method == "GET":
@@ -381,6 +406,15 @@ class FakeGateway:
                 return json_reply(200, self.configure(changes).as_json())
             except (BadRequest, ConfigError) as exc:
                 return error_reply(400, str(exc))
+        if match := _SHEET_DRIFT.match(path):
+            if method != "POST":
+                return error_reply(405, f"{method} is not allowed on {path}", (("Allow", "POST"),))
+            sheet = unquote(match.group(1))
+            try:
+                touched = self.plant_drift(sheet, _parse_json_object(raw))
+            except BadRequest as exc:
+                return error_reply(400, str(exc))
+            return json_reply(200, {"sheet": sheet, "rows_touched": touched})
         known = {"/fake-gateway/state": "GET", "/fake-gateway/reset": "POST"}
         if path in known:
             return error_reply(405, f"{method} is not allowed on {path}", (("Allow", known[path]),))

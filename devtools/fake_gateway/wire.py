@@ -106,3 +106,21 @@ def _calls_param(query: str) -> int | None:
     if calls < 0:
         raise BadRequest(f"calls must be a whole number >= 0, got {values[-1]!r}")
     return calls
+
+
+def _page_params(query: str) -> tuple[int, int] | None:
+    """`offset` and `limit` of a paged read of a sheet; None when the query asks for none."""
+    params = parse_qs(query)
+    if "offset" not in params and "limit" not in params:
+        return None
+    found = []
+    for name, default in (("offset", "0"), ("limit", "1000")):
+        raw = params.get(name, [default])[-1]
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (name == "limit" and value == 0):
+            raise BadRequest(f"{name} must be a whole number >= {int(name == 'limit')}, got {raw!r}")
+        found.append(value)
+    return found[0], found[1]

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from outbox.console import selectors
 from outbox.console.health import PASS_STALE
-from outbox.console.links import dashboard_links, search_urls
+from outbox.console.links import dashboard_links, dashboard_notes, search_urls
 from outbox.console.triage import group_list_url
 from outbox.models import TaskState
 
@@ -91,6 +91,7 @@ def dashboard_view(model_admin: TaskActions, request: HttpRequest) -> HttpRespon
         # The domain's lists the search box sends `?q=` to (the engine cannot name them).
         "searches": search_urls(),
         "links": dashboard_links(),
+        "notes": dashboard_notes(),
         "refresh_seconds": refresh_seconds(request),
         "default_refresh_seconds": REFRESH_SECONDS,
     }

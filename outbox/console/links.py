@@ -8,6 +8,7 @@ its AppConfig.ready(); the engine never sees them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 # Where an operator reads about a task's subject (a ticket's admin page, say): given a kind
 # and its subject value, a URL or None. The domain registers it; the engine only links it.
@@ -61,3 +62,45 @@ def register_dashboard_link(label: str, func: SearchUrl) -> SearchUrl:
 def dashboard_links() -> list[tuple[str, str]]:
     """(label, URL) of every registered dashboard link, in the order they were registered."""
     return [(label, func()) for label, func in _dashboard_links.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardNote:
+    """A line the domain puts on the dashboard ("Last reconcile: ..."); `alarm` shows it red."""
+
+    text: str
+    url: str | None = None
+    alarm: bool = False
+
+
+# A function giving the note to show now, or None for none; resolved when the page renders.
+NoteSource = Callable[[], "DashboardNote | None"]
+_dashboard_notes: list[NoteSource] = []
+
+
+def register_dashboard_note(func: NoteSource) -> NoteSource:
+    """Register `func() -> DashboardNote | None`, shown on the dashboard."""
+    if func not in _dashboard_notes:
+        _dashboard_notes.append(func)
+    return func
+
+
+def dashboard_notes() -> list[DashboardNote]:
+    return [note for note in (func() for func in _dashboard_notes) if note is not None]
+
+
+# A check `outbox_status --check` runs beside its thresholds: None when it holds, else what is
+# wrong. The domain decides (from its own settings) whether its check may fail at all.
+StatusCheck = Callable[[], "str | None"]
+_status_checks: dict[str, StatusCheck] = {}
+
+
+def register_status_check(name: str, func: StatusCheck) -> StatusCheck:
+    """Register `func() -> problem | None` as the check `name` of `outbox_status --check`."""
+    _status_checks[name] = func
+    return func
+
+
+def status_checks() -> list[tuple[str, str | None]]:
+    """(name, problem or None) of every registered check, in the order registered."""
+    return [(name, func()) for name, func in _status_checks.items()]

@@ -16,14 +16,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from outbox.claim import DATABASE_TROUBLE
 from outbox.conf import outbox_settings
@@ -226,14 +227,36 @@ def _stop_on_signals(stop_event: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def missing_schedules(*, using: str = "default") -> list[str]:
-    """The names of the relay's schedules that are not in django-q2's table."""
+def all_schedules(*, applied: Iterable[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The relay's schedules and those apps registered (outbox.schedules); with `applied`,
+    only the registered ones whose creating migration is in it."""
+    from outbox import schedules
+
+    extra = schedules.registered()
+    if applied is not None:
+        done = set(applied)
+        extra = [spec for spec in extra if spec["migration"] in done]
+    return [*SCHEDULES, *extra]
+
+
+def missing_schedules(
+    *, using: str = "default", applied: Iterable[tuple[str, str]] | None = None
+) -> list[str]:
+    """The names of the relay's schedules (and the apps' registered ones) that are not in
+    django-q2's table."""
     from django_q.models import Schedule
 
-    names = [spec["name"] for spec in SCHEDULES]
+    names = [spec["name"] for spec in all_schedules(applied=applied)]
     rows = Schedule.objects.using(using).filter(name__in=names)
     present = set(rows.values_list("name", flat=True))
     return [name for name in names if name not in present]
+
+
+def next_at_hour(hour: int, *, now: datetime | None = None) -> datetime:
+    """The next time the clock (UTC) shows `hour`:00, a daily schedule's first run."""
+    now = now or timezone.now()
+    at = now.astimezone(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
 
 
 def ensure_schedules() -> list[str]:
@@ -242,16 +265,16 @@ def ensure_schedules() -> list[str]:
     from django_q.models import Schedule
 
     created = []
-    for spec in SCHEDULES:
-        _, new = Schedule.objects.get_or_create(
-            name=spec["name"],
-            defaults={
-                "func": spec["func"],
-                "schedule_type": Schedule.MINUTES,
-                "minutes": spec["minutes"],
-                "repeats": -1,
-            },
-        )
+    for spec in all_schedules():
+        defaults: dict[str, Any] = {
+            "func": spec["func"],
+            "schedule_type": Schedule.MINUTES,
+            "minutes": spec["minutes"],
+            "repeats": -1,
+        }
+        if spec.get("hour") is not None:
+            defaults["next_run"] = next_at_hour(int(spec["hour"]))
+        _, new = Schedule.objects.get_or_create(name=spec["name"], defaults=defaults)
         if new:
             logger.warning("recreated the missing django-q2 schedule %s", spec["name"])
             created.append(str(spec["name"]))

@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from outbox.console import selectors
-from outbox.console.health import PASS_STALE, Thresholds, evaluate
+from outbox.console.health import PASS_STALE, Check, Thresholds, evaluate
+from outbox.console.links import status_checks
 from outbox.models import TaskState
 from outbox.runtime.passes import ensure_schedules
 
@@ -134,6 +135,11 @@ class Command(BaseCommand):
                 open_circuits=[c.destination for c in circuits if not c.is_closed],
                 live_passes=relay.live,
             )
+            # The apps' own checks (a reconcile's drift, say): each says whether it holds.
+            checks += [
+                Check(name, 0.0 if problem is None else 1.0, 0.0, problem is None, problem or "")
+                for name, problem in status_checks()
+            ]
 
         if options["json"]:
             document: dict[str, Any] = {
