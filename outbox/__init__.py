@@ -26,7 +26,8 @@ What a domain app needs is here: `import outbox`, then
 Beyond this surface a domain app may use `outbox.models`, `outbox.history`,
 `outbox.runtime.circuit`, `outbox.correlation`, `outbox.plaintext` and the console's
 `outbox.console.api` (the staff API's base view), `outbox.console.admin_mixins` and
-`outbox.console.links` (tests/test_import_direction.py holds the list). Names that need the
+`outbox.console.links` and `outbox.console.audit` (the admin history an operator's
+command writes; tests/test_import_direction.py holds the list). Names that need the
 models are imported on first use: this package loads before the app registry is ready.
 """
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         enqueue,
         enqueue_many,
         tasks_cancel,
+        tasks_retry,
         tasks_with_dedupe_keys,
     )
     from outbox.sql import insert_ignoring_conflicts
@@ -77,6 +79,7 @@ _LAZY = {
     "enqueue": "outbox.services",
     "enqueue_many": "outbox.services",
     "tasks_cancel": "outbox.services",
+    "tasks_retry": "outbox.services",
     "insert_ignoring_conflicts": "outbox.sql",
 }
 
@@ -116,5 +119,6 @@ __all__ = [
     "register_retention",
     "register_schedule",
     "tasks_cancel",
+    "tasks_retry",
     "tasks_with_dedupe_keys",
 ]

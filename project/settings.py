@@ -277,6 +277,14 @@ WEBHOOK_MAX_TICKETS = env_int("WEBHOOK_MAX_TICKETS", 1000, minimum=1)
 # idempotency key, and a slow write may land after the client gave up.
 SHEET_SETTLE_SECONDS = env_float("SHEET_SETTLE_SECONDS", 60.0, minimum=0.0)
 
+# The reconcile (docs/OPERATORS.md): it reads each sheet in pages of RECONCILE_PAGE_ROWS rows,
+# at most RECONCILE_PAGES_PER_SECOND pages a second. RECONCILE_DRIFT_FAILS_CHECK=1 makes
+# `outbox_status --check` fail while the last finished run has open drift (off: drift is the
+# accountants' to work, not an outage).
+RECONCILE_PAGE_ROWS = env_int("RECONCILE_PAGE_ROWS", 5000, minimum=1)
+RECONCILE_PAGES_PER_SECOND = env_float("RECONCILE_PAGES_PER_SECOND", 20.0, minimum=0.1)
+RECONCILE_DRIFT_FAILS_CHECK = env_bool("RECONCILE_DRIFT_FAILS_CHECK", False)
+
 # The outbox relay. A pass claims and runs tasks for OUTBOX_PASS_SECONDS, then returns and
 # chains its successor; it must end well before django-q2's timeout, itself below retry.
 # settings.OUTBOX holds only what the environment sets: every default is outbox.conf's

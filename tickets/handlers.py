@@ -131,7 +131,9 @@ def append_sheet_row(task: outbox.TaskContext) -> dict[str, Any]:
         raise PermanentError(f"unknown sheet {sheet!r}")
     # Any earlier try may have written the row (a 500 after the write, a lost answer): look
     # before appending again. The engine has already waited out a try that got no answer.
-    if task.attempt > 1 and p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
+    # A reconcile's fix reads first even on its first try (tickets.reconcile.fixes).
+    look_first = task.attempt > 1 or bool(p.get(kinds.READ_SHEET_FIRST))
+    if look_first and p["ticket_id"] in sheet_reader.ticket_ids(sheet, task.correlation_id):
         return {"sheet": sheet, "appended": False, "already_present": True}
     SpreadsheetsClient().append_row(
         sheet=sheet,

@@ -96,6 +96,10 @@ def _sheet_row_payload(sheet: str) -> Callable[[TicketIn], dict[str, Any]]:
 # of the receipt task.
 RECEIPT_MAY_EXIST = "receipt_may_exist"
 
+# In a sheet row's payload: read the sheet before the first append too. A reconcile's fix of a
+# missing row whose old task was pruned sets it, so a row that came back since is not doubled.
+READ_SHEET_FIRST = "read_sheet_first"
+
 
 def _refund_payload(ticket: TicketIn) -> dict[str, Any]:
     return {"ticket_id": ticket.ticket_id, "reason": REFUND_REASON}

@@ -121,6 +121,8 @@ def _page_params(query: str) -> tuple[int, int] | None:
         except ValueError:
             value = -1
         if value < 0 or (name == "limit" and value == 0):
-            raise BadRequest(f"{name} must be a whole number >= {int(name == 'limit')}, got {raw!r}")
+            raise BadRequest(
+                f"{name} must be a whole number >= {int(name == 'limit')}, got {raw!r}"
+            )
         found.append(value)
     return found[0], found[1]

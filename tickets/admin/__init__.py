@@ -1,8 +1,8 @@
 """Tickets in the admin, read-only: the tickets' pages (`tickets`, with what their effects mean
-in `effects`) and the webhook deliveries' (`deliveries`). Importing this package (the admin's
-autodiscovery does) registers them.
+in `effects`), the webhook deliveries' (`deliveries`), and the reconcile's runs and drift
+items (`reconcile`). Importing this package (the admin's autodiscovery does) registers them.
 """
 
-from tickets.admin import deliveries, tickets
+from tickets.admin import deliveries, reconcile, tickets
 
-__all__ = ["deliveries", "tickets"]
+__all__ = ["deliveries", "reconcile", "tickets"]

@@ -59,6 +59,9 @@ def grant_accounting(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("tickets", "0007_received_at_indexes"),
+        ("tickets", "0002_accounting_group"),
+        ("outbox", "0002_relay_schedules"),
+        ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
     ]
 
     operations = [

@@ -1,0 +1,136 @@
+"""What is done about a drift item: a missing effect's task enqueued again, or a row the API
+cannot delete acknowledged with a note. Both are written to the admin's history (LogEntry).
+
+A fix makes exactly the task the webhook (or the refund) would have made: the effect's own
+dedupe key and the idempotency key derived from it (tickets.kinds). When a task with that key
+still exists, it is requeued the way the admin's retry and re-run requeue (outbox's
+`tasks_retry`: the state guard in the UPDATE, the attempt count kept), so its next try is not
+its first and the sheet handler reads the sheet before it appends. A task enqueued afresh (the
+old one was pruned) carries `read_sheet_first`, so it reads too. Two fixes, or a fix raced with
+the relay, make one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
+from django.utils import timezone
+
+from outbox import enqueue_many, tasks_retry
+from outbox.console.audit import log_tasks, log_user_id
+from outbox.models import Task, TaskState
+from tickets import kinds
+from tickets.models import FIXABLE_KINDS, DriftItem, Ticket
+from tickets.ticket_in import TicketIn
+
+REQUEUABLE = (TaskState.FAILED, TaskState.CANCELED, TaskState.SUCCEEDED)
+EFFECTS = {effect.name: effect for effect in kinds.EFFECTS}
+
+
+class CannotFix(Exception):
+    """The item is not a missing effect, was handled already, or its ticket is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class FixOutcome:
+    item_id: int
+    task_id: int
+    done: str
+
+
+def _ticket_in(ticket: Ticket) -> TicketIn:
+    return TicketIn(
+        ticket.ticket_id,
+        ticket.status,
+        ticket.customer_email,
+        ticket.price_amount,
+        ticket.price_currency,
+        ticket.booking_id,
+    )
+
+
+def _log_item(item: DriftItem, message: str, by: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=log_user_id(by), queryset=[item], action_flag=CHANGE, change_message=message
+    )
+
+
+@transaction.atomic
+def drift_fix(*, item_id: int, by: str) -> FixOutcome:
+    """Enqueue (or requeue) the task of the missing effect `item_id` names; once per item."""
+    item = DriftItem.objects.select_for_update().filter(pk=item_id).first()
+    if item is None:
+        raise CannotFix(f"drift item #{item_id} does not exist")
+    if item.kind not in FIXABLE_KINDS:
+        raise CannotFix(
+            f"drift item #{item_id} is a {item.get_kind_display().lower()}: the API cannot undo "
+            "it, so it is corrected by hand and acknowledged"
+        )
+    if item.state != DriftItem.State.OPEN:
+        raise CannotFix(f"drift item #{item_id} is {item.state} already (by {item.handled_by})")
+    effect = EFFECTS.get(item.effect)
+    ticket = Ticket.objects.filter(ticket_id=item.seller_ticket_id).first()
+    if effect is None or ticket is None:
+        raise CannotFix(f"drift item #{item_id}: its ticket or effect is no longer known")
+    spec = effect.spec(_ticket_in(ticket), f"reconcile-{item.run_id}-fix-{item.pk}")
+    if effect.kind == kinds.APPEND_ROW:
+        spec = replace(spec, payload={**spec.payload, kinds.READ_SHEET_FIRST: True})
+    elif effect.kind == kinds.VOID_RECEIPT:
+        spec = replace(spec, payload={**spec.payload, kinds.RECEIPT_MAY_EXIST: True})
+    created = enqueue_many([spec])
+    if created:
+        task_id, done = created[0].id, f"enqueued task #{created[0].id}"
+    else:
+        existing = Task.objects.select_for_update().get(dedupe_key=spec.dedupe_key)
+        task_id = existing.pk
+        if existing.state in REQUEUABLE:
+            tasks_retry(
+                tasks=Task.objects.filter(pk=existing.pk, state__in=REQUEUABLE),
+                include_succeeded=True,
+            )
+            done = f"requeued task #{existing.pk} (it was {existing.state})"
+        else:
+            done = f"task #{existing.pk} is {existing.state} already: nothing to requeue"
+    item.state = DriftItem.State.FIXED
+    item.handled_by = by
+    item.handled_at = timezone.now()
+    item.fix_task_id = task_id
+    item.note = f"Fixed: {done}."
+    item.save(update_fields=["state", "handled_by", "handled_at", "fix_task_id", "note"])
+    _log_item(item, f"Fixed from reconcile run #{item.run_id}: {done}.", by)
+    log_tasks(
+        [task_id],
+        change_message=f"Enqueued by the fix of drift item #{item.pk} "
+        f"(reconcile run #{item.run_id}, by {by or 'unknown'}): {item.summary}",
+        by=by,
+    )
+    return FixOutcome(item.pk, task_id, done)
+
+
+@transaction.atomic
+def drift_acknowledge(*, item_id: int, by: str, note: str) -> None:
+    """Mark an item handled by hand (a row removed or corrected on the sheet), with a note."""
+    note = note.strip()
+    if not note:
+        raise CannotFix("an acknowledgement needs a note: what was done, or why it stands")
+    item = DriftItem.objects.select_for_update().filter(pk=item_id).first()
+    if item is None:
+        raise CannotFix(f"drift item #{item_id} does not exist")
+    if item.state != DriftItem.State.OPEN:
+        raise CannotFix(f"drift item #{item_id} is {item.state} already (by {item.handled_by})")
+    item.state = DriftItem.State.ACKNOWLEDGED
+    item.handled_by = by
+    item.handled_at = timezone.now()
+    item.note = note[:2000]
+    item.save(update_fields=["state", "handled_by", "handled_at", "note"])
+    _log_item(item, f"Acknowledged from reconcile run #{item.run_id}: {note}", by)
+
+
+def fix_run(*, run_id: int, by: str) -> list[FixOutcome]:
+    """Fix every open missing effect of a run, each in its own transaction."""
+    ids = DriftItem.objects.filter(
+        run_id=run_id, state=DriftItem.State.OPEN, kind__in=FIXABLE_KINDS
+    ).values_list("pk", flat=True)
+    return [drift_fix(item_id=item_id, by=by) for item_id in list(ids)]
