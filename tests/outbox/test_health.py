@@ -158,8 +158,8 @@ def test_the_dashboard_shows_the_outage(admin_client, django_assert_num_queries)
 
     # Session and user 2, counts 1, chart (all kinds and each kind) 2, lag 1, throughput 1,
     # paused 1, waiting 2 (each kind's newest error a subquery), circuits 1, relay passes and
-    # tasks in flight 2, failure groups 1.
-    with django_assert_num_queries(14):
+    # tasks in flight 2, failure groups 1, the domain's notes 1 (the last reconcile run).
+    with django_assert_num_queries(15):
         response = admin_client.get(DASHBOARD)
 
     html = response.content.decode()

@@ -305,3 +305,51 @@ def test_outbox_status_check_fails_on_drift_only_when_configured(
     with override_settings(RECONCILE_DRIFT_FAILS_CHECK=True):
         with pytest.raises(CommandError, match="reconcile_drift"):
             call_command("outbox_status", *loose, stdout=StringIO(), stderr=StringIO())
+
+
+def test_the_dashboard_shows_the_last_runs_open_drift(
+    admin_client, post_tickets, gateway_url, gateway
+):
+    sold(post_tickets, "t-1")
+    drain()
+    gateway.plant_drift(PRINT, {"action": "delete", "ticket_id": "t-1"})
+    run = reconcile()
+
+    html = admin_client.get("/admin/outbox/task/dashboard/").content.decode()
+
+    assert "1 open drift item(s)" in html
+    assert f"/admin/tickets/reconcilerun/{run.pk}/change/" in html
+
+
+def test_the_admin_fixes_and_acknowledges_with_a_note_in_the_history(
+    admin_client, post_tickets, gateway_url, gateway
+):
+    sold(post_tickets, "t-1", "t-2")
+    drain()
+    gateway.plant_drift(PRINT, {"action": "delete", "ticket_id": "t-1"})
+    gateway.plant_drift(PRINT, {"action": "duplicate", "ticket_id": "t-2"})
+    run = reconcile()
+    missing = items(run, DriftKind.MISSING_ROW)[0]
+    dup = items(run, DriftKind.DUPLICATE_ROW)[0]
+    url = "/admin/tickets/driftitem/"
+
+    listed = admin_client.get(url, {"run__id__exact": run.pk, "kind__exact": "duplicate_row"})
+    admin_client.post(url, {"action": "fix_missing", "_selected_action": [missing.pk]})
+    asked = admin_client.post(url, {"action": "acknowledge", "_selected_action": [dup.pk]})
+    admin_client.post(
+        url,
+        {
+            "action": "acknowledge",
+            "_selected_action": [dup.pk],
+            "post": "yes",
+            "note": "removed row 3",
+        },
+    )
+
+    assert "t-2" in listed.content.decode() and "t-1 " not in listed.content.decode()
+    assert "A note" not in asked.content.decode() and 'name="note"' in asked.content.decode()
+    states = dict(DriftItem.objects.filter(run=run).values_list("pk", "state"))
+    assert (states[missing.pk], states[dup.pk]) == ("fixed", "acknowledged")
+    messages = set(LogEntry.objects.values_list("change_message", flat=True))
+    assert any("Acknowledged from reconcile run" in m and "removed row 3" in m for m in messages)
+    assert any(m.startswith("Enqueued by the fix of drift item") for m in messages)

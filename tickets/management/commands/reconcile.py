@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from outbox.console import audit
+from outbox.console.audit import add_arguments as add_audit_arguments
+from outbox.console.audit import os_user
 from tickets.models import ReconcileRun, Ticket
 from tickets.reconcile import CannotFix, ReconcileFailed, Reconciler, Scope, fix_run, report
 
@@ -75,10 +76,10 @@ class Command(BaseCommand):
             help="Instead of reconciling: enqueue the task of every open missing effect of "
             "stored run RUN, through the effects' own dedupe keys (a second --fix does nothing).",
         )
-        audit.add_arguments(parser)
+        add_audit_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        by = options["by"] or audit.os_user()
+        by = options["by"] or os_user()
         if options["fix"] is not None:
             self.fix(options["fix"], by)
             return
