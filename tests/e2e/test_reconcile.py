@@ -90,7 +90,8 @@ def test_a_reconcile_during_a_drain_reports_in_flight_and_a_fix_twice_makes_one_
 
     first = stack.manage("reconcile", "--fix", str(found["run"]), "--by", "ada")
     second = stack.manage("reconcile", "--fix", str(found["run"]), "--by", "ada")
-    assert "1 missing effect(s)" in first.stdout and "0 missing effect(s)" in second.stdout
+    assert "1 missing effect(s)" in first.stdout
+    assert "0 missing effect(s)" in second.stdout
     wait_until(lambda: drained(stack) and print_rows(stack, "t-3"), timeout=30, what="the fix")
 
     code, after = reconcile(stack)

@@ -142,7 +142,8 @@ def tasks_of(tickets: Sequence[TicketFacts]) -> dict[str, TaskFacts]:
             "payload",
             "last_error",
         )
-        for values in rows:
-            task = TaskFacts(*values)
-            found[task.dedupe_key] = task
+        for pk, key, state, attempts, finished_at, result, payload, error in rows:
+            found[str(key)] = TaskFacts(
+                pk, str(key), state, attempts, finished_at, result, payload, error
+            )
     return found

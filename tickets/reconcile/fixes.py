@@ -58,7 +58,7 @@ def _log_item(item: DriftItem, message: str, by: str) -> None:
 
 
 @transaction.atomic
-def drift_fix(*, item_id: int, by: str) -> FixOutcome:
+def drift_fix(*, item_id: int, by: str, reason: str = "") -> FixOutcome:
     """Enqueue (or requeue) the task of the missing effect `item_id` names; once per item."""
     item = DriftItem.objects.select_for_update().filter(pk=item_id).first()
     if item is None:
@@ -97,9 +97,9 @@ def drift_fix(*, item_id: int, by: str) -> FixOutcome:
     item.handled_by = by
     item.handled_at = timezone.now()
     item.fix_task_id = task_id
-    item.note = f"Fixed: {done}."
+    item.note = f"Fixed: {done}." + (f" {reason}" if reason else "")
     item.save(update_fields=["state", "handled_by", "handled_at", "fix_task_id", "note"])
-    _log_item(item, f"Fixed from reconcile run #{item.run_id}: {done}.", by)
+    _log_item(item, f"Fixed from reconcile run #{item.run_id}: {done}. {reason}".strip(), by)
     log_tasks(
         [task_id],
         change_message=f"Enqueued by the fix of drift item #{item.pk} "
@@ -128,9 +128,9 @@ def drift_acknowledge(*, item_id: int, by: str, note: str) -> None:
     _log_item(item, f"Acknowledged from reconcile run #{item.run_id}: {note}", by)
 
 
-def fix_run(*, run_id: int, by: str) -> list[FixOutcome]:
+def fix_run(*, run_id: int, by: str, reason: str = "") -> list[FixOutcome]:
     """Fix every open missing effect of a run, each in its own transaction."""
     ids = DriftItem.objects.filter(
         run_id=run_id, state=DriftItem.State.OPEN, kind__in=FIXABLE_KINDS
     ).values_list("pk", flat=True)
-    return [drift_fix(item_id=item_id, by=by) for item_id in list(ids)]
+    return [drift_fix(item_id=item_id, by=by, reason=reason) for item_id in list(ids)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ class Command(BaseCommand):
                 reader = SheetReader()
                 started = time.perf_counter()
                 run = Reconciler(
-                    scope=Scope(since=now - timezone.timedelta(minutes=1)),
+                    scope=Scope(since=now - timedelta(minutes=1)),
                     by="benchmark",
                     reader=reader,
                 ).run()

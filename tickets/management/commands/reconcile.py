@@ -81,7 +81,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         by = options["by"] or os_user()
         if options["fix"] is not None:
-            self.fix(options["fix"], by)
+            self.fix(options["fix"], by, options["reason"])
             return
         scope = self.scope(options)
         try:
@@ -138,13 +138,13 @@ class Command(BaseCommand):
         for line in report.run_lines(run):
             self.stdout.write(line)
 
-    def fix(self, run_id: int, by: str) -> None:
+    def fix(self, run_id: int, by: str, reason: str) -> None:
         if not ReconcileRun.objects.filter(pk=run_id).exists():
             raise CommandError(
                 f"reconcile run #{run_id} does not exist.", returncode=EXIT_BAD_ARGUMENTS
             )
         try:
-            outcomes = fix_run(run_id=run_id, by=by)
+            outcomes = fix_run(run_id=run_id, by=by, reason=reason)
         except CannotFix as exc:
             raise CommandError(str(exc), returncode=EXIT_BAD_ARGUMENTS) from None
         for outcome in outcomes:
