@@ -441,23 +441,3 @@ class SpreadsheetsClient(GatewayClient):
         )
         rows: list[list[str]] = body["rows"]
         return rows
-
-    def rows_page(
-        self, *, sheet: str, offset: int, limit: int, correlation_id: str
-    ) -> tuple[list[list[str]], int | None]:
-        """One page of a sheet's rows and where the next starts (None: this was the last).
-
-        The contract reads the whole sheet; a gateway that pages (ours does) answers
-        `?offset=&limit=` with `next_offset`. One that ignores the query answers every row
-        and no `next_offset`, which reads as a single, last page.
-        """
-        body = self.call(
-            READ_ROWS,
-            f"/spreadsheets-api/sheets/{sheet}/rows?offset={offset}&limit={limit}",
-            correlation_id=correlation_id,
-        )
-        rows: list[list[str]] = body["rows"]
-        following = body.get("next_offset")
-        if not isinstance(following, int) or isinstance(following, bool) or following <= offset:
-            return rows, None
-        return rows, following

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tickets.gateway import SpreadsheetsClient
+from tickets.verdicts import READ_ROWS
 
 PAGE_ROWS = 5000
 PAGES_PER_SECOND = 20.0
@@ -26,6 +27,27 @@ class SheetRow:
     @property
     def ticket_id(self) -> str:
         return str(self.columns[0]) if self.columns else ""
+
+
+def rows_page(
+    client: SpreadsheetsClient, sheet: str, *, offset: int, limit: int, correlation_id: str
+) -> tuple[list[list[str]], int | None]:
+    """One page of a sheet's rows and where the next starts (None: this was the last).
+
+    The contract reads the whole sheet; a gateway that pages (ours does) answers
+    `?offset=&limit=` with `next_offset`. One that ignores the query answers every row and no
+    `next_offset`, which reads as a single, last page.
+    """
+    body = client.call(
+        READ_ROWS,
+        f"/spreadsheets-api/sheets/{sheet}/rows?offset={offset}&limit={limit}",
+        correlation_id=correlation_id,
+    )
+    rows: list[list[str]] = body["rows"]
+    following = body.get("next_offset")
+    if not isinstance(following, int) or isinstance(following, bool) or following <= offset:
+        return rows, None
+    return rows, following
 
 
 @dataclass
@@ -51,8 +73,12 @@ class SheetReader:
             if wait > 0:
                 self.sleep(wait)
             last_read = time.monotonic()
-            rows, following = client.rows_page(
-                sheet=sheet, offset=offset, limit=self.page_rows, correlation_id=self.correlation_id
+            rows, following = rows_page(
+                client,
+                sheet,
+                offset=offset,
+                limit=self.page_rows,
+                correlation_id=self.correlation_id,
             )
             self.pages_read += 1
             page = [SheetRow(number + i, list(columns)) for i, columns in enumerate(rows)]
