@@ -24,7 +24,8 @@ What a domain app needs is here: `import outbox`, then
   `outbox.delete_in_chunks(queryset, dry_run=...)` deletes in short transactions, as they do.
 
 Beyond this surface a domain app may use `outbox.models`, `outbox.history`,
-`outbox.runtime.circuit`, `outbox.correlation`, `outbox.plaintext` and the console's
+`outbox.runtime.circuit`, `outbox.correlation`, `outbox.plaintext`, `outbox.tracing` (a span
+around a step; a stored trace context's id and link) and the console's
 `outbox.console.api` (the staff API's base view), `outbox.console.admin_mixins` and
 `outbox.console.links` and `outbox.console.audit` (the admin history an operator's
 command writes; tests/test_import_direction.py holds the list). Names that need the

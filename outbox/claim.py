@@ -23,6 +23,7 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils.dateparse import parse_datetime
 
+from outbox import tracing
 from outbox.lease import Lease
 from outbox.models import PausedKind, Task, TaskState
 from outbox.registry import TaskContext
@@ -43,6 +44,8 @@ class ClaimedTask:
 
     context: TaskContext
     lease: Lease
+    # The stored W3C trace context (outbox.tracing), read only by a process that traces.
+    trace_context: Any = None
 
     @property
     def id(self) -> int:
@@ -111,6 +114,10 @@ def claim_due_tasks(
         "RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, "
         "correlation_id, created_at"
     )
+    if tracing.tracer() is not None:
+        # Only a process that traces reads the stored context: for the others the statement
+        # and its rows are what they were before tracing existed.
+        sql += ", trace_context"
     all_params = [
         _token_param(token, postgres),
         _lease_param(lease_seconds, postgres),
@@ -136,11 +143,11 @@ def claim_due_tasks(
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, all_params)
             rows = [
-                (pk, kind, json.loads(payload), *middle, _as_aware(created_at))
-                for pk, kind, payload, *middle, created_at in cursor.fetchall()
+                (pk, kind, json.loads(payload), *rest[:4], _as_aware(rest[4]), *rest[5:])
+                for pk, kind, payload, *rest in cursor.fetchall()
             ]
     claimed = []
-    for pk, kind, payload, key, attempts, max_attempts, correlation_id, created_at in rows:
+    for pk, kind, payload, key, attempts, max_attempts, correlation_id, created_at, *more in rows:
         claimed.append(
             ClaimedTask(
                 context=TaskContext(
@@ -155,6 +162,7 @@ def claim_due_tasks(
                 ),
                 # One Lease per task: a task can be lost alone (an operator's action, say).
                 lease=Lease.starting(token, lease_seconds, sent_at),
+                trace_context=_trace_context(more[0]) if more else None,
             )
         )
     claimed.sort(key=lambda task: task.id)
@@ -194,6 +202,11 @@ def renew_leases(tasks: Sequence[ClaimedTask]) -> set[int]:
             task.lease.lose()
             lost.add(task.id)
     return lost
+
+
+def _trace_context(value: Any) -> Any:
+    # SQLite returns the JSON text; PostgreSQL's binary rows, the value.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _as_aware(value: Any) -> datetime | None:

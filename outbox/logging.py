@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 from outbox.correlation import get_correlation_id
 from outbox.plaintext import escape_controls
+from outbox.storable import REDACTED_EMAIL, redact
+from outbox.tracing import log_ids
 
 # The `extra=` fields the relay logs with. Only these are written: a stray extra cannot carry
 # a secret or a payload (with its customer email) into the logs.
 EXTRA_FIELDS = ("task_id", "kind", "subject", "outcome", "duration_ms")
 
-# An error text can quote a request body; customer emails stay out of the logs all the same.
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-REDACTED_EMAIL = "[email]"
-
-
-def redact(text: str) -> str:
-    return _EMAIL.sub(REDACTED_EMAIL, text)
-
+__all__ = ["REDACTED_EMAIL", "JsonFormatter", "PlainFormatter", "redact"]
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
 
@@ -42,7 +36,12 @@ class PlainFormatter(logging.Formatter):
         super().__init__(fmt, **kwargs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().formatMessage(record))
+        line = super().formatMessage(record)
+        ids = log_ids()
+        if ids is not None:
+            # At the end, so a reader of the classic columns finds them where they were.
+            line = f"{line} trace_id={ids[0]} span_id={ids[1]}"
+        return escape_controls(line)
 
     def formatException(self, ei: Any) -> str:
         return _indented(super().formatException(ei))
@@ -56,7 +55,8 @@ def _indented(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "correlation_id", <relay extras>}` per line."""
+    """`{"time", "level", "logger", "message", "correlation_id", <relay extras>}` per line, and
+    `trace_id`, `span_id` inside a span of a process that traces."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -68,6 +68,9 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "correlation_id": _correlation_id(record),
         }
+        ids = log_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for field in EXTRA_FIELDS:
             value = getattr(record, field, None)
             if value is not None:

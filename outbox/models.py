@@ -81,6 +81,10 @@ class Task(models.Model):
     leased_by = models.CharField(max_length=200, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     correlation_id = models.CharField(max_length=64, blank=True, default="")
+    # The W3C trace context of the span that enqueued the task ({"traceparent", "tracestate"}),
+    # its tries' parent (outbox.tracing). NULL in a process that does not trace: the enqueue
+    # leaves the column out of its INSERT, and adding it rewrote nothing.
+    trace_context = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)

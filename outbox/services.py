@@ -13,7 +13,7 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
-from outbox import retention
+from outbox import retention, tracing
 from outbox.conf import outbox_settings
 from outbox.errors import NotInTransaction, OutboxError, UnknownTaskKind
 from outbox.models import (
@@ -28,7 +28,7 @@ from outbox.models import (
     new_idempotency_key,
 )
 from outbox.registry import get_handler
-from outbox.sql import insert_ignoring_conflicts
+from outbox.sql import Retraced, insert_ignoring_conflicts
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,14 @@ def enqueue_many(specs: Sequence[TaskSpec]) -> list[EnqueuedTask]:
     if not specs:
         return []
     rows = [_row_for(spec) for spec in specs]
-    created = _insert_ignoring_duplicates(rows)
+    tracer = tracing.tracer()
+    if tracer is None:
+        created = _insert_ignoring_duplicates(rows)
+    else:
+        with tracing.send_span(tracer, len(rows)) as carrier:
+            for row in rows:
+                row["trace_context"] = carrier
+            created = _insert_ignoring_duplicates(rows)
     if created:
         wake_relay()
     by_key = {task_key: task for task_key, task in created}
@@ -167,7 +174,11 @@ RETRYABLE_STATES = (TaskState.FAILED, TaskState.PENDING)
 
 @transaction.atomic
 def tasks_retry(
-    *, tasks: QuerySet[Task], include_succeeded: bool = False, skip_settle: bool = False
+    *,
+    tasks: QuerySet[Task],
+    include_succeeded: bool = False,
+    skip_settle: bool = False,
+    started_by: str = "",
 ) -> int:
     """Make failed, waiting or canceled tasks due now with a fresh attempt budget.
 
@@ -179,6 +190,8 @@ def tasks_retry(
     A task whose last unanswered try may still have a write in flight (`settle_until` ahead)
     becomes due when that wait ends, not now: a retry must not outrun the write it would
     duplicate. `skip_settle` makes it due now all the same (its own permission in the admin).
+    In a process that traces, the retry is a span saying who `started_by` is, linked to the
+    tasks' traces, and their next tries are its children (outbox.tracing).
     """
     states = [*RETRYABLE_STATES, TaskState.CANCELED]
     if include_succeeded:
@@ -186,6 +199,20 @@ def tasks_retry(
     narrowed = tasks.filter(state__in=states)
     if include_succeeded:
         fold_successes(narrowed)
+    tracer = tracing.tracer()
+    if tracer is None:
+        return _retry_by_kind(narrowed, skip_settle=skip_settle)
+    carriers = narrowed.filter(trace_context__isnull=False).values_list("trace_context", flat=True)
+    with tracing.retry_span(
+        tracer, started_by=started_by, carriers=carriers[: tracing.MAX_LINKS]
+    ) as traceparent:
+        retraced = {} if traceparent is None else {"trace_context": Retraced(traceparent)}
+        changed = _retry_by_kind(narrowed, skip_settle=skip_settle, **retraced)
+        tracing.annotate({"outbox.task.count": changed})
+        return changed
+
+
+def _retry_by_kind(narrowed: QuerySet[Task], *, skip_settle: bool, **more: Any) -> int:
     changed = 0
     # Attempt numbers keep counting (a handler can tell a first try from a later one, and
     # the history stays in order); the budget grows by the kind's full allowance instead.
@@ -200,6 +227,7 @@ def tasks_retry(
             lease_token=None,
             lease_expires_at=None,
             updated_at=Now(),
+            **more,
         )
     if changed:
         wake_relay()

@@ -195,3 +195,33 @@ def _refuse_too_long(
                     f"{model._meta.label}.{name} is {len(value)} characters long, more than "
                     f"its {limit}: {value[:40]!r}..."
                 )
+
+
+class Retraced(models.Func):
+    """A task's trace context after an operator's retry: the retry span's `traceparent`, and
+    `origin`, the first trace's (kept through later retries), which each try links to."""
+
+    output_field = models.JSONField()
+
+    def __init__(self, traceparent: str) -> None:
+        super().__init__(models.F("trace_context"), models.Value(traceparent))
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: Any, connection: Any, **extra: Any
+    ) -> tuple[str, list[Any]]:
+        stored, value = self.get_source_expressions()
+        column, column_params = compiler.compile(stored)
+        placeholder, value_params = compiler.compile(value)
+        if connection.vendor == "postgresql":
+            origin = f"COALESCE({column} -> 'origin', {column} -> 'traceparent')"
+            sql = (
+                f"jsonb_strip_nulls(jsonb_build_object('traceparent', {placeholder}::text, "
+                f"'origin', {origin}))"
+            )
+        else:
+            origin = (
+                f"COALESCE(json_extract({column}, '$.origin'), "
+                f"json_extract({column}, '$.traceparent'))"
+            )
+            sql = f"json_object('traceparent', {placeholder}, 'origin', {origin})"
+        return sql, [*value_params, *column_params, *column_params]

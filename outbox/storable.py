@@ -7,6 +7,7 @@ HTML. Both databases get the same cleaned text, so they behave the same.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 ERROR_LIMIT = 4000
@@ -26,6 +27,16 @@ def storable_text(text: str, limit: int = ERROR_LIMIT) -> str:
     if len(cleaned) > limit:
         cleaned = "…" + cleaned[-(limit - 1) :]
     return cleaned
+
+
+# An error text can quote a request body; customer emails stay out of the logs and the spans
+# all the same (a domain's own error texts call `redact` before they are stored).
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+REDACTED_EMAIL = "[email]"
+
+
+def redact(text: str) -> str:
+    return _EMAIL.sub(REDACTED_EMAIL, text)
 
 
 def storable_json(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """How the processes start and fail: one plain line for a bad setting or an unmigrated database.
 
 `manage.py` runs every command through `run_command`; `project.wsgi` calls `check_web_start`.
+Both start tracing first when the OTEL_* variables ask for it (project.telemetry).
 A configuration error or a database without its tables is the operator's to fix, not a bug:
 the answer is one line that says what to do, not a traceback.
 """
@@ -142,6 +143,8 @@ def run_command(argv: list[str]) -> None:
     from django.core.management import execute_from_command_line
     from django.db import DatabaseError
 
+    from project.telemetry import start_tracing
+
     command = argv[1] if len(argv) > 1 else ""
     wants_help = any(arg in {"-h", "--help"} for arg in argv[2:])
     try:
@@ -150,6 +153,8 @@ def run_command(argv: list[str]) -> None:
         # Load the settings here: Django's own loader would defer a configuration error and
         # answer "Unknown command" for every command but its own.
         settings.INSTALLED_APPS  # noqa: B018
+        # Before Django builds its middleware: the instrumentation inserts its own.
+        start_tracing()
         if command in NEEDS_DATABASE and not wants_help:
             import django
 

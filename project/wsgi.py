@@ -9,10 +9,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
 
 from project.startup import check_web_start
+from project.telemetry import start_tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 try:
+    # Before the application builds its middleware: the instrumentation inserts its own.
+    start_tracing()
     application = get_wsgi_application()
 except ImproperlyConfigured as exc:
     sys.stderr.write(f"Configuration error: {exc}\n")

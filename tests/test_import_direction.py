@@ -24,6 +24,7 @@ TICKETS_MAY_IMPORT = {
     "outbox.correlation",
     "outbox.history",
     "outbox.plaintext",
+    "outbox.tracing",
 }
 
 

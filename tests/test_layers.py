@@ -27,6 +27,8 @@ LAYERS: dict[str, int] = {
     # the domain's health view, share them.
     "project.startup": 3,
     "project.env": 3,
+    # How a process traces (the OTEL_* variables): the web's and qcluster's start install it.
+    "project.telemetry": 3,
     "outbox.console": 2,
     "outbox.runtime": 1,
     # The engine's wiring into Django and qcluster starts the runtime: it is the runtime's.

@@ -14,7 +14,14 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from outbox import EnqueuedTask, TaskSpec, enqueue_many, insert_ignoring_conflicts, tasks_cancel
+from outbox import (
+    EnqueuedTask,
+    TaskSpec,
+    enqueue_many,
+    insert_ignoring_conflicts,
+    tasks_cancel,
+    tracing,
+)
 from outbox.models import Task, TaskState
 from tickets import kinds
 from tickets.models import Ticket, TicketStatus, WebhookDelivery, WebhookMessage
@@ -101,7 +108,8 @@ def tickets_status_receive(
     reuses the id) gets the first answer and writes nothing; the same id with another body
     raises WebhookIdReused.
     """
-    with transaction.atomic():
+    span = tracing.internal_span("store tickets", {"tickets.count": len(tickets)})
+    with span, transaction.atomic():
         if webhook_id and not _webhook_message_recorded(webhook_id, idempotency_key):
             return _first_answer_to_message(webhook_id, body_digest)
         # On PostgreSQL a concurrent delivery with the same key blocks here until the first

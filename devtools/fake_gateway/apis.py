@@ -144,8 +144,18 @@ class FakeGateway:
             return (config.latency_ms + config.append_latency_ms) / 1000
         return config.latency_ms / 1000
 
-    def handle(self, method: str, target: str, body: bytes, correlation_id: str | None) -> Reply:
-        """Answer one HTTP request (injected latency is the server's job)."""
+    def handle(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        correlation_id: str | None,
+        traceparent: str | None = None,
+    ) -> Reply:
+        """Answer one HTTP request (injected latency is the server's job).
+
+        A call's W3C `traceparent`, when it has one, is kept with it: a test can then follow
+        a trace into the gateway."""
         path, _, query = target.partition("?")
         if path.startswith(INSPECTION_PREFIX):
             return self._handle_inspection(method, path, query, body)
@@ -175,7 +185,7 @@ class FakeGateway:
                         status, payload = 500, {"error": "injected failure after the write"}
             else:
                 status, payload = reply.status, None
-            self._record_call(method, path, api, correlation_id, status)
+            self._record_call(method, path, api, correlation_id, status, traceparent)
         if reply is None:
             reply = json_reply(status, payload)
         if config.garbage_bodies and reply.status >= 500:
@@ -242,21 +252,28 @@ class FakeGateway:
         return None
 
     def _record_call(
-        self, method: str, path: str, api: str, correlation_id: str | None, status: int
+        self,
+        method: str,
+        path: str,
+        api: str,
+        correlation_id: str | None,
+        status: int,
+        traceparent: str | None = None,
     ) -> None:
         state = self._state
         state.call_count += 1
         state.status_counts[status] += 1
-        state.calls.append(
-            {
-                "seq": state.call_count,
-                "method": method,
-                "path": path,
-                "api": api,
-                "correlation_id": correlation_id,
-                "status": status,
-            }
-        )
+        call: dict[str, Any] = {
+            "seq": state.call_count,
+            "method": method,
+            "path": path,
+            "api": api,
+            "correlation_id": correlation_id,
+            "status": status,
+        }
+        if traceparent is not None:
+            call["traceparent"] = traceparent
+        state.calls.append(call)
 
     def _prepare_receipt(self, raw: bytes) -> Operation:
         body = _parse_json_object(raw)

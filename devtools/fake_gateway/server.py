@@ -28,16 +28,17 @@ class FakeGatewayServer(HttpServer):
     async def _answer(self, request: Request) -> Reply:
         method, target, path = request.method, request.target, request.path
         correlation_id = request.headers.get(CORRELATION_HEADER.lower())
+        traceparent = request.headers.get("traceparent")
         delay = self.gateway.latency_seconds(path, method)
         if delay:
             await asyncio.sleep(delay)
         if path.startswith(INSPECTION_PREFIX):
             # A state dump can be megabytes of JSON: build it off the event loop.
             reply = await asyncio.to_thread(
-                self.gateway.handle, method, target, request.body, correlation_id
+                self.gateway.handle, method, target, request.body, correlation_id, traceparent
             )
         else:
-            reply = self.gateway.handle(method, target, request.body, correlation_id)
+            reply = self.gateway.handle(method, target, request.body, correlation_id, traceparent)
         if self.verbose:
             print(
                 f"{method} {target} {reply.status} correlation_id={correlation_id}",

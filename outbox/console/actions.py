@@ -48,6 +48,11 @@ def _user_id(request: HttpRequest) -> int:
     return int(pk)
 
 
+def started_by(request: HttpRequest) -> str:
+    """Who an admin action's trace says started it."""
+    return f"admin user {request.user.get_username()}"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -80,7 +85,7 @@ class TaskActions(admin.ModelAdmin):
             request,
             ids,
             states=RETRYABLE_STATES,
-            service=lambda tasks: tasks_retry(tasks=tasks),
+            service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
             log_message="Retried now from the admin (fresh attempt budget).",
         )
         self.report(
@@ -108,7 +113,9 @@ class TaskActions(admin.ModelAdmin):
             request,
             queryset,
             states=RETRYABLE_STATES,
-            service=lambda tasks: tasks_retry(tasks=tasks, skip_settle=True),
+            service=lambda tasks: tasks_retry(
+                tasks=tasks, skip_settle=True, started_by=started_by(request)
+            ),
             log_message=(
                 "Retried at once from the admin, not waiting for a write in flight: "
                 + (settle_note(waits) or "no write was in flight.")
@@ -148,7 +155,9 @@ class TaskActions(admin.ModelAdmin):
             request,
             queryset,
             states=RERUNNABLE,
-            service=lambda tasks: tasks_retry(tasks=tasks, include_succeeded=True),
+            service=lambda tasks: tasks_retry(
+                tasks=tasks, include_succeeded=True, started_by=started_by(request)
+            ),
             log_message="Re-run from the admin: the succeeded task runs again.",
         )
         self.report(

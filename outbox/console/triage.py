@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from outbox.console import selectors
+from outbox.console.actions import started_by
 from outbox.services import RETRYABLE_STATES, settle_note, settle_waits, tasks_retry
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def retry_group_view(model_admin: TaskActions, request: HttpRequest) -> HttpResp
         request,
         ids,
         states=RETRYABLE_STATES,
-        service=lambda tasks: tasks_retry(tasks=tasks),
+        service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
         log_message=f"Retried from failure triage ({kind} / {signature}).",
     )
     model_admin.message_user(
@@ -112,7 +113,7 @@ def retry_one_view(model_admin: TaskActions, request: HttpRequest, task_id: int)
         request,
         [task_id],
         states=RETRYABLE_STATES,
-        service=lambda tasks: tasks_retry(tasks=tasks),
+        service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
         log_message="Retried now from the admin (fresh attempt budget).",
     )
     waits = settle_waits(task_ids=[task_id]) if changed else []

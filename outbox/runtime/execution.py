@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connections
 from django.db.backends.signals import connection_created
 
+from outbox import tracing
 from outbox.claim import ClaimedTask
 from outbox.correlation import set_correlation_id
 from outbox.errors import (
@@ -56,6 +57,7 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
     context = task.context
     set_correlation_id(context.correlation_id)
     hold(task.lease)
+    span = tracing.start_process_span(context, task.trace_context, worker)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     outcome = Outcome(
@@ -145,6 +147,8 @@ def _run_in_context(task: ClaimedTask, policy: RetryPolicy, worker: str) -> Outc
         # A bug in a handler is retried like a transient error, with its traceback kept.
         _fail(outcome, policy, traceback.format_exc(), permanent=False)
     outcome.duration_ms = (time.perf_counter() - started) * 1000
+    if span is not None:
+        tracing.end_process_span(span, outcome)
     _log_attempt(outcome)
     return outcome
 

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from outbox import tracing
 from outbox.claim import DATABASE_TROUBLE
 from outbox.conf import outbox_settings
 from outbox.models import RelayPass
@@ -71,6 +72,8 @@ def run_pass(pass_id: str | None = None) -> dict[str, Any]:
         except DATABASE_TROUBLE:
             # The minute schedule and the next worker start bring the relay back.
             logger.exception("could not hand over to the next relay pass")
+        # django-q2 may end its worker without running atexit: export this pass's spans now.
+        tracing.flush()
     return {
         "claimed": stats.claimed,
         "succeeded": stats.succeeded,

@@ -240,6 +240,7 @@ class Command(BaseCommand):
                     replayed += tasks_retry(
                         tasks=tasks_with_ids(locked, states=[state]),
                         include_succeeded=state == TaskState.SUCCEEDED,
+                        started_by=f"replay_tasks by {by}",
                     )
                     audit.log_tasks(locked, change_message=log_message, by=by)
             if progress is not None:

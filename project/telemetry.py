@@ -1,0 +1,125 @@
+"""OpenTelemetry for this process, from the standard OTEL_* variables only.
+
+Tracing is on when the environment names where spans go: `OTEL_EXPORTER_OTLP_ENDPOINT` or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or an `OTEL_TRACES_EXPORTER` other than `none`. With
+none of them (or `OTEL_SDK_DISABLED=true`) nothing is installed: no SDK provider, no Django or
+requests instrumentation, and the engine's hot paths check one flag (outbox.tracing). The
+specification's default exporter is `otlp` to localhost; ours is off, so a deployment that
+never asked for traces neither pays for them nor logs a failed export every few seconds.
+
+`manage.py` (qcluster, runserver, the operators' commands) and `project.wsgi` call
+`start_tracing` before Django builds its middleware; tests configure their own provider.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from outbox import tracing
+
+DEFAULT_SERVICE_NAME = "tickets-outbox"
+EXPORTERS = ("otlp", "console", "none")
+_started = False
+
+
+def tracing_wanted(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    """Whether the environment asks for traces (the rule in this module's docstring)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = _exporter_names(environ)
+    if exporters is not None:
+        return exporters != ["none"]
+    return any(
+        environ.get(name, "").strip()
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def _exporter_names(environ: os._Environ[str] | dict[str, str]) -> list[str] | None:
+    raw = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not raw:
+        return None
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"OTEL_TRACES_EXPORTER={raw!r}: {', '.join(unknown)} is not installed; use "
+            f"{', '.join(EXPORTERS)} (otlp is OTLP over HTTP/protobuf)."
+        )
+    return names
+
+
+def start_tracing() -> bool:
+    """Install the SDK and the instrumentations when the environment asks; once per process.
+
+    Returns whether tracing is on. A bad variable raises ImproperlyConfigured naming it.
+    """
+    global _started
+    if _started:
+        return tracing.tracer() is not None
+    _started = True
+    if not tracing_wanted():
+        return False
+    protocol = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+    ).strip()
+    if protocol not in ("", "http/protobuf"):
+        raise ImproperlyConfigured(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is installed "
+            "(the collector's port 4318)."
+        )
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.propagators import (
+        TraceResponsePropagator,
+        set_global_response_propagator,
+    )
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        # Neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES named the service.
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    # The sampler (OTEL_TRACES_SAMPLER[_ARG]), span limits and the batch processor's timings
+    # (OTEL_BSP_*) are read from the environment by the SDK itself.
+    provider = TracerProvider(resource=resource)
+    for name in _exporter_names(os.environ) or ["otlp"]:
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            # Endpoint, headers, timeout, compression: OTEL_EXPORTER_OTLP_[TRACES_]*.
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    tracing.use_tracer_provider(provider)
+    # The webhook's answer names its trace (W3C Trace Context Level 2 `traceresponse`).
+    set_global_response_propagator(TraceResponsePropagator())
+    django_options: dict[str, Any] = {"response_hook": _tag_server_span}
+    if "OTEL_PYTHON_DJANGO_EXCLUDED_URLS" not in os.environ:
+        # Probes and scrapes every few seconds would bury the traces people look for.
+        django_options["excluded_urls"] = "health,metrics,static/"
+    DjangoInstrumentor().instrument(**django_options)
+    RequestsInstrumentor().instrument(request_hook=_name_client_span)
+    return True
+
+
+def _tag_server_span(span: Any, request: Any, response: Any) -> None:
+    # The id sellers quote, as the correlation middleware cleaned (or made) it.
+    correlation_id = getattr(request, "correlation_id", "")
+    if correlation_id and span.is_recording():
+        span.set_attribute("correlation_id", correlation_id)
+
+
+def _name_client_span(span: Any, request: Any) -> None:
+    # "PUT /receipts-api/receipts" reads better in a waterfall than "PUT"; the gateway's
+    # paths name an API and a sheet, never a customer.
+    if span.is_recording():
+        path = (request.path_url or "/").split("?", 1)[0]
+        span.update_name(f"{request.method} {path}")
