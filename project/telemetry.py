@@ -71,6 +71,9 @@ def start_tracing() -> bool:
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is installed "
             "(the collector's port 4318)."
         )
+    # The stable HTTP conventions (`http.response.status_code`, `url.full`), which the
+    # process spans share, unless the operator chose: the instrumentations read it once.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     from opentelemetry import trace
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.propagators import (

@@ -54,6 +54,10 @@ def hex_trace(span: ReadableSpan) -> str:
     return trace.format_trace_id(span.context.trace_id)
 
 
+def parent_id(span: ReadableSpan) -> int | None:
+    return None if span.parent is None else span.parent.span_id
+
+
 def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name.startswith(prefix)]
 
@@ -110,7 +114,7 @@ def test_enqueue_stores_the_context_of_its_send_span_under_the_callers_span(
     stored = Task.objects.get(id=task_id).trace_context
     [send] = named(exported, "send")
     assert send.kind == SpanKind.PRODUCER
-    assert send.parent is not None and send.parent.span_id == cause.get_span_context().span_id
+    assert parent_id(send) == cause.get_span_context().span_id
     assert tracing.trace_id_of(stored) == hex_trace(send)
     assert stored["traceparent"].split("-")[2] == trace.format_span_id(send.context.span_id)
 
@@ -134,7 +138,7 @@ def test_each_try_is_a_process_span_under_the_stored_context(exported, recording
     assert [s.attributes["outbox.task.attempt"] for s in tries] == [1, 2]
     for span in tries:
         assert span.kind == SpanKind.CONSUMER
-        assert span.parent is not None and span.parent.span_id == send.context.span_id
+        assert parent_id(span) == send.context.span_id
         assert hex_trace(span) == hex_trace(send)
         assert span.name == "process test.record"
         assert span.attributes["outbox.task.id"] == task_id
@@ -206,7 +210,7 @@ def test_an_operators_retry_is_a_span_linked_to_the_original_trace_and_says_who(
     assert tracing.trace_id_of(stored) == hex_trace(retry)
     # The try after the retry is the retry's child, and links back to the original trace.
     [after] = named(exported, "process")
-    assert after.parent is not None and after.parent.span_id == retry.context.span_id
+    assert parent_id(after) == retry.context.span_id
     assert [trace.format_trace_id(link.context.trace_id) for link in after.links] == [
         tracing.trace_id_of(original)
     ]
