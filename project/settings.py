@@ -265,6 +265,19 @@ METRICS_LOOPBACK = env_bool("METRICS_LOOPBACK", DEBUG)
 # The gateway hosting the receipts, payments and spreadsheets APIs (docs/GATEWAY_API.md).
 GATEWAY_ADDR = env_url("GATEWAY_ADDR", "http://127.0.0.1:8081")
 
+# Where the admin links a task's or a ticket's trace id (docs/OPERATORS.md, "Traces"): any
+# tracing UI's URL with `{trace_id}` in it; Jaeger's own on this machine by default. Empty:
+# the id is shown without a link. Tracing itself is set by the OTEL_* variables only.
+TRACE_URL_TEMPLATE = env_str("TRACE_URL_TEMPLATE", "http://localhost:16686/trace/{trace_id}")
+if TRACE_URL_TEMPLATE and (
+    "{trace_id}" not in TRACE_URL_TEMPLATE
+    or urlsplit(TRACE_URL_TEMPLATE).scheme not in {"http", "https"}
+):
+    raise ImproperlyConfigured(
+        f"TRACE_URL_TEMPLATE={TRACE_URL_TEMPLATE!r} must be an http(s) URL with {{trace_id}} "
+        "in it, such as http://localhost:16686/trace/{trace_id}."
+    )
+
 # The seller's webhook (docs/SECURITY.md). With WEBHOOK_SECRET set (`whsec_` + base64 key, as
 # the Standard Webhooks spec), POST /tickets-status needs a valid signature; a malformed secret
 # stops start-up (tickets.apps). Without it the webhook is unsigned, as in docs/API.md.

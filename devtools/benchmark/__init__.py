@@ -4,8 +4,9 @@ Every number is measured on the database the process is configured with (DATABAS
 benchmark wipes the outbox and django-q2 tables of that database: point it at a scratch one.
 
 Split by figure family: `drain` (a-f, h-j), `webhook` (g), `console` (k), `two_clusters` (l),
-`database` (m, n); what they share is in `base`, the processes they start in `cluster`, the
-figures' report in `report` and the handlers the clusters run in `handlers`. `run` stays here:
+`database` (m, n), `tracing` (o); what they share is in `base`, the processes they start in
+`cluster`, the figures' report in `report` and the handlers the clusters run in `handlers`.
+`run` stays here:
 it calls the figures by this package's names (the tests replace some of them).
 """
 
@@ -68,6 +69,9 @@ from devtools.benchmark.report import (
     Report,
     machine,
 )
+from devtools.benchmark.tracing import (
+    tracing_cost,
+)
 from devtools.benchmark.two_clusters import (
     two_clusters,
 )
@@ -116,6 +120,7 @@ __all__ = [
     "raw_loop",
     "retention",
     "timed_claims",
+    "tracing_cost",
     "two_clusters",
     "unfinished",
     "vacuum",
@@ -157,3 +162,5 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         database_work(options, report)
     if wanted("n"):
         retention(options, report)
+    if wanted("o"):
+        tracing_cost(options, report)

@@ -26,6 +26,17 @@ def webhook_round(options: Options, report: Report, size: int, *, label: str = "
 
     Through the URL, as a seller calls it, so the figure includes routing and middleware.
     """
+    samples = webhook_samples(options, size, prefix=f"{size}{label[:4]}")
+    report.add(
+        f"(g) webhook with {size} tickets{label}, server time",
+        f"p50 {percentile(samples, 0.5):,.1f} ms, p99 {percentile(samples, 0.99):,.1f} ms",
+        f"({len(samples)} requests, each {size} new tickets and {2 * size} tasks; DEBUG off)",
+    )
+
+
+def webhook_samples(options: Options, size: int, *, prefix: str) -> list[float]:
+    """Milliseconds of each of `options.webhook_requests` webhooks with `size` new tickets;
+    the tickets, deliveries and tasks they made are deleted after."""
     import json
 
     from django.test import Client
@@ -38,7 +49,7 @@ def webhook_round(options: Options, report: Report, size: int, *, label: str = "
             {
                 "tickets": [
                     {
-                        "ticket_id": f"bench-{size}{label[:4]}-{request}-{n}",
+                        "ticket_id": f"bench-{prefix}-{request}-{n}",
                         "status": "confirmed",
                         "customer_email": f"c{n}@example.com",
                         "price": {"amount": "25.00", "currency": "EUR"},
@@ -52,17 +63,13 @@ def webhook_round(options: Options, report: Report, size: int, *, label: str = "
             "/tickets-status",
             body,
             content_type="application/json",
-            headers={"Idempotency-Key": f"bench-{size}{label[:4]}-{request}"},
+            headers={"Idempotency-Key": f"bench-{prefix}-{request}"},
         )
         samples.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise RuntimeError(f"the webhook answered {response.status_code}: {response.content!r}")
-    report.add(
-        f"(g) webhook with {size} tickets{label}, server time",
-        f"p50 {percentile(samples, 0.5):,.1f} ms, p99 {percentile(samples, 0.99):,.1f} ms",
-        f"({len(samples)} requests, each {size} new tickets and {2 * size} tasks; DEBUG off)",
-    )
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM tickets_webhookdelivery")
         cursor.execute("DELETE FROM tickets_ticket")
     wipe()
+    return samples

@@ -9,10 +9,11 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 from outbox.models import Attempt
+from outbox.tracing import trace_id_of, trace_url
 
 Fieldsets = Sequence[tuple[str | None, Mapping[str, Any]]]
 
@@ -21,6 +22,33 @@ def pretty_json(value: Any) -> SafeString:
     """JSON indented in a <pre>, escaped: payloads come from outside and may hold markup."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html('<pre class="outbox-json">{}</pre>', text)
+
+
+def trace_link(trace_context: Any) -> SafeString | str:
+    """A stored trace context's trace id, linked to the tracing UI (settings.TRACE_URL_TEMPLATE,
+    Jaeger's by default); after an operator's retry, the first trace too."""
+    carrier = trace_context if isinstance(trace_context, dict) else {}
+    parts = []
+    for label, traceparent in (
+        ("", carrier.get("traceparent")),
+        ("first: ", carrier.get("origin")),
+    ):
+        trace_id = trace_id_of({"traceparent": traceparent})
+        if trace_id is None:
+            continue
+        url = trace_url(trace_id)
+        if url:
+            parts.append(
+                format_html(
+                    '{}<a href="{}" target="_blank" rel="noopener"><code>{}</code></a>',
+                    label,
+                    url,
+                    trace_id,
+                )
+            )
+        else:
+            parts.append(format_html("{}<code>{}</code>", label, trace_id))
+    return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts)) if parts else "-"
 
 
 def pre_text(value: str) -> SafeString | str:

@@ -8,7 +8,7 @@ enough: each read needs the model's `view_*` permission, as the admin's changeli
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from outbox.history import history, task_with_history
 from outbox.models import Attempt, AttemptOutcome, Queue, Task, TaskState
+from outbox.tracing import trace_id_of
 
 
 class ApiTokenRefused(Exception):
@@ -133,6 +134,11 @@ class TaskDetailApi(StaffApiView):
         last_error = serializers.CharField()
         result = serializers.JSONField(allow_null=True)
         correlation_id = serializers.CharField()
+        trace_id = serializers.SerializerMethodField(
+            help_text="The W3C trace id of the request that caused the task (or of the "
+            "operator's retry since), as a tracing backend searches it; null when it was "
+            "enqueued without tracing."
+        )
         created_at = serializers.DateTimeField()
         available_at = serializers.DateTimeField()
         finished_at = serializers.DateTimeField(allow_null=True)
@@ -144,6 +150,10 @@ class TaskDetailApi(StaffApiView):
 
         class Meta:
             ref_name = "TaskDetail"
+
+        @extend_schema_field(serializers.CharField(allow_null=True))
+        def get_trace_id(self, task: Task) -> str | None:
+            return trace_id_of(task.trace_context)
 
     @extend_schema(
         operation_id="task_detail",

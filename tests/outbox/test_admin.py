@@ -723,3 +723,33 @@ def test_the_list_filters_read_no_distinct_over_every_task_or_attempt(
     assert "?http_status__exact=503" in attempts_page
     listed = admin_client.get("/admin/outbox/attempt/", {"http_status__exact": "503"})
     assert [a.http_status for a in listed.context["cl"].result_list] == [503]
+
+
+TRACEPARENT = f"00-{'4b' * 16}-00f067aa0ba902b7-01"
+
+
+def test_the_task_page_links_its_trace_with_the_url_template(admin_client, settings):
+    settings.TRACE_URL_TEMPLATE = "https://tempo.example/trace/{trace_id}?from=admin"
+    task = make_task(trace_context={"traceparent": TRACEPARENT})
+
+    page = admin_client.get(f"{CHANGELIST}{task.pk}/change/").content.decode()
+
+    assert f'href="https://tempo.example/trace/{"4b" * 16}?from=admin"' in page
+
+
+def test_a_retried_task_links_its_retry_and_its_first_trace(admin_client):
+    origin = f"00-{'aa' * 16}-00f067aa0ba902b7-01"
+    task = make_task(trace_context={"traceparent": TRACEPARENT, "origin": origin})
+
+    page = admin_client.get(f"{CHANGELIST}{task.pk}/change/").content.decode()
+
+    assert f'href="http://localhost:16686/trace/{"4b" * 16}"' in page
+    assert f'first: <a href="http://localhost:16686/trace/{"aa" * 16}"' in page
+
+
+def test_a_task_enqueued_without_tracing_shows_no_trace_link(admin_client):
+    task = make_task()
+
+    page = admin_client.get(f"{CHANGELIST}{task.pk}/change/").content.decode()
+
+    assert "localhost:16686" not in page

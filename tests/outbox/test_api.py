@@ -111,6 +111,7 @@ def test_a_staff_user_sees_the_task_and_every_attempt(staff_client):
         last_error="",
         result={"number": "R-1"},
         correlation_id="corr-9",
+        trace_context={"traceparent": f"00-{'4b' * 16}-00f067aa0ba902b7-01"},
         created_at=T0,
         available_at=T0 + timedelta(seconds=4),
         finished_at=T0 + timedelta(seconds=5),
@@ -145,6 +146,7 @@ def test_a_staff_user_sees_the_task_and_every_attempt(staff_client):
         "last_error": "",
         "result": {"number": "R-1"},
         "correlation_id": "corr-9",
+        "trace_id": "4b" * 16,
         "created_at": "2025-03-01T12:00:00Z",
         "available_at": "2025-03-01T12:00:04Z",
         "finished_at": "2025-03-01T12:00:05Z",
@@ -167,6 +169,12 @@ def test_a_staff_user_sees_the_task_and_every_attempt(staff_client):
             },
         ],
     }
+
+
+def test_a_task_enqueued_without_tracing_has_no_trace_id(staff_client):
+    task = make_task()
+
+    assert staff_client.get(f"/api/tasks/{task.id}").json()["trace_id"] is None
 
 
 def test_a_pending_task_has_no_finish_time_no_result_and_no_attempts(staff_client):

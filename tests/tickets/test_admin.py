@@ -305,3 +305,14 @@ def test_the_list_reads_in_a_fixed_number_of_queries(
         response = admin_client.get(CHANGELIST)
 
     assert response.content.decode().count(": pending</a>") == 40 * 2
+
+
+def test_the_ticket_page_links_the_trace_of_its_tasks_once(admin_client, post_tickets):
+    post_tickets([ticket("t-1")])
+    carrier = {"traceparent": f"00-{'4b' * 16}-00f067aa0ba902b7-01"}
+    Task.objects.update(trace_context=carrier)
+    pk = Ticket.objects.get(ticket_id="t-1").pk
+
+    page = admin_client.get(f"/admin/tickets/ticket/{pk}/change/").content.decode()
+
+    assert page.count(f'href="http://localhost:16686/trace/{"4b" * 16}"') == 1

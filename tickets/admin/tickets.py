@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin
@@ -22,9 +23,14 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
-from outbox.console.admin_mixins import ReadOnlyMixin, attempts_in_words, retry_button
+from outbox.console.admin_mixins import (
+    ReadOnlyMixin,
+    attempts_in_words,
+    retry_button,
+    trace_link,
+)
 from outbox.history import history
 from outbox.models import FINISHED_STATES
 from tickets import reports
@@ -95,7 +101,7 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         (None, {"fields": ("ticket_id", "status", "customer_email", "booking_id")}),
         ("Receipt", {"fields": ("receipt_issued_at", "refund_requested_at")}),
         ("Times", {"fields": ("created_at", "updated_at")}),
-        ("Outbox tasks", {"fields": ("outbox_tasks_detail",)}),
+        ("Outbox tasks", {"fields": ("traces", "outbox_tasks_detail")}),
     )
     readonly_fields = (
         "standing",
@@ -112,6 +118,7 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "outbox_tasks_detail",
+        "traces",
     )
 
     class Media:
@@ -259,6 +266,17 @@ class TicketAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 for task in tasks
             ),
         )
+
+    @admin.display(description="traces")
+    def traces(self, ticket: Ticket) -> SafeString | str:
+        """The traces of the ticket's tasks, once each: the delivery's, a refund's, a retry's."""
+        seen: dict[str, Any] = {}
+        for task in tasks_of(ticket):
+            carrier = task.trace_context
+            if isinstance(carrier, dict) and carrier.get("traceparent"):
+                seen.setdefault(json.dumps(carrier, sort_keys=True), carrier)
+        links = [trace_link(carrier) for carrier in seen.values()]
+        return format_html_join(mark_safe("<br>"), "{}", ((link,) for link in links)) or "-"
 
     @admin.display(description="tasks and attempts")
     def outbox_tasks_detail(self, ticket: Ticket) -> SafeString:

@@ -27,6 +27,7 @@ from outbox.console.admin_mixins import (
     folded_text,
     pretty_json,
     retry_button,
+    trace_link,
 )
 from outbox.console.dashboard import dashboard_view
 from outbox.console.links import subject_url
@@ -95,7 +96,7 @@ class TaskAdmin(ReadOnlyMixin, TaskActions):
 
     fieldsets = (
         (None, {"fields": ("id", "kind", "subject", "state", "queue", "attempts_used")}),
-        ("Keys", {"fields": ("dedupe_key", "idempotency_key", "correlation_id")}),
+        ("Keys", {"fields": ("dedupe_key", "idempotency_key", "correlation_id", "trace")}),
         (
             "Times",
             {
@@ -180,6 +181,10 @@ class TaskAdmin(ReadOnlyMixin, TaskActions):
         return retry_button(
             task.pk, back=reverse("admin:outbox_task_change", args=[task.pk]), label="Retry now"
         )
+
+    @admin.display(description="trace")
+    def trace(self, task: Task) -> SafeString | str:
+        return trace_link(task.trace_context)
 
     @admin.display(description="payload")
     def payload_pretty(self, task: Task) -> SafeString:
