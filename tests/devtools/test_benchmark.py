@@ -142,3 +142,27 @@ def test_the_recorded_command_names_no_password_and_no_path_of_this_machine():
 
     assert _redacted({}, local) == "sqlite:///$PWD/var/bench.sqlite3"
     assert _redacted({"PASSWORD": "s3cret"}, remote) == "postgres://bench:***@db.example:5432/bench"
+
+
+# (o) tracing off and on ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # VACUUM cannot run in a transaction
+def test_the_tracing_figure_encodes_a_span_per_try_then_leaves_tracing_off(settings):
+    from opentelemetry import trace
+
+    from outbox import tracing
+
+    report = quiet_report()
+    middleware = list(settings.MIDDLEWARE)
+
+    benchmark.tracing_cost(Options(drain_tasks=100, webhook_requests=2, threads=4), report)
+
+    figures = {figure: note for figure, _value, note in report.lines}
+    # 100 tries, one send span and one cause per 100 tasks.
+    assert "102 spans encoded" in figures["(o) the same, tracing on"]
+    assert "(o) webhook with 100 tickets, tracing on, server time" in figures
+    assert tracing.tracer() is None
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert list(settings.MIDDLEWARE) == middleware
+    assert not Task.objects.exists()
