@@ -541,12 +541,19 @@ def test_a_hostile_body_is_refused_before_the_signature_is_even_checked(client, 
 class EchoingGateway(FakeGateway):
     """An API that quotes the request back in its errors, as real APIs sometimes do."""
 
-    def handle(self, method: str, target: str, body: bytes, correlation_id: str | None) -> Reply:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        correlation_id: str | None,
+        traceparent: str | None = None,
+    ) -> Reply:
         if method == "POST" and "/spreadsheets-api/" in target:
             return error_reply(500, f"could not append {body.decode()}")
         if method == "PUT" and target == "/receipts-api/receipts":
             return error_reply(400, f"refused {body.decode()} for {EMAIL}")
-        return super().handle(method, target, body, correlation_id)
+        return super().handle(method, target, body, correlation_id, traceparent)
 
 
 @pytest.fixture
