@@ -257,3 +257,35 @@ def test_the_trace_link_follows_the_template_setting(settings):
 
     assert tracing.trace_url("ab" * 16) == f"https://tempo.example/explore?trace={'ab' * 16}"
     assert tracing.trace_url(None) is None
+
+
+def test_an_admin_retry_says_which_user_started_it(exported, recording_handler, admin_client):
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    recording_handler()
+    [task_id] = make()
+    Task.objects.filter(id=task_id).update(state="failed")
+
+    admin_client.post(
+        "/admin/outbox/task/",
+        {"action": "retry_now", ACTION_CHECKBOX_NAME: [task_id], "index": 0},
+    )
+
+    [retry] = named(exported, "retry")
+    assert retry.attributes["outbox.started_by"] == "admin user admin"
+
+
+def test_a_replay_says_which_operator_started_it(exported, recording_handler):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    recording_handler()
+    [task_id] = make()
+    Task.objects.filter(id=task_id).update(state="failed")
+
+    call_command("replay_tasks", "--yes", "--by", "bob", stdout=StringIO())
+
+    [retry] = named(exported, "retry")
+    assert retry.attributes["outbox.started_by"] == "replay_tasks by bob"
+    assert tracing.trace_id_of(Task.objects.get(id=task_id).trace_context) == hex_trace(retry)
