@@ -77,7 +77,7 @@ def staff_without_permissions(client: Client) -> Client:
 # The group the migration creates --------------------------------------------------------
 
 
-def test_the_accounting_group_can_view_and_retry_but_nothing_else():
+def test_the_accounting_group_can_view_retry_and_reconcile_but_nothing_else():
     group = Group.objects.get(name="Accounting")
 
     codenames = {
@@ -88,6 +88,11 @@ def test_the_accounting_group_can_view_and_retry_but_nothing_else():
     assert codenames == {
         ("tickets", "view_ticket"),
         ("tickets", "view_webhookdelivery"),
+        # The reconcile's report, its fixes and acknowledgements are the accountants' own.
+        ("tickets", "view_reconcilerun"),
+        ("tickets", "view_driftitem"),
+        ("tickets", "fix_driftitem"),
+        ("tickets", "acknowledge_driftitem"),
         ("outbox", "view_task"),
         ("outbox", "view_attempt"),
         ("outbox", "view_pausedkind"),
