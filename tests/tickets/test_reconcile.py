@@ -5,6 +5,7 @@ The fake gateway runs in a thread (real HTTP); the relay runs passes directly, n
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.test import override_settings
+from django.utils import timezone
 
 from outbox.models import Task, TaskState
 from outbox.registry import TaskContext, get_handler
@@ -170,6 +172,59 @@ def test_a_duplicate_an_extra_and_a_changed_row_are_each_reported(
         drift_fix(item_id=dup.pk, by="ada")
 
 
+def test_what_differs_only_in_how_it_is_written_is_not_drift(post_tickets, gateway_url, gateway):
+    sold(post_tickets, "t-1", "t-2", "t-3")
+    drain()
+    # The same amount, mailbox and currency, written otherwise (a hand, another export).
+    gateway.plant_drift(PRINT, {"action": "change", "ticket_id": "t-1", "amount": "50.0"})
+    gateway.plant_drift(PRINT, {"action": "change", "ticket_id": "t-2", "amount": "50"})
+    gateway.plant_drift(
+        PRINT,
+        {"action": "change", "ticket_id": "t-3", "customer_email": "Ada@Example.COM"},
+    )
+    gateway.plant_drift(PRINT, {"action": "change", "ticket_id": "t-3", "currency": "eur"})
+
+    run = reconcile()
+
+    assert (run.counts, run.drift_open) == ({}, 0)
+
+
+def test_a_ticket_canceled_after_it_was_confirmed_has_both_rows_and_no_drift(
+    post_tickets, gateway_url, gateway
+):
+    sold(post_tickets, "t-1")
+    drain()
+    sold(post_tickets, "t-1", status="canceled", key="k-2")
+    drain()
+    assert print_rows(gateway, "t-1") == 1
+    assert [r[0] for r in gateway.snapshot()["sheets"][REFUND]] == ["t-1"]
+
+    run = reconcile()
+    window = Reconciler(scope=Scope(since=timezone.now() - timedelta(hours=1)), by="ada").run()
+
+    assert (run.counts, run.drift_open) == ({}, 0)
+    assert (window.counts, window.tickets_checked) == ({}, 1)
+
+
+def test_a_window_holds_its_start_and_not_its_end(post_tickets, gateway_url, gateway):
+    sold(post_tickets, "t-in", "t-before", "t-at-end")
+    drain()
+    start = timezone.now().replace(microsecond=0) - timedelta(hours=2)
+    end = start + timedelta(hours=1)
+    for tid, moment in (("t-in", start), ("t-before", start - timedelta(microseconds=1))):
+        Ticket.objects.filter(ticket_id=tid).update(created_at=moment, updated_at=moment)
+    Ticket.objects.filter(ticket_id="t-at-end").update(created_at=end, updated_at=end)
+    # Each sheet row of a ticket outside the window is skipped, not called extra; and the
+    # ticket inside it, with its row deleted, is the one finding.
+    gateway.plant_drift(PRINT, {"action": "delete", "ticket_id": "t-in"})
+    gateway.plant_drift(PRINT, {"action": "delete", "ticket_id": "t-before"})
+
+    run = Reconciler(scope=Scope(since=start, until=end), by="ada").run()
+
+    assert run.tickets_checked == 1
+    assert [(i.kind, i.seller_ticket_id) for i in items(run)] == [("missing_row", "t-in")]
+
+
 def test_an_acknowledged_row_stays_acknowledged_in_the_next_run(post_tickets, gateway_url, gateway):
     sold(post_tickets, "t-1")
     drain()
@@ -210,6 +265,38 @@ def test_a_failed_receipt_is_missing_and_its_fix_requeues_the_same_task(
     assert Ticket.objects.get(ticket_id="t-1").receipt_number
     assert len(gateway.snapshot()["receipts"]) == 1
     assert Task.objects.filter(dedupe_key=receipt.dedupe_key).count() == 1
+
+
+def test_a_fix_of_an_item_whose_ticket_changed_since_the_run_enqueues_nothing(
+    post_tickets, gateway_url, gateway
+):
+    sold(post_tickets, "t-1", "t-2")
+    for tid in ("t-1", "t-2"):
+        Task.objects.filter(dedupe_key=kinds.RECEIPT.dedupe_key(tid)).update(
+            state=TaskState.FAILED, attempts=30
+        )
+    drain()
+    run = reconcile()
+    stale, live = items(run, DriftKind.MISSING_RECEIPT)
+    # Since the run, t-1's receipt came (a retry from the task's page, by hand).
+    Ticket.objects.filter(ticket_id="t-1").update(receipt_number="R-by-hand")
+    Task.objects.filter(dedupe_key=kinds.RECEIPT.dedupe_key("t-1")).update(
+        state=TaskState.SUCCEEDED
+    )
+
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("reconcile", "--fix", str(run.pk), stdout=out, stderr=err)
+
+    # The stale one is refused and left open; the refusal does not stop the other's fix.
+    assert raised.value.returncode == 1
+    assert "changed since run" in err.getvalue()
+    assert "1 missing effect(s)" in out.getvalue()
+    stale.refresh_from_db()
+    live.refresh_from_db()
+    assert (stale.state, live.state) == ("open", "fixed")
+    receipt = Task.objects.get(dedupe_key=kinds.RECEIPT.dedupe_key("t-1"))
+    assert receipt.state == TaskState.SUCCEEDED  # not requeued
 
 
 def test_a_refunded_ticket_whose_void_and_refund_failed_is_reported_twice(
@@ -273,6 +360,14 @@ def test_the_command_exits_1_on_drift_and_prints_json(post_tickets, gateway_url,
         (["--ticket", "t-1", "--since", "2026-05-01"], "does not take --since"),
         (["--ticket", "nobody"], "unknown ticket"),
         (["--fix", "999"], "does not exist"),
+        # A date that looks like one (ten characters) but is not on the calendar.
+        (["--since", "2026-13-45"], "--since '2026-13-45' is not an ISO date"),
+        (["--until", "2026-02-30"], "--until '2026-02-30' is not an ISO date"),
+        # A window that starts tomorrow holds nothing: said, not run (and stored) empty.
+        (["--since", "2999-01-01"], "is in the future"),
+        (["--ticket", "t-\x001"], r"--ticket 't-\\x001' is not a ticket id: it must be plain"),
+        (["--ticket", " "], "must not be blank"),
+        (["--fix", "1", "--since", "2026-05-01"], "does not take --since"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_problem_and_store_nothing(args, message):

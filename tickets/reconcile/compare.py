@@ -52,15 +52,18 @@ def _row_differences(row: SheetRow, ticket: TicketFacts) -> dict[str, dict[str, 
     columns = [*row.columns, "", "", ""][1:4]
     email, amount, currency = (str(value) for value in columns)
     found: dict[str, dict[str, str]] = {}
-    if email != ticket.customer_email:
+    # The same mailbox however a sheet (or a hand) cased it: every mail system here treats
+    # addresses case-blind, so a case-only difference is not drift an accountant can act on.
+    if email.strip().casefold() != ticket.customer_email.strip().casefold():
         found["customer_email"] = {"ours": ticket.customer_email, "sheet": email}
     try:
-        same_amount = Decimal(amount) == ticket.amount
+        # A number, not a text: "50.0", "50" and "50.00" are the same amount.
+        same_amount = Decimal(amount.strip()) == ticket.amount
     except (InvalidOperation, ValueError):
         same_amount = False
     if not same_amount:
         found["amount"] = {"ours": f"{ticket.amount:.2f}", "sheet": amount}
-    if currency != ticket.currency:
+    if currency.strip().upper() != ticket.currency.upper():
         found["currency"] = {"ours": ticket.currency, "sheet": currency}
     return found
 

@@ -22,7 +22,9 @@ from outbox import enqueue_many, tasks_retry
 from outbox.console.audit import log_tasks, log_user_id
 from outbox.models import Task, TaskState
 from tickets import kinds
-from tickets.models import FIXABLE_KINDS, DriftItem, Ticket
+from tickets.models import FIXABLE_KINDS, DriftItem, DriftKind, Ticket
+from tickets.reconcile import compare
+from tickets.reconcile.facts import tasks_of, tickets_by_id
 from tickets.ticket_in import TicketIn
 
 REQUEUABLE = (TaskState.FAILED, TaskState.CANCELED, TaskState.SUCCEEDED)
@@ -57,6 +59,25 @@ def _log_item(item: DriftItem, message: str, by: str) -> None:
     )
 
 
+def _still_wanted(item: DriftItem) -> bool:
+    """Whether our records, read now, still call for the item's effect.
+
+    The run may be old: since then a receipt may have been issued, a ticket refunded, a task
+    retried by hand. The same comparison as the run's, over the ticket as it is now (the
+    sheets taken as lacking the row, which the sheet handler checks itself before it
+    appends), decides; an effect whose task is on its way still counts (nothing is requeued).
+    """
+    ticket = tickets_by_id([item.seller_ticket_id]).get(item.seller_ticket_id)
+    if ticket is None:
+        return False
+    now = timezone.now()
+    sheets = {sheet: compare.SheetSeen(sheet, read_started=now) for sheet in compare.SHEET_EFFECTS}
+    return any(
+        finding.effect == item.effect and finding.kind in (item.kind, DriftKind.IN_FLIGHT)
+        for finding in compare.ticket_findings(ticket, tasks_of([ticket]), sheets)
+    )
+
+
 @transaction.atomic
 def drift_fix(*, item_id: int, by: str, reason: str = "") -> FixOutcome:
     """Enqueue (or requeue) the task of the missing effect `item_id` names; once per item."""
@@ -72,8 +93,14 @@ def drift_fix(*, item_id: int, by: str, reason: str = "") -> FixOutcome:
         raise CannotFix(f"drift item #{item_id} is {item.state} already (by {item.handled_by})")
     effect = EFFECTS.get(item.effect)
     ticket = Ticket.objects.filter(ticket_id=item.seller_ticket_id).first()
-    if effect is None or ticket is None:
+    if effect is None or ticket is None or (item.ticket_id and item.ticket_id != ticket.pk):
         raise CannotFix(f"drift item #{item_id}: its ticket or effect is no longer known")
+    if not _still_wanted(item):
+        raise CannotFix(
+            f"drift item #{item_id}: ticket {item.seller_ticket_id} changed since run "
+            f"#{item.run_id} and no longer lacks this effect (see its ticket): nothing to fix; "
+            "acknowledge the item with a note"
+        )
     spec = effect.spec(_ticket_in(ticket), f"reconcile-{item.run_id}-fix-{item.pk}")
     if effect.kind == kinds.APPEND_ROW:
         spec = replace(spec, payload={**spec.payload, kinds.READ_SHEET_FIRST: True})
@@ -128,9 +155,17 @@ def drift_acknowledge(*, item_id: int, by: str, note: str) -> None:
     _log_item(item, f"Acknowledged from reconcile run #{item.run_id}: {note}", by)
 
 
-def fix_run(*, run_id: int, by: str, reason: str = "") -> list[FixOutcome]:
-    """Fix every open missing effect of a run, each in its own transaction."""
+def fix_run(*, run_id: int, by: str, reason: str = "") -> tuple[list[FixOutcome], list[str]]:
+    """Fix every open missing effect of a run, each in its own transaction: what was done, and
+    why the others were not (one refusal does not stop the rest)."""
     ids = DriftItem.objects.filter(
         run_id=run_id, state=DriftItem.State.OPEN, kind__in=FIXABLE_KINDS
     ).values_list("pk", flat=True)
-    return [drift_fix(item_id=item_id, by=by, reason=reason) for item_id in list(ids)]
+    done: list[FixOutcome] = []
+    refused: list[str] = []
+    for item_id in list(ids.order_by("pk")):
+        try:
+            done.append(drift_fix(item_id=item_id, by=by, reason=reason))
+        except CannotFix as exc:
+            refused.append(str(exc))
+    return done, refused
