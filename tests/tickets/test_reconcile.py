@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
@@ -454,3 +455,29 @@ def test_the_admin_fixes_and_acknowledges_with_a_note_in_the_history(
     messages = set(LogEntry.objects.values_list("change_message", flat=True))
     assert any("Acknowledged from reconcile run" in m and "removed row 3" in m for m in messages)
     assert any(m.startswith("Enqueued by the fix of drift item") for m in messages)
+
+
+def test_a_viewer_without_the_fix_and_acknowledge_permissions_changes_nothing(
+    client, post_tickets, gateway_url, gateway
+):
+    sold(post_tickets, "t-1", "t-2")
+    drain()
+    gateway.plant_drift(PRINT, {"action": "delete", "ticket_id": "t-1"})
+    gateway.plant_drift(PRINT, {"action": "duplicate", "ticket_id": "t-2"})
+    run = reconcile()
+    viewer = User.objects.create_user("vic", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename="view_driftitem"))
+    client.force_login(viewer)
+    url = "/admin/tickets/driftitem/"
+    ids = [item.pk for item in items(run)]
+
+    listed = client.get(url)
+    client.post(url, {"action": "fix_missing", "_selected_action": ids})
+    client.post(url, {"action": "acknowledge", "_selected_action": ids, "post": "yes", "note": "x"})
+    # A GET names the action in vain: actions run on POST only.
+    client.get(url, {"action": "fix_missing", "_selected_action": ids})
+
+    assert listed.status_code == 200
+    assert "fix_missing" not in listed.content.decode()
+    assert set(run.items.values_list("state", flat=True)) == {"open"}
+    assert Task.objects.filter(state=TaskState.PENDING).count() == 0
