@@ -14,7 +14,10 @@ What a domain app needs is here: `import outbox`, then
   `func(kind, subject) -> url | None` links what a task is about (its handler's `label` value)
   to the domain's own page; `register_search_url(label, func)`, a dashboard search box that
   sends its words as `?q=` to `func()`, the domain's own list (an admin changelist, say);
-  `register_dashboard_link(label, func)`, a link to one of its pages.
+  `register_dashboard_link(label, func)`, a link to one of its pages;
+  `register_task_search(func)`, where `func(term) -> dedupe keys | None` tells the task
+  list's search which tasks a term names (found on the domain's own indexes, so the search
+  does not scan every task's payload).
 - `outbox.register_schedule(name=, func=, minutes=, migration=)`: a django-q2 schedule of the
   app's own (created by its `migration`), recreated when deleted as the relay's are;
 - `outbox.console.links.register_dashboard_note(func)` and `register_status_check(name,

@@ -14,9 +14,15 @@ class TicketsConfig(AppConfig):
             register_search_url,
             register_status_check,
             register_subject_url,
+            register_task_search,
         )
         from tickets import checks, handlers  # noqa: F401  (registers checks and handlers)
-        from tickets.admin_links import ticket_admin_url, ticket_search_url, ticket_totals_url
+        from tickets.admin_links import (
+            ticket_admin_url,
+            ticket_search_url,
+            ticket_tasks_named_by,
+            ticket_totals_url,
+        )
         from tickets.destinations import check_destinations
         from tickets.intake.signature import WebhookVerifier
         from tickets.reconcile import schedule
@@ -27,6 +33,8 @@ class TicketsConfig(AppConfig):
         register_subject_url(ticket_admin_url)
         # The dashboard's search box finds tickets (by id, email, receipt, Correlation-ID...).
         register_search_url("tickets", ticket_search_url)
+        # The task list's search finds a ticket's tasks by its id or email on indexes.
+        register_task_search(ticket_tasks_named_by)
         register_dashboard_link("Ticket totals per day", ticket_totals_url)
         # prune_outbox and its schedule prune the webhook's tables by the tasks' cutoff.
         outbox.register_retention(prune_deliveries)

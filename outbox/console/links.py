@@ -1,13 +1,14 @@
 """Links other apps register so the console can point at their pages.
 
 A task's page links its subject (a ticket, say) to the domain's own page; the dashboard gets a
-search box per registered search and a link per registered page. The domain registers them in
-its AppConfig.ready(); the engine never sees them.
+search box per registered search and a link per registered page; the task list's search asks
+the domain which tasks a term names. The domain registers them in its AppConfig.ready(); the
+engine never sees them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 # Where an operator reads about a task's subject (a ticket's admin page, say): given a kind
@@ -104,3 +105,29 @@ def register_status_check(name: str, func: StatusCheck) -> StatusCheck:
 def status_checks() -> list[tuple[str, str | None]]:
     """(name, problem or None) of every registered check, in the order registered."""
     return [(name, func()) for name, func in _status_checks.items()]
+
+
+# What a search term names, in the domain's own words: the dedupe keys of the tasks a term
+# stands for (a ticket id, a customer's email), found by the domain on its own indexes, or
+# None when the domain does not know the term. The task list then matches those keys on the
+# unique `dedupe_key` index instead of scanning every task's payload, and the task table
+# carries no search index of its own: each would take an entry from every claim and outcome.
+TaskSearch = Callable[[str], "Iterable[str] | None"]
+_task_searches: list[TaskSearch] = []
+
+
+def register_task_search(func: TaskSearch) -> TaskSearch:
+    """Register `func(term) -> dedupe keys | None` for the task list's search box."""
+    if func not in _task_searches:
+        _task_searches.append(func)
+    return func
+
+
+def task_search_keys(term: str) -> list[str] | None:
+    """The dedupe keys every registered search gives for `term`; None when none knows it."""
+    keys: list[str] | None = None
+    for func in _task_searches:
+        found = func(term)
+        if found is not None:
+            keys = [*(keys or []), *found]
+    return keys

@@ -146,6 +146,44 @@ def test_search_finds_tasks_by_id_keys_and_payload_values(admin_client):
     assert found("nothing-like-this") == set()
 
 
+@pytest.fixture
+def task_search(monkeypatch):
+    """Register one task search for the test, alone: `task_search(func)`."""
+    from outbox.console import links
+
+    def register(func):
+        monkeypatch.setattr(links, "_task_searches", [])
+        links.register_task_search(func)
+
+    return register
+
+
+def test_a_term_the_domain_knows_finds_its_keys_without_scanning_the_payloads(
+    admin_client, task_search
+):
+    named = make_task(dedupe_key="receipt:k-1", payload={"n": 1})
+    elsewhere = make_task(dedupe_key="other:1", payload={"who": "ada@example.com"})
+    unknown = make_task(dedupe_key="other:2", payload={"who": "bob@example.com"})
+    task_search(lambda term: ["receipt:k-1"] if term == "ada@example.com" else None)
+
+    def found(term: str) -> tuple[set[int], list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(CHANGELIST, {"q": term})
+        listed = {task.pk for task in response.context["cl"].result_list}
+        return listed, [q["sql"] for q in queries if "dedupe_key" in q["sql"]]
+
+    # The domain names the tasks: matched on the dedupe keys' index, no LIKE over payloads
+    # (so `elsewhere`, which only holds the value in its payload, is not listed).
+    listed, sql = found("ada@example.com")
+    assert listed == {named.pk}
+    assert sql and not any("LIKE" in statement.upper() for statement in sql)
+    # A term the domain does not know is still looked for in every payload.
+    listed, sql = found("bob@example.com")
+    assert listed == {unknown.pk}
+    assert any("LIKE" in statement.upper() for statement in sql)
+    assert elsewhere.pk not in listed
+
+
 # Read-only -------------------------------------------------------------------------------
 
 

@@ -92,6 +92,31 @@ def test_search_finds_a_ticket_by_id_or_email(admin_client, post_tickets):
     assert listed(admin_client, {"q": "carol"}) == []
 
 
+def test_the_task_list_finds_a_tickets_tasks_by_its_id_or_email_on_indexes(
+    admin_client, post_tickets
+):
+    post_tickets([ticket("t-1", email="ada@example.com"), ticket("t-10", email="bob@example.com")])
+    tasks_of_t1 = set(
+        Task.objects.filter(dedupe_key__in=kinds.dedupe_keys("t-1")).values_list("pk", flat=True)
+    )
+
+    def found(term: str) -> tuple[set[int], list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get("/admin/outbox/task/", {"q": term})
+        listed = {task.pk for task in response.context["cl"].result_list}
+        return listed, [q["sql"] for q in queries if "dedupe_key" in q["sql"]]
+
+    assert tasks_of_t1
+    for term in ("t-1", "ada@example.com"):
+        listed, sql = found(term)
+        # Exactly t-1's tasks (not t-10's), matched by their dedupe keys: no payload scan.
+        assert listed == tasks_of_t1, term
+        assert sql and not any("LIKE" in statement.upper() for statement in sql), term
+    # A value no ticket has is still looked for in the payloads, case aside.
+    listed, _ = found("ADA@EXAMPLE.COM")
+    assert listed and listed <= tasks_of_t1
+
+
 def page_of(ticket_id: str) -> str:
     return f"/admin/tickets/ticket/{Ticket.objects.get(ticket_id=ticket_id).pk}/change/"
 
