@@ -20,6 +20,68 @@ from devtools.benchmark.report import Report
 from devtools.bulk import fill_tasks
 from outbox.models import Task, TaskState
 
+# Tickets with their tasks among the big table's, for the task search by a ticket id or email.
+SEARCHED_TICKETS = 1_000
+SEARCHED_PREFIX = "bench-t-"
+
+
+def _tickets_with_tasks(count: int) -> None:
+    """`count` confirmed tickets and their tasks (a receipt and a sheet row each), as the
+    webhook would store them, so the search has real dedupe keys and payloads to find."""
+    from decimal import Decimal
+
+    from django.db import transaction
+    from django.db.models.functions import Now
+
+    from outbox.services import enqueue_many
+    from tickets import kinds
+    from tickets.models import Ticket, TicketStatus
+    from tickets.ticket_in import TicketIn
+
+    _forget_tickets()
+    incoming = [
+        TicketIn(
+            ticket_id=f"{SEARCHED_PREFIX}{index}",
+            status=TicketStatus.CONFIRMED,
+            customer_email=f"customer{index}@example.com",
+            amount=Decimal("12.50"),
+            currency="EUR",
+        )
+        for index in range(count)
+    ]
+    with transaction.atomic():
+        Ticket.objects.bulk_create(
+            Ticket(
+                ticket_id=t.ticket_id,
+                status=t.status,
+                customer_email=t.customer_email,
+                price_amount=t.amount,
+                price_currency=t.currency,
+            )
+            for t in incoming
+        )
+        specs = [
+            effect.spec(t, correlation_id="")
+            for t in incoming
+            for effect in kinds.EFFECTS
+            if effect.on == kinds.ON_CONFIRMED
+        ]
+        enqueue_many(specs)
+        # Done long ago, as most of a big table is.
+        Task.objects.filter(dedupe_key__in=[spec.dedupe_key for spec in specs]).update(
+            state=TaskState.SUCCEEDED,
+            attempts=1,
+            finished_at=Now(),
+            succeeded_started_at=Now(),
+            succeeded_duration_ms=1.0,
+        )
+
+
+def _forget_tickets() -> None:
+    from tickets.models import Ticket
+
+    Ticket.objects.filter(ticket_id__startswith=SEARCHED_PREFIX).delete()
+
 
 def console_time(options: Options, report: Report, *, filled: bool = False) -> None:
     """Server time of the dashboard and the triage page on a table of `big_table_rows`
@@ -39,9 +101,11 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
         retrying_every=2,
         spread_seconds=86_400,
     )
-    vacuum()
     tasks = Task.objects.count()
     succeeded = Task.objects.filter(state=TaskState.SUCCEEDED).count()
+    searched = max(1, min(SEARCHED_TICKETS, options.big_table_rows // 1000))
+    _tickets_with_tasks(searched)
+    vacuum()
     user, _ = get_user_model().objects.update_or_create(
         username="benchmark-console",
         defaults={"is_staff": True, "is_superuser": True, "is_active": True},
@@ -55,7 +119,16 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
             ("/metrics scrape", "/metrics"),
             ("task list, kind filter shown", "/admin/outbox/task/"),
             ("attempts list, status filter shown", "/admin/outbox/attempt/"),
-            ("task search by a payload value", "/admin/outbox/task/?q=t-424242"),
+            (
+                "task search by a ticket id",
+                f"/admin/outbox/task/?q={SEARCHED_PREFIX}{searched // 2}",
+            ),
+            (
+                "task search by a customer email",
+                f"/admin/outbox/task/?q=customer{searched // 2}@example.com",
+            ),
+            # A value no registered search knows: looked for in every task's payload.
+            ("task search by a value only a payload holds", "/admin/outbox/task/?q=t-424242"),
         ):
             samples = _server_times(client, url, options.console_requests)
             report.add(
@@ -63,6 +136,7 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
                 f"p50 {percentile(samples, 0.5):,.0f} ms, p99 {percentile(samples, 0.99):,.0f} ms",
                 f"({len(samples)} requests as a superuser after 2 to warm up; {tasks:,} tasks, "
                 f"{tasks - succeeded:,} of them failed or retrying; finished over the last 7 days; "
+                f"and {searched:,} tickets with their {searched * 2:,} finished tasks to search; "
                 "DEBUG off)",
             )
         status = []
@@ -80,6 +154,7 @@ def console_time(options: Options, report: Report, *, filled: bool = False) -> N
     finally:
         client.logout()
         user.delete()
+        _forget_tickets()
     wipe()
 
 

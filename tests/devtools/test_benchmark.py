@@ -17,6 +17,7 @@ from django.db import connection
 from devtools import benchmark
 from devtools.benchmark import Options, Report, process_tree, pss_kib
 from outbox.models import Task
+from tickets.models import Ticket
 
 
 def test_the_process_tree_holds_a_child_and_not_the_parent():
@@ -90,7 +91,9 @@ def test_the_console_figure_times_both_pages_then_leaves_nothing_behind():
         "/metrics scrape",
         "task list, kind filter shown",
         "attempts list, status filter shown",
-        "task search by a payload value",
+        "task search by a ticket id",
+        "task search by a customer email",
+        "task search by a value only a payload holds",
     ]
     assert [figure for figure, _value, _note in report.lines] == [
         *(f"(k) {page} with 40 succeeded tasks, server time" for page in pages),
@@ -102,6 +105,7 @@ def test_the_console_figure_times_both_pages_then_leaves_nothing_behind():
         assert note.startswith("(3 requests as a superuser")
         assert "50 tasks, 10 of them failed or retrying" in note
     assert not Task.objects.exists()
+    assert not Ticket.objects.exists()
     assert not get_user_model().objects.filter(username="benchmark-console").exists()
 
 
