@@ -128,6 +128,10 @@ def database_work(options: Options, report: Report) -> None:
         job = phases.total("enqueue", "drain")
         life = phases.total()
         ratio = f"{job.wal / count / raw_job:.2f}x the raw loop's WAL per job"
+        if life.whole_server and inspect:
+            # A checkpoint recycled a phase's WAL before it was read (a slow phase on a busy
+            # server): that phase is the whole server's difference, other databases included.
+            ratio += "; NOT this database alone: a phase's WAL was recycled before it was read"
         report.add(
             f"(m) database work per task, {label}",
             f"enqueue + run: {dbwork.per_task(job, count)}",
