@@ -137,3 +137,13 @@ def test_the_index_migration_runs_again_after_an_interrupted_run(postgres_only):
 
     assert "outbox_task_finished_only" in task_indexes()
     assert "outbox_task_finished" not in task_indexes()
+
+
+def test_the_task_table_leaves_room_on_its_pages_for_a_tasks_new_versions(postgres_only):
+    # Without it, every claim and outcome moves its row to another page: the whole row and a
+    # lock record in the WAL instead of the changed bytes (migration 0014, docs/BENCHMARKS.md).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'outbox_task'")
+        options = cursor.fetchone()[0] or []
+
+    assert "fillfactor=80" in options
