@@ -141,7 +141,7 @@ def test_the_index_migration_runs_again_after_an_interrupted_run(postgres_only):
 
 def test_the_task_table_leaves_room_on_its_pages_for_a_tasks_new_versions(postgres_only):
     # Without it, every claim and outcome moves its row to another page: the whole row and a
-    # lock record in the WAL instead of the changed bytes (migration 0014, docs/BENCHMARKS.md).
+    # lock record in the WAL instead of the changed bytes (migration 0015, docs/BENCHMARKS.md).
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'outbox_task'")
         options = cursor.fetchone()[0] or []
