@@ -17,9 +17,45 @@ def _on_postgres() -> bool:
     return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 
 
+# A test can reach the test database only through pytest-django's marker or one of these
+# fixtures (any other access is refused); the end-to-end tests make databases of their own.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+        "e2e_database",
+    }
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="Run only the tests that reach a database (the CI's second database: a test "
+        "that touches none has already run on the first).",
+    )
+
+
+def _reaches_a_database(item: pytest.Item) -> bool:
+    if any(item.get_closest_marker(name) for name in ("django_db", "e2e", "postgres")):
+        return True
+    return bool(DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `postgres` need two connections at once; on SQLite they are deselected
-    loudly (the CI runs the suite on PostgreSQL too)."""
+    loudly (the CI runs the suite on PostgreSQL too). `--database-tests-only` leaves out
+    the tests that reach no database, loudly too."""
+    if config.getoption("--database-tests-only"):
+        without = [item for item in items if not _reaches_a_database(item)]
+        if without:
+            config.hook.pytest_deselected(items=without)
+            items[:] = [item for item in items if _reaches_a_database(item)]
+            config._outbox_no_database = len(without)  # type: ignore[attr-defined]
     if _on_postgres():
         return
     selected = [item for item in items if "postgres" not in item.keywords]
@@ -31,6 +67,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    without = getattr(config, "_outbox_no_database", 0)
+    if without:
+        terminalreporter.write_line(
+            f"{without} tests that reach no database were left out (--database-tests-only).",
+            yellow=True,
+        )
     count = getattr(config, "_outbox_pg_deselected", 0)
     if count:
         terminalreporter.write_line(
