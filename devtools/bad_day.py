@@ -49,6 +49,9 @@ TABLES = [
     "outbox_relaypass",
     "outbox_circuit",
     "outbox_pausedkind",
+    # A reconcile's items point at tickets: they go first (SQLite deletes in this order).
+    "tickets_driftitem",
+    "tickets_reconcilerun",
     "tickets_ticket",
     "tickets_webhookdelivery",
     "tickets_webhookmessage",
