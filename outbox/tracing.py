@@ -15,18 +15,22 @@ so a retry hours later joins the same trace. An operator's retry starts a span o
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-
 from outbox.storable import redact, storable_text
 
 if TYPE_CHECKING:
+    from opentelemetry import trace
+    from opentelemetry.trace import Link
+
     from outbox.registry import TaskContext
+
+# The OpenTelemetry API is imported by the functions that run only in a process that traces
+# (its `propagate` module reads the propagators' entry points on import: ~10 ms at every
+# start of a process that never traces).
 
 
 class _Finished(Protocol):
@@ -45,13 +49,25 @@ DEFAULT_TRACE_URL = "http://localhost:16686/trace/{trace_id}"
 MAX_LINKS = 128
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _NO_TRACE = "0" * 32
+# What a task keeps of its cause's `tracestate`: W3C Trace Context asks a vendor to pass on at
+# least 512 characters and says how to cut a longer one. A caller's 8 KB (the most the
+# propagator accepts) is not copied onto every task row, nor sent on to each API.
+TRACESTATE_LIMIT = 512
+_TRACESTATE_MEMBER_LIMIT = 128
+# The end of a relay pass waits this long for its spans to leave, and no longer: the SDK's
+# force_flush ignores its timeout, so a collector that accepts and never answers held the
+# worker 10 s per batch of 512 spans (the exporter's own timeout).
+FLUSH_TIMEOUT_MILLIS = 2000
 
 _tracer: trace.Tracer | None = None
+_provider: trace.TracerProvider | None = None
+_flushing: threading.Thread | None = None
 
 
 def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
     """Trace with `provider` from now on; None turns tracing off again (tests)."""
-    global _tracer
+    global _tracer, _provider
+    _provider = provider
     _tracer = None if provider is None else provider.get_tracer("outbox")
 
 
@@ -61,10 +77,33 @@ def tracer() -> trace.Tracer | None:
 
 
 def current_carrier() -> dict[str, str] | None:
-    """The current span's context as W3C headers, or None outside a sampled span."""
+    """The current span's context as W3C headers, or None outside a sampled span; a
+    `tracestate` longer than TRACESTATE_LIMIT cut as W3C Trace Context says."""
+    from opentelemetry import propagate
+
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    return carrier if "traceparent" in carrier else None
+    if "traceparent" not in carrier:
+        return None
+    if "tracestate" in carrier:
+        tracestate = bounded_tracestate(carrier["tracestate"])
+        if tracestate:
+            carrier["tracestate"] = tracestate
+        else:
+            del carrier["tracestate"]
+    return carrier
+
+
+def bounded_tracestate(header: str, limit: int = TRACESTATE_LIMIT) -> str:
+    """`header` cut to `limit` characters by whole members: those over 128 characters go
+    first, then members from the end (W3C Trace Context, "tracestate Limits")."""
+    if len(header) <= limit:
+        return header
+    members = [m.strip() for m in header.split(",") if m.strip()]
+    members = [m for m in members if len(m) <= _TRACESTATE_MEMBER_LIMIT]
+    while members and len(",".join(members)) > limit:
+        members.pop()
+    return ",".join(members)
 
 
 def trace_id_of(carrier: Any) -> str | None:
@@ -91,6 +130,8 @@ def log_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span for a log line, or None."""
     if _tracer is None:
         return None
+    from opentelemetry import trace
+
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return None
@@ -99,23 +140,43 @@ def log_ids() -> tuple[str, str] | None:
 
 def annotate(attributes: dict[str, Any]) -> None:
     """Add attributes to the current span, when there is one that records."""
+    if _tracer is None:
+        return
+    from opentelemetry import trace
+
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attributes(attributes)
 
 
-def flush(timeout_millis: int = 5000) -> None:
-    """Export the spans ended so far (a pass's end: its worker may exit without atexit)."""
-    if _tracer is None:
-        return
-    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
-    if force_flush is not None:
-        force_flush(timeout_millis)
+def flush(timeout_millis: int = FLUSH_TIMEOUT_MILLIS) -> bool:
+    """Export the spans ended so far (a pass's end: its worker may exit without atexit),
+    waiting at most `timeout_millis`; whether they left in time.
+
+    The export runs in a thread of its own, which goes on after the timeout (the exporter's
+    own timeout, OTEL_EXPORTER_OTLP_TIMEOUT, ends it); a flush while one is still under way
+    waits for that one only, so a collector that never answers costs each pass the timeout
+    and starts no pile of threads.
+    """
+    global _flushing
+    force_flush = getattr(_provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    if _flushing is None or not _flushing.is_alive():
+        _flushing = threading.Thread(
+            target=force_flush, args=(timeout_millis,), name="outbox-span-flush", daemon=True
+        )
+        _flushing.start()
+    _flushing.join(timeout_millis / 1000)
+    return not _flushing.is_alive()
 
 
 def _link(traceparent: Any, **attributes: str) -> Link | None:
     if not isinstance(traceparent, str):
         return None
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Link
+
     span_context = trace.get_current_span(
         propagate.extract({"traceparent": traceparent})
     ).get_span_context()
@@ -132,6 +193,8 @@ def internal_span(name: str, attributes: dict[str, Any]) -> AbstractContextManag
 @contextmanager
 def send_span(tracer_: trace.Tracer, count: int) -> Iterator[dict[str, str] | None]:
     """A producer span around an enqueue; yields the carrier its tasks store."""
+    from opentelemetry.trace import SpanKind
+
     with tracer_.start_as_current_span(
         f"send {SYSTEM}",
         kind=SpanKind.PRODUCER,
@@ -154,6 +217,10 @@ def start_process_span(context: TaskContext, carrier: Any, worker: str) -> trace
     tracer_ = _tracer
     if tracer_ is None:
         return None
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind
+
     stored = carrier if isinstance(carrier, dict) else {}
     parent = propagate.extract(stored) if "traceparent" in stored else otel_context.Context()
     origin = _link(stored.get("origin"), **{"outbox.link": "original trace"})
@@ -182,6 +249,8 @@ def start_process_span(context: TaskContext, carrier: Any, worker: str) -> trace
 def end_process_span(span: trace.Span, outcome: _Finished) -> None:
     """The try's outcome on its span: the verdict, the HTTP status, the error as stored
     (storable, emails redacted), then the span's end."""
+    from opentelemetry.trace import Status, StatusCode
+
     if span.is_recording():
         span.set_attribute("outbox.task.outcome", str(outcome.verdict))
         if outcome.deferred:

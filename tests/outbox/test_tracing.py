@@ -289,3 +289,85 @@ def test_a_replay_says_which_operator_started_it(exported, recording_handler):
     [retry] = named(exported, "retry")
     assert retry.attributes["outbox.started_by"] == "replay_tasks by bob"
     assert tracing.trace_id_of(Task.objects.get(id=task_id).trace_context) == hex_trace(retry)
+
+
+# What a caller's context may cost, and a collector that never answers.
+
+
+def test_a_callers_long_tracestate_is_cut_to_512_characters_before_every_task_stores_it(
+    exported, recording_handler
+):
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    recording_handler()
+    # 32 members (the most the propagator takes), 5 KB: 12 of them over 128 characters.
+    members = ["first=1", *(f"v{n}={'x' * 100}" for n in range(19))]
+    members += [f"big{n}={'y' * 240}" for n in range(12)]
+    assert len(",".join(members)) > 4000
+    seller = TraceContextTextMapPropagator().extract(
+        {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": ",".join(members),
+        }
+    )
+    with trace.use_span(trace.NonRecordingSpan(trace.get_current_span(seller).get_span_context())):
+        ids = make(3)
+
+    for stored in Task.objects.filter(id__in=ids).values_list("trace_context", flat=True):
+        assert len(stored["tracestate"]) <= tracing.TRACESTATE_LIMIT
+        assert stored["tracestate"].startswith("first=1,v0=")
+        assert stored["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        ("a=1,b=2", "a=1,b=2"),
+        ("a=1," + "b=" + "x" * 600, "a=1"),
+        (
+            ",".join(f"k{n}={'v' * 100}" for n in range(8)),
+            ",".join(f"k{n}={'v' * 100}" for n in range(4)),
+        ),
+    ],
+)
+def test_a_long_tracestate_loses_its_big_members_first_then_members_from_the_end(header, kept):
+    assert tracing.bounded_tracestate(header) == kept
+
+
+def test_a_pass_end_flush_gives_up_in_time_when_the_collector_never_answers():
+    import threading
+    import time
+
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    answered = threading.Event()
+
+    class Blackhole(SpanExporter):
+        """A collector that takes the connection and never answers, until the test ends."""
+
+        def export(self, spans):
+            answered.wait(10)
+            return SpanExportResult.FAILURE
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Blackhole(), schedule_delay_millis=60_000))
+    tracing.use_tracer_provider(provider)
+    try:
+        tracer = tracing.tracer()
+        for _ in range(3):
+            with tracer.start_as_current_span("try"):
+                pass
+        started = time.monotonic()
+        first = tracing.flush(timeout_millis=200)
+        # A second pass's flush while the first is still stuck waits for that one, no more.
+        second = tracing.flush(timeout_millis=200)
+        waited = time.monotonic() - started
+        flushing = threading.enumerate()
+    finally:
+        answered.set()
+        tracing.use_tracer_provider(None)
+        provider.shutdown()
+
+    assert (first, second) == (False, False)
+    assert waited < 1.0, f"the flush held the pass {waited:.1f} s"
+    assert sum(t.name == "outbox-span-flush" for t in flushing) == 1

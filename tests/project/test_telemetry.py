@@ -83,3 +83,26 @@ def test_a_bad_tracing_variable_stops_start_up_in_one_line(variable, value, said
     assert said in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_process_that_does_not_trace_never_imports_opentelemetry():
+    # `opentelemetry.propagate` reads the propagators' entry points on import: 10-14 ms of
+    # every start (`python -X importtime manage.py check`), paid by processes that never trace.
+    code = (
+        "import sys, django; django.setup(); "
+        "import outbox.tracing, outbox.logging, outbox.services, outbox.runtime.execution, "
+        "outbox.console.admin, tickets.services, project.telemetry, project.urls; "
+        "from project.telemetry import start_tracing; start_tracing(); "
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "DJANGO_SETTINGS_MODULE": "project.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
