@@ -79,10 +79,8 @@ def tracer() -> trace.Tracer | None:
 def current_carrier() -> dict[str, str] | None:
     """The current span's context as W3C headers, or None outside a sampled span; a
     `tracestate` longer than TRACESTATE_LIMIT cut as W3C Trace Context says."""
-    from opentelemetry import propagate
-
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _w3c().inject(carrier)
     if "traceparent" not in carrier:
         return None
     if "tracestate" in carrier:
@@ -92,6 +90,15 @@ def current_carrier() -> dict[str, str] | None:
         else:
             del carrier["tracestate"]
     return carrier
+
+
+def _w3c() -> Any:
+    # What a task stores is W3C Trace Context whatever OTEL_PROPAGATORS says (b3 for the
+    # HTTP calls, say), and reading it back is not the gate on callers' headers
+    # (project.telemetry): always this propagator, never the global one.
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def bounded_tracestate(header: str, limit: int = TRACESTATE_LIMIT) -> str:
@@ -174,11 +181,11 @@ def flush(timeout_millis: int = FLUSH_TIMEOUT_MILLIS) -> bool:
 def _link(traceparent: Any, **attributes: str) -> Link | None:
     if not isinstance(traceparent, str):
         return None
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
     from opentelemetry.trace import Link
 
     span_context = trace.get_current_span(
-        propagate.extract({"traceparent": traceparent})
+        _w3c().extract({"traceparent": traceparent})
     ).get_span_context()
     return Link(span_context, attributes) if span_context.is_valid else None
 
@@ -218,11 +225,11 @@ def start_process_span(context: TaskContext, carrier: Any, worker: str) -> trace
     if tracer_ is None:
         return None
     from opentelemetry import context as otel_context
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
     stored = carrier if isinstance(carrier, dict) else {}
-    parent = propagate.extract(stored) if "traceparent" in stored else otel_context.Context()
+    parent = _w3c().extract(stored) if "traceparent" in stored else otel_context.Context()
     origin = _link(stored.get("origin"), **{"outbox.link": "original trace"})
     span = tracer_.start_span(
         f"process {context.kind}",

@@ -9,18 +9,33 @@ never asked for traces neither pays for them nor logs a failed export every few 
 
 `manage.py` (qcluster, runserver, the operators' commands) and `project.wsgi` call
 `start_tracing` before Django builds its middleware; tests configure their own provider.
+
+A caller's `traceparent` is continued only when the service knows who its callers are
+(WEBHOOK_SECRET set: the seller signs). On the open webhook anyone may send one, choosing the
+trace its spans, its tasks' tries and their API calls join, and (with a parent-based sampler)
+whether they are sampled; there each request starts a trace of its own, linked to the caller's,
+as OpenTelemetry advises for a public endpoint. Span attributes carry no customer email (a
+query string is redacted as stored errors are), and captured headers never carry a secret.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote_plus
 
 from django.core.exceptions import ImproperlyConfigured
 
 from outbox import tracing
+from outbox.storable import redact
 
 DEFAULT_SERVICE_NAME = "tickets-outbox"
+# Always among OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS, should an operator
+# capture headers: the seller's signature and token, the staff's session and API token.
+SECRET_HEADERS = ("authorization", "cookie", "set-cookie", "webhook-signature", ".*token.*")
+SANITIZE_VARIABLE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+# The URL attributes the HTTP instrumentations set, old and stable conventions.
+URL_ATTRIBUTES = ("url.query", "url.full", "http.target", "http.url")
 EXPORTERS = ("otlp", "console", "none")
 _started = False
 
@@ -75,12 +90,6 @@ def start_tracing() -> bool:
     # process spans share, unless the operator chose: the instrumentations read it once.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     from opentelemetry import trace
-    from opentelemetry.instrumentation.django import DjangoInstrumentor
-    from opentelemetry.instrumentation.propagators import (
-        TraceResponsePropagator,
-        set_global_response_propagator,
-    )
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -102,22 +111,102 @@ def start_tracing() -> bool:
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     tracing.use_tracer_provider(provider)
-    # The webhook's answer names its trace (W3C Trace Context Level 2 `traceresponse`).
-    set_global_response_propagator(TraceResponsePropagator())
-    django_options: dict[str, Any] = {"response_hook": _tag_server_span}
-    if "OTEL_PYTHON_DJANGO_EXCLUDED_URLS" not in os.environ:
-        # Probes and scrapes every few seconds would bury the traces people look for.
-        django_options["excluded_urls"] = "health,metrics,static/"
-    DjangoInstrumentor().instrument(**django_options)
-    RequestsInstrumentor().instrument(request_hook=_name_client_span)
+    instrument(provider)
     return True
 
 
+def instrument(provider: Any) -> None:
+    """The Django and requests instrumentations, and the propagators, tracing to `provider`."""
+    from opentelemetry import propagate
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.propagators import (
+        TraceResponsePropagator,
+        set_global_response_propagator,
+    )
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.propagators.textmap import TextMapPropagator
+
+    # Read per request by the instrumentations: the operator's fields, and ours always.
+    theirs = [f.strip() for f in os.environ.get(SANITIZE_VARIABLE, "").split(",") if f.strip()]
+    os.environ[SANITIZE_VARIABLE] = ",".join(dict.fromkeys([*theirs, *SECRET_HEADERS]))
+    inner = propagate.get_global_textmap()
+    if not isinstance(inner, CallerGate):
+        propagate.set_global_textmap(cast(TextMapPropagator, CallerGate(inner)))
+    # The webhook's answer names its trace (W3C Trace Context Level 2 `traceresponse`).
+    set_global_response_propagator(TraceResponsePropagator())
+    django_options: dict[str, Any] = {
+        "request_hook": _link_untrusted_caller,
+        "response_hook": _tag_server_span,
+    }
+    if "OTEL_PYTHON_DJANGO_EXCLUDED_URLS" not in os.environ:
+        # Probes and scrapes every few seconds would bury the traces people look for.
+        django_options["excluded_urls"] = "health,metrics,static/"
+    DjangoInstrumentor().instrument(tracer_provider=provider, **django_options)
+    RequestsInstrumentor().instrument(tracer_provider=provider, request_hook=_name_client_span)
+
+
+def callers_trusted() -> bool:
+    """Whether a request's own trace context is continued (the module's docstring)."""
+    from django.conf import settings
+
+    return bool(getattr(settings, "WEBHOOK_SECRET", ""))
+
+
+class CallerGate:
+    """The global propagator, but for the server spans' extraction from an untrusted caller:
+    that one finds no parent (the span starts its own trace, linked by
+    `_link_untrusted_caller`). Injection into the API calls is the inner propagator's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        from opentelemetry.context import Context
+
+        # Only a server's WSGI environ has `wsgi.input`; anything else is passed through.
+        if isinstance(carrier, dict) and "wsgi.input" in carrier and not callers_trusted():
+            return context if context is not None else Context()
+        if getter is None:
+            return self.inner.extract(carrier, context)
+        return self.inner.extract(carrier, context, getter)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        if setter is None:
+            self.inner.inject(carrier, context)
+        else:
+            self.inner.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self.inner.fields)
+
+
+def _link_untrusted_caller(span: Any, request: Any) -> None:
+    if callers_trusted() or not span.is_recording():
+        return
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    headers = {"traceparent": request.META.get("HTTP_TRACEPARENT", "")}
+    caller = trace.get_current_span(TraceContextTextMapPropagator().extract(headers))
+    if caller.get_span_context().is_valid:
+        span.add_link(caller.get_span_context(), {"outbox.link": "caller's trace (unsigned)"})
+
+
 def _tag_server_span(span: Any, request: Any, response: Any) -> None:
+    if not span.is_recording():
+        return
     # The id sellers quote, as the correlation middleware cleaned (or made) it.
     correlation_id = getattr(request, "correlation_id", "")
-    if correlation_id and span.is_recording():
+    if correlation_id:
         span.set_attribute("correlation_id", correlation_id)
+    # An admin search by a customer's email is in the query string: redacted as stored errors.
+    # Percent-encoded on the wire (`ada%40example.com`): matched, and replaced, decoded.
+    for name in URL_ATTRIBUTES:
+        value = (getattr(span, "attributes", None) or {}).get(name)
+        decoded = unquote_plus(value) if isinstance(value, str) else ""
+        if redact(decoded) != decoded:
+            span.set_attribute(name, redact(decoded))
 
 
 def _name_client_span(span: Any, request: Any) -> None:
