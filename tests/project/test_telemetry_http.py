@@ -42,7 +42,7 @@ def exported() -> Iterator[InMemorySpanExporter]:
     finally:
         DjangoInstrumentor().uninstrument()
         RequestsInstrumentor().uninstrument()
-        set_global_response_propagator(None)  # type: ignore[arg-type]
+        set_global_response_propagator(None)
         propagate.set_global_textmap(textmap)
         tracing.use_tracer_provider(None)
         provider.shutdown()
