@@ -4,10 +4,10 @@ Every number is measured on the database the process is configured with (DATABAS
 benchmark wipes the outbox and django-q2 tables of that database: point it at a scratch one.
 
 Split by figure family: `drain` (a-f, h-j), `webhook` (g), `console` (k), `two_clusters` (l),
-`database` (m, n), `tracing` (o); what they share is in `base`, the processes they start in
-`cluster`, the figures' report in `report` and the handlers the clusters run in `handlers`.
-`run` stays here:
-it calls the figures by this package's names (the tests replace some of them).
+`database` (m, n), `tracing` (o), `mixed_load` (p); what they share is in `base`, the processes
+they start in `cluster`, the figures' report in `report` and the handlers the clusters run in
+`handlers`. `run` stays here: it calls the figures by this package's names (the tests replace
+some of them).
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ from devtools.benchmark.handlers import (
     naive_noop,
     noop,
 )
+from devtools.benchmark.mixed_load import (
+    mixed_load,
+)
 from devtools.benchmark.report import (
     Report,
     machine,
@@ -109,6 +112,7 @@ __all__ = [
     "http_get",
     "latency",
     "machine",
+    "mixed_load",
     "naive_baseline",
     "naive_noop",
     "noop",
@@ -164,3 +168,5 @@ def run(options: Options, report: Report, *, only: set[str] | None = None) -> No
         retention(options, report)
     if wanted("o"):
         tracing_cost(options, report)
+    if wanted("p"):
+        mixed_load(options, report)

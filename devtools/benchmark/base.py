@@ -36,6 +36,7 @@ class Options:
     batch_size: int = 200
     start_rounds: int = 3
     work_tasks: int = 10_000
+    load_seconds: int = 30
 
 
 def wipe() -> None:

@@ -305,4 +305,4 @@ def test_the_benchmark_checks_the_database_it_is_pointed_at_not_the_environments
 
     assert result.returncode == 1
     assert "Cannot connect" not in result.stderr
-    assert "--only takes figures among a-o" in result.stderr
+    assert "--only takes figures among a-p" in result.stderr

@@ -19,7 +19,7 @@ from django.test.utils import override_settings
 from devtools.benchmark import Options, Report, machine, run
 from outbox.models import Task
 
-FIGURES = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"}
+FIGURES = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"}
 
 
 class Command(BaseCommand):
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--only",
             default="",
-            help="Comma-separated figures to measure (a-o); all by default.",
+            help="Comma-separated figures to measure (a-p); all by default.",
         )
         parser.add_argument(
             "--output",
@@ -68,6 +68,7 @@ class Command(BaseCommand):
             "batch_size",
             "start_rounds",
             "work_tasks",
+            "load_seconds",
         ):
             default = getattr(defaults, name)
             parser.add_argument(
@@ -85,7 +86,7 @@ class Command(BaseCommand):
             os.execve(sys.executable, argv, {**os.environ, "DATABASE_URL": url})
         only = {part.strip() for part in options["only"].split(",") if part.strip()} or None
         if only and not only <= FIGURES:
-            raise CommandError(f"--only takes figures among a-o, not {sorted(only - FIGURES)}")
+            raise CommandError(f"--only takes figures among a-p, not {sorted(only - FIGURES)}")
         sizes = {name: options[name] for name in Options.__dataclass_fields__}
         if any(value < 1 for value in sizes.values()):
             raise CommandError("benchmark sizes must be positive")

@@ -1,0 +1,167 @@
+"""Figure (o): a seller's mixed load on real processes, the relay's CPU per API call.
+
+The fake gateway without failures, gunicorn as scripts/serve.sh runs it (2 workers, 4 threads),
+one `qcluster` and locust's 20 users (devtools/benchmark/locustfile.py) posting signed webhooks
+of 1-5 tickets, 10% of them repeats, 5% refunds and 5% reads of the ticket list. Three loads of
+the same length, in one run: the plain one-INSERT view (the baseline), the mixed load without a
+cluster, then with one. The cluster's CPU is its whole process tree's (/proc: utime + stime of
+every process, and of its children already reaped), from before the loaded phase to the drain
+of what it enqueued, over the API calls the gateway received meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import os
+import secrets
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.db import connection
+
+from devtools.bad_day import wipe as wipe_everything
+from devtools.benchmark.base import ROOT, Options, any_task_left, unfinished
+from devtools.benchmark.cluster import process_tree
+from devtools.benchmark.report import Report
+from devtools.benchmark.web import create_plain_table, drop_plain_table
+from devtools.processes import VENV_BIN, Services, child_env, wait_for
+from outbox.models import RelayPass
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+USERS = 20
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    requests: int
+    failures: int
+    per_second: float
+    webhooks_per_second: float
+    seconds: float
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time of `root`'s process tree: each live process's, and its reaped children's."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read
+        # Fields 14-17 of stat(5), counted from the state (field 3) here: utime, stime,
+        # cutime, cstime.
+        total += sum(int(value) for value in fields[11:15])
+    return total / _TICKS
+
+
+def gateway_calls(gateway_url: str) -> int:
+    stats = requests.get(f"{gateway_url}/fake-gateway/state", params={"calls": 0}, timeout=10)
+    return int(stats.json()["stats"]["calls"])
+
+
+def locust(services: Services, user_class: str, seconds: int, run: str, logs: Path) -> Load:
+    """Run locust headless against the web; its totals from its CSV."""
+    prefix = logs / f"locust-{run}"
+    env = {
+        **os.environ,
+        "LOAD_WEBHOOK_SECRET": services.env["WEBHOOK_SECRET"],
+        "LOAD_RUN": run,
+        "PYTHONPATH": str(ROOT),
+    }
+    with (logs / f"locust-{run}.log").open("wb") as log:
+        subprocess.run(
+            [str(VENV_BIN / "locust"), "-f", str(LOCUSTFILE), "--headless", "-u", str(USERS),
+             "-r", str(USERS), "-t", f"{seconds}s", "--host", services.web_url, "--csv",
+             str(prefix), "--only-summary", "--stop-timeout", "10", user_class],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+            timeout=seconds + 120,
+        )  # fmt: skip
+    with open(f"{prefix}_stats.csv", newline="") as stats:
+        rows = {row["Name"]: row for row in csv.DictReader(stats)}
+    total = rows["Aggregated"]
+    webhooks = sum(
+        float(row["Requests/s"]) for name, row in rows.items() if "/tickets-status" in name
+    )
+    return Load(
+        requests=int(total["Request Count"]),
+        failures=int(total["Failure Count"]),
+        per_second=float(total["Requests/s"]),
+        webhooks_per_second=webhooks,
+        seconds=float(seconds),
+    )
+
+
+def _checked(load: Load, what: str) -> Load:
+    if load.failures or not load.requests:
+        raise RuntimeError(
+            f"(o) {what}: {load.failures} of {load.requests} requests failed "
+            "(var/benchmark-load/ has the logs)"
+        )
+    return load
+
+
+def mixed_load(options: Options, report: Report) -> None:
+    if connection.vendor != "postgresql":
+        report.add("(o) mixed load, relay CPU per API call", "not measured", "(PostgreSQL only)")
+        return
+    logs = ROOT / "var" / "benchmark-load"
+    logs.mkdir(parents=True, exist_ok=True)
+    seconds = options.load_seconds
+    wipe_everything()
+    create_plain_table()
+    database_url = os.environ["DATABASE_URL"]
+    services = Services(logs=logs, env=child_env(database_url, None))
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    services.env["WEBHOOK_SECRET"] = f"whsec_{key}"
+    web_env = {"DJANGO_SETTINGS_MODULE": "devtools.benchmark_settings"}
+    run = uuid.uuid4().hex[:6]
+    try:
+        services.gateway(["--failure-rate", "0", "--fail-after-write-rate", "0"])
+        services.env.update(web_env)
+        services.web()
+        web = services.processes[-1]
+        for name in web_env:
+            del services.env[name]
+        plain = _checked(locust(services, "PlainInsert", seconds, f"{run}-plain", logs), "plain")
+        alone = _checked(locust(services, "MixedLoad", seconds, f"{run}-alone", logs), "alone")
+        cluster = services.cluster("cluster")
+        report.log(f"(o) cluster pid {cluster.pid}, draining the first load's backlog")
+        wait_for(RelayPass.objects.exists, timeout=60, what="a relay pass to start")
+        wait_for(lambda: not any_task_left(), timeout=600, what="the first backlog to drain")
+        time.sleep(1.0)
+        cpu_before, calls_before = cpu_seconds(cluster.pid), gateway_calls(services.gateway_url)
+        web_before = cpu_seconds(web.pid)
+        started = time.monotonic()
+        loaded = _checked(locust(services, "MixedLoad", seconds, f"{run}-with", logs), "with")
+        load_cpu = cpu_seconds(cluster.pid) - cpu_before
+        load_calls = gateway_calls(services.gateway_url) - calls_before
+        web_cpu = cpu_seconds(web.pid) - web_before
+        backlog = unfinished()
+        wait_for(lambda: not any_task_left(), timeout=600, what="the load's tasks to drain")
+        drained = time.monotonic() - started
+        cpu = cpu_seconds(cluster.pid) - cpu_before
+        calls = gateway_calls(services.gateway_url) - calls_before
+    finally:
+        services.stop_all()
+        drop_plain_table()
+    report.add(
+        "(o) mixed load: intake without a cluster, with one, plain one-INSERT view",
+        f"{alone.per_second:,.0f} req/s without, {loaded.per_second:,.0f} req/s with "
+        f"({loaded.per_second / alone.per_second:.0%}); plain view {plain.per_second:,.0f} req/s",
+        f"(locust, {USERS} users, {seconds} s each, no failures; webhooks "
+        f"{alone.webhooks_per_second:,.0f}/s and {loaded.webhooks_per_second:,.0f}/s; web's CPU "
+        f"while loaded with the cluster {web_cpu / loaded.requests * 1000:.2f} ms a request)",
+    )
+    report.add(
+        "(o) mixed load: relay CPU per API call",
+        f"{cpu * 1000 / calls:.2f} ms",
+        f"({cpu:.1f} s of the cluster's CPU for {calls:,} API calls, from the load's start to "
+        f"its drain in {drained:.0f} s; during the load alone {load_cpu / seconds:.0%} of a "
+        f"core for {load_calls / seconds:,.0f} calls/s, {backlog:,} tasks left at its end)",
+    )
