@@ -8,8 +8,6 @@ Handlers never touch `requests`.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -23,8 +21,6 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from django.conf import settings
 from django.utils import timezone
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
 from outbox import (
@@ -39,6 +35,7 @@ from outbox import (
 )
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.runtime.circuit import CircuitBreaker, breaker_for
+from tickets.call_deadline import CallDeadline, DeadlineAdapter
 from tickets.verdicts import (
     APPEND_ROW,
     ISSUE_RECEIPT,
@@ -59,70 +56,6 @@ READ_AGAIN_AFTER_SECONDS = 0.1
 
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
-
-# Connections a call in this thread takes from the pool, so its watchdog can cut them.
-_watched = threading.local()
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        holder = getattr(_watched, "connections", None)
-        if holder is not None:
-            holder.append(conn)
-        return conn
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        holder = getattr(_watched, "connections", None)
-        if holder is not None:
-            holder.append(conn)
-        return conn
-
-
-class DeadlineAdapter(HTTPAdapter):
-    """An adapter whose connections a watchdog can cut at a call's total deadline.
-
-    `requests` has only per-operation timeouts: an API that trickles a byte every few seconds
-    keeps a call alive for ever. The deadline is what lets a lease bound every call.
-    """
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPConnectionPool,
-            "https": _WatchedHTTPSConnectionPool,
-        }
-
-
-class _Watchdog:
-    """Shuts the call's sockets down when the deadline passes; the call then raises."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.fired = threading.Event()
-        self.connections: list[Any] = []
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watchdog:
-        _watched.connections = self.connections
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        _watched.connections = None
-
-    def _fire(self) -> None:
-        self.fired.set()
-        for conn in list(self.connections):
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def shared_session(name: str) -> requests.Session:
@@ -252,7 +185,7 @@ class GatewayClient:
         connect, read = self.timeout
         response: requests.Response | None = None
         try:
-            with _Watchdog(deadline) as watchdog:
+            with CallDeadline(deadline) as watchdog:
                 response = self._send(
                     endpoint,
                     url,
@@ -262,7 +195,7 @@ class GatewayClient:
                 )
         except requests.RequestException as exc:
             refused = _refused(exc)
-            if watchdog.fired.is_set():
+            if watchdog.fired:
                 problem = f"it did not finish within its {deadline:.1f}s deadline"
             elif isinstance(exc, requests.Timeout):
                 problem = f"timed out: {exc}"

@@ -34,6 +34,7 @@ from outbox.models import RelayPass
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USERS = 20
+IDLE_SECONDS = 5.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -135,9 +136,13 @@ def mixed_load(options: Options, report: Report) -> None:
         wait_for(RelayPass.objects.exists, timeout=60, what="a relay pass to start")
         wait_for(lambda: not any_task_left(), timeout=600, what="the first backlog to drain")
         time.sleep(1.0)
+        idle_from = cpu_seconds(cluster.pid)
+        time.sleep(IDLE_SECONDS)
+        idle = (cpu_seconds(cluster.pid) - idle_from) / IDLE_SECONDS
         cpu_before, calls_before = cpu_seconds(cluster.pid), gateway_calls(services.gateway_url)
         web_before = cpu_seconds(web.pid)
         started = time.monotonic()
+        report.log(f"(o) the load with the cluster starts ({seconds} s)")
         loaded = _checked(locust(services, "MixedLoad", seconds, f"{run}-with", logs), "with")
         load_cpu = cpu_seconds(cluster.pid) - cpu_before
         load_calls = gateway_calls(services.gateway_url) - calls_before
@@ -150,6 +155,7 @@ def mixed_load(options: Options, report: Report) -> None:
     finally:
         services.stop_all()
         drop_plain_table()
+        wipe_everything()
     report.add(
         "(o) mixed load: intake without a cluster, with one, plain one-INSERT view",
         f"{alone.per_second:,.0f} req/s without, {loaded.per_second:,.0f} req/s with "
@@ -163,5 +169,7 @@ def mixed_load(options: Options, report: Report) -> None:
         f"{cpu * 1000 / calls:.2f} ms",
         f"({cpu:.1f} s of the cluster's CPU for {calls:,} API calls, from the load's start to "
         f"its drain in {drained:.0f} s; during the load alone {load_cpu / seconds:.0%} of a "
-        f"core for {load_calls / seconds:,.0f} calls/s, {backlog:,} tasks left at its end)",
+        f"core for {load_calls / seconds:,.0f} calls/s, {backlog:,} tasks left at its end; the "
+        f"idle cluster before it {idle:.1%} of a core, so "
+        f"{(cpu - idle * drained) * 1000 / calls:.2f} ms a call above idle)",
     )
