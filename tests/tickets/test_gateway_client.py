@@ -9,6 +9,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from django.test import override_settings
 from django.utils import timezone
 from django.utils.http import http_date
@@ -27,6 +28,7 @@ from tickets.gateway import (
     PaymentsClient,
     ReceiptsClient,
     SpreadsheetsClient,
+    call_environment,
     retry_after_seconds,
 )
 
@@ -566,3 +568,39 @@ def test_calls_start_no_thread_each_for_their_deadlines(base_url, monkeypatch):
 
     # A thread per call (a Timer for each deadline) was a third of the client's CPU time.
     assert started == []
+
+
+def test_a_proxy_named_in_the_environment_carries_the_calls(scripted, monkeypatch):
+    proxy = scripted(200, b'{"rows": [["t-1"]]}', {"Content-Type": "application/json"})
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    call_environment.cache_clear()
+    try:
+        rows = SpreadsheetsClient(base_url="http://gateway.invalid").rows(
+            sheet="s", correlation_id="c"
+        )
+    finally:
+        call_environment.cache_clear()
+
+    assert rows == [["t-1"]]
+    assert proxy.seen == [("GET", "http://gateway.invalid/spreadsheets-api/sheets/s/rows")]
+
+
+def test_the_environment_is_read_once_per_origin_not_per_call(base_url, monkeypatch):
+    reads: list[str] = []
+    read = requests.utils.get_environ_proxies
+
+    def counted(url: str, no_proxy: str | None = None) -> dict[str, str]:
+        reads.append(url)
+        return read(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.utils, "get_environ_proxies", counted)
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    call_environment.cache_clear()
+    client = SpreadsheetsClient(base_url=base_url)
+    for n in range(5):
+        client.append_row(sheet="tickets-to-print", columns=[f"t-{n}"], correlation_id="c")
+
+    # Scanning os.environ twice per call was a quarter of the client's CPU per call.
+    assert len(reads) == 1
