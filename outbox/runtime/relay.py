@@ -176,6 +176,7 @@ class Relay:
         low_water = max(1, self.batch_size // 2)
         pool = self._pool(self.threads)
         abandoned = False
+        backlog = False
         claiming_ended: float | None = None
         try:
             with Waiter(self.poll_seconds) as waiter:
@@ -187,13 +188,20 @@ class Relay:
                     if not claiming and claiming_ended is None:
                         claiming_ended = now
                     tasks = []
-                    if claiming and len(inflight) < low_water:
+                    # While tasks run, claim again only if the last claim was full (a backlog),
+                    # a NOTIFY came, or a poll's interval passed: not after every outcome.
+                    if (
+                        claiming
+                        and len(inflight) < low_water
+                        and (not inflight or backlog or waiter.new_work())
+                    ):
                         try:
                             tasks = self.claim(self.batch_size - len(inflight))
                         except DATABASE_TROUBLE:
                             self._database_trouble("claim")
                         stats.claimed += len(tasks)
-                        if len(tasks) == self.batch_size - len(inflight):
+                        backlog = len(tasks) == self.batch_size - len(inflight)
+                        if backlog:
                             stats.saw_backlog = True
                             if self.on_backlog is not None:
                                 self.on_backlog()

@@ -676,3 +676,26 @@ def test_prune_leaves_alone_a_task_an_operator_is_retrying_at_that_moment(
     assert kept.state == TaskState.PENDING
     # Its try is kept with it: the success is on the task row, which prune left alone.
     assert kept.succeeded_started_at is not None
+
+
+def test_a_busy_pass_does_not_claim_again_after_every_outcome(recording_handler):
+    import time
+
+    recording_handler(behaviour=lambda task: time.sleep(0.005))
+    make(n=20)
+    runner = relay(threads=2, batch_size=100, poll_seconds=5.0)
+    claims: list[int] = []
+    claim = runner.claim
+
+    def counted(limit: int) -> list:
+        claimed = claim(limit)
+        claims.append(len(claimed))
+        return claimed
+
+    runner.claim = counted  # type: ignore[method-assign]
+    stats = runner.run(seconds=5.0, until_idle=True)
+
+    assert stats.succeeded == 20
+    # The first claim took all 20; with no NOTIFY and no poll due, the next claim waits for
+    # the pass to be idle. Claiming after each outcome made 20 claims that found nothing.
+    assert claims[0] == 20 and len(claims) <= 3, claims
