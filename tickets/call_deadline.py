@@ -64,11 +64,16 @@ class CallDeadline:
         self.connections: list[Any] = []
         # Set by the call's end or by the watcher, under the watcher's lock: never both.
         self.over = False
+        self._started = 0.0
 
     def __enter__(self) -> CallDeadline:
         _watched.connections = self.connections
-        _watcher.watch(self, time.monotonic() + self.seconds)
+        self._started = time.monotonic()
+        _watcher.watch(self, self._started + self.seconds)
         return self
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
 
     def __exit__(self, *exc: object) -> None:
         _watched.connections = None

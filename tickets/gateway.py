@@ -220,7 +220,9 @@ class GatewayClient:
                 )
         except requests.RequestException as exc:
             refused = _refused(exc)
-            if watchdog.fired:
+            # Cut by the deadline, or by a timeout that ran to it (the deadline's watcher keeps
+            # it to within a few hundredths of a second, so either may end the call first).
+            if watchdog.fired or watchdog.elapsed() >= deadline:
                 problem = f"it did not finish within its {deadline:.1f}s deadline"
             elif isinstance(exc, requests.Timeout):
                 problem = f"timed out: {exc}"
