@@ -15,7 +15,7 @@ from outbox.models import FINISHED_STATES, Task
 from tickets import kinds
 from tickets.gateway import PaymentsClient, ReceiptsClient, SpreadsheetsClient
 from tickets.models import Ticket
-from tickets.services import ticket_receipt_record
+from tickets.services import ticket_receipt_record, ticket_refunded_at
 
 # What a re-run of each kind does (the admin's re-run confirmation shows it; docs/OPERATORS.md
 # says the same).
@@ -37,11 +37,7 @@ RERUN_REFUND = "The same key (`deduplication_id`): the Payments API records the 
 )
 def issue_receipt(task: outbox.TaskContext) -> dict[str, Any]:
     p = task.payload
-    refunded_at = (
-        Ticket.objects.filter(ticket_id=p["ticket_id"])
-        .values_list("refund_requested_at", flat=True)
-        .first()
-    )
+    refunded_at = ticket_refunded_at(p["ticket_id"])
     if refunded_at is not None:
         # The refund canceled this task if it was waiting; an operator's retry, or a try that
         # had failed before the refund, ends here: nothing would ever void this receipt.

@@ -7,9 +7,10 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -373,7 +374,53 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
         return enqueue_many(specs)
 
 
-def ticket_receipt_record(*, ticket_id: str, number: str, issued_at: Any) -> None:
-    Ticket.objects.filter(ticket_id=ticket_id).update(
-        receipt_number=number, receipt_issued_at=issued_at, updated_at=Now()
+# The receipt handler's two statements, run around every receipt the Receipts API issues. In
+# SQL written once per database vendor (the ORM's query building was four fifths of their CPU
+# time, more than the API call's), with the table, the columns and the clock (`Now()`) taken
+# from the model and from Django's own compiler, so they stay what the ORM would send.
+_receipt_sql: dict[str, tuple[str, str]] = {}
+
+
+def _receipt_statements() -> tuple[str, str]:
+    statements = _receipt_sql.get(connection.vendor)
+    if statements is None:
+        quote = connection.ops.quote_name
+        meta = Ticket._meta
+
+        def column(name: str) -> str:
+            return quote(meta.get_field(name).column)
+
+        compiler = Ticket.objects.all().query.get_compiler(connection=connection)
+        now, _ = compiler.compile(Now())
+        table = quote(meta.db_table)
+        refunded = (
+            f"SELECT 1 FROM {table} WHERE {column('ticket_id')} = %s "
+            f"AND {column('refund_requested_at')} IS NOT NULL"
+        )
+        record = (
+            f"UPDATE {table} SET {column('receipt_number')} = %s, "
+            f"{column('receipt_issued_at')} = %s, {column('updated_at')} = {now} "
+            f"WHERE {column('ticket_id')} = %s"
+        )
+        statements = _receipt_sql[connection.vendor] = (refunded, record)
+    return statements
+
+
+def ticket_refunded_at(ticket_id: str) -> datetime | None:
+    """When the ticket's refund was requested; None if it was not (or the ticket is unknown)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_receipt_statements()[0], [ticket_id])
+        if cursor.fetchone() is None:
+            return None
+    # Refunded, which is rare: its time through the ORM, converted as the field reads it.
+    return (
+        Ticket.objects.filter(ticket_id=ticket_id)
+        .values_list("refund_requested_at", flat=True)
+        .first()
     )
+
+
+def ticket_receipt_record(*, ticket_id: str, number: str, issued_at: Any) -> None:
+    issued = Ticket._meta.get_field("receipt_issued_at").get_db_prep_save(issued_at, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_receipt_statements()[1], [number, issued, ticket_id])
