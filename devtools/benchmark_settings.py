@@ -1,4 +1,4 @@
-"""The project's settings with the URLs of the benchmark's web (figure (o): the project's, and
+"""The project's settings with the URLs of the benchmark's web (figure (p): the project's, and
 beside them the baseline's plain view, devtools.benchmark.web). Outside the benchmark package,
 whose import needs the apps loaded."""
 

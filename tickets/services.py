@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -388,7 +388,9 @@ def _receipt_statements() -> tuple[str, str]:
         meta = Ticket._meta
 
         def column(name: str) -> str:
-            return quote(meta.get_field(name).column)
+            field = meta.get_field(name)
+            assert isinstance(field, Field)
+            return quote(field.column)
 
         compiler = Ticket.objects.all().query.get_compiler(connection=connection)
         now, _ = compiler.compile(Now())

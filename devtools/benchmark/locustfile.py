@@ -1,4 +1,4 @@
-"""The sellers of figure (o), for locust: `MixedLoad` posts signed webhooks as a seller's load
+"""The sellers of figure (p), for locust: `MixedLoad` posts signed webhooks as a seller's load
 would, `PlainInsert` calls the benchmark's plain one-INSERT view (the baseline).
 
 Run by `devtools.benchmark.mixed_load` as `locust -f <this file> --headless -u 20 -r 20 -t 30s
@@ -58,7 +58,12 @@ class MixedLoad(FastHttpUser):
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         headers.update(_signed(key, body))
         with self.client.post(
-            "/tickets-status", data=body, headers=headers, name=name, catch_response=True
+            # ASCII JSON: sent as the very bytes the signature covers.
+            "/tickets-status",
+            data=body.decode(),
+            headers=headers,
+            name=name,
+            catch_response=True,
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
@@ -120,7 +125,7 @@ class PlainInsert(FastHttpUser):
     @task
     def insert(self) -> None:
         with self.client.post(
-            "/benchmark/plain-insert", data=b'{"n": 1}', catch_response=True
+            "/benchmark/plain-insert", data='{"n": 1}', catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")

@@ -1,4 +1,4 @@
-"""Figure (o): a seller's mixed load on real processes, the relay's CPU per API call.
+"""Figure (p): a seller's mixed load on real processes, the relay's CPU per API call.
 
 The fake gateway without failures, gunicorn as scripts/serve.sh runs it (2 workers, 4 threads),
 one `qcluster` and locust's 20 users (devtools/benchmark/locustfile.py) posting signed webhooks
@@ -101,7 +101,7 @@ def locust(services: Services, user_class: str, seconds: int, run: str, logs: Pa
 def _checked(load: Load, what: str) -> Load:
     if load.failures or not load.requests:
         raise RuntimeError(
-            f"(o) {what}: {load.failures} of {load.requests} requests failed "
+            f"(p) {what}: {load.failures} of {load.requests} requests failed "
             "(var/benchmark-load/ has the logs)"
         )
     return load
@@ -109,7 +109,7 @@ def _checked(load: Load, what: str) -> Load:
 
 def mixed_load(options: Options, report: Report) -> None:
     if connection.vendor != "postgresql":
-        report.add("(o) mixed load, relay CPU per API call", "not measured", "(PostgreSQL only)")
+        report.add("(p) mixed load, relay CPU per API call", "not measured", "(PostgreSQL only)")
         return
     logs = ROOT / "var" / "benchmark-load"
     logs.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def mixed_load(options: Options, report: Report) -> None:
         plain = _checked(locust(services, "PlainInsert", seconds, f"{run}-plain", logs), "plain")
         alone = _checked(locust(services, "MixedLoad", seconds, f"{run}-alone", logs), "alone")
         cluster = services.cluster("cluster")
-        report.log(f"(o) cluster pid {cluster.pid}, draining the first load's backlog")
+        report.log(f"(p) cluster pid {cluster.pid}, draining the first load's backlog")
         wait_for(RelayPass.objects.exists, timeout=60, what="a relay pass to start")
         wait_for(lambda: not any_task_left(), timeout=600, what="the first backlog to drain")
         time.sleep(1.0)
@@ -142,7 +142,7 @@ def mixed_load(options: Options, report: Report) -> None:
         cpu_before, calls_before = cpu_seconds(cluster.pid), gateway_calls(services.gateway_url)
         web_before = cpu_seconds(web.pid)
         started = time.monotonic()
-        report.log(f"(o) the load with the cluster starts ({seconds} s)")
+        report.log(f"(p) the load with the cluster starts ({seconds} s)")
         loaded = _checked(locust(services, "MixedLoad", seconds, f"{run}-with", logs), "with")
         load_cpu = cpu_seconds(cluster.pid) - cpu_before
         load_calls = gateway_calls(services.gateway_url) - calls_before
@@ -157,7 +157,7 @@ def mixed_load(options: Options, report: Report) -> None:
         drop_plain_table()
         wipe_everything()
     report.add(
-        "(o) mixed load: intake without a cluster, with one, plain one-INSERT view",
+        "(p) mixed load: intake without a cluster, with one, plain one-INSERT view",
         f"{alone.per_second:,.0f} req/s without, {loaded.per_second:,.0f} req/s with "
         f"({loaded.per_second / alone.per_second:.0%}); plain view {plain.per_second:,.0f} req/s",
         f"(locust, {USERS} users, {seconds} s each, no failures; webhooks "
@@ -165,7 +165,7 @@ def mixed_load(options: Options, report: Report) -> None:
         f"while loaded with the cluster {web_cpu / loaded.requests * 1000:.2f} ms a request)",
     )
     report.add(
-        "(o) mixed load: relay CPU per API call",
+        "(p) mixed load: relay CPU per API call",
         f"{cpu * 1000 / calls:.2f} ms",
         f"({cpu:.1f} s of the cluster's CPU for {calls:,} API calls, from the load's start to "
         f"its drain in {drained:.0f} s; during the load alone {load_cpu / seconds:.0%} of a "

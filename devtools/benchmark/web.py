@@ -1,4 +1,4 @@
-"""The web of figure (o): the project's URLs and, beside them, the baseline's plain view.
+"""The web of figure (p): the project's URLs and, beside them, the baseline's plain view.
 
 gunicorn serves it with `DJANGO_SETTINGS_MODULE=devtools.benchmark_settings`, so the
 webhook and the plain view run in the same processes, behind the same middleware.

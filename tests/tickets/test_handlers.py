@@ -325,16 +325,17 @@ def test_the_receipt_handlers_sql_writes_and_reads_what_the_orm_would():
     Ticket.objects.create(
         ticket_id="t-1", status="confirmed", customer_email="a@example.com", price_amount="5.00"
     )
-    before = Ticket.objects.get().updated_at
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    Ticket.objects.update(updated_at=long_ago)
     assert ticket_refunded_at("t-1") is None
     assert ticket_refunded_at("t-unknown") is None
 
     issued_at = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
     ticket_receipt_record(ticket_id="t-1", number="R-000042", issued_at=issued_at)
+    assert Ticket.objects.get().updated_at > long_ago
     refunded_at = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     Ticket.objects.filter(ticket_id="t-1").update(refund_requested_at=refunded_at)
 
     ticket = Ticket.objects.get()
     assert (ticket.receipt_number, ticket.receipt_issued_at) == ("R-000042", issued_at)
-    assert ticket.updated_at >= before
     assert ticket_refunded_at("t-1") == refunded_at
