@@ -154,7 +154,16 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process: alive
-    return True
+    # A killed worker stays a zombie until some process reaps it (its parent died with it,
+    # and the host's init may take its time, or never come in a container): signal 0
+    # still reaches it, but it runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 is all there is to go by
+    state = fields[fields.rfind(b")") + 2 : fields.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
 
 
 def _lock_pass_table() -> None:

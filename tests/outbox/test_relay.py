@@ -416,6 +416,36 @@ def test_the_passes_of_a_killed_cluster_on_this_host_leave_room_at_once():
     assert OrmQ.objects.count() == 1
 
 
+def test_a_killed_worker_not_yet_reaped_counts_as_ended(recording_handler):
+    # The bad day's crash: two clusters SIGKILLed, two started at once on the same host.
+    # The killed workers were zombies (their parent died with them) and signal 0 still
+    # reached them: their passes counted as live, and the new clusters started none for
+    # 30 s, until the minute schedule.
+    import socket
+    import subprocess
+    import time
+
+    from outbox.runtime.passes import keep_passes_alive
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        child.kill()  # and not reaped until child.wait() below: a zombie
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{child.pid}/stat", "rb") as stat:
+                if b") Z " in stat.read():
+                    break
+            time.sleep(0.01)
+        RelayPass.objects.create(worker=f"{socket.gethostname()}:{child.pid}:Thread-1")
+
+        with override_settings(OUTBOX={"MAX_PASSES": 1}):
+            assert keep_passes_alive() == 1
+    finally:
+        child.wait()
+
+    assert list(RelayPass.objects.values_list("worker", flat=True)) == ["(queued)"]
+
+
 def test_a_pass_beyond_the_limit_returns_at_once(recording_handler):
     with override_settings(OUTBOX={"MAX_PASSES": 1}):
         spawn_passes(1)
