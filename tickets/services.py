@@ -357,14 +357,7 @@ def ticket_refund_request(*, ticket_id: str, correlation_id: str) -> list[Enqueu
         else:
             may_exist = ticket.status == TicketStatus.CONFIRMED
         tasks_cancel(tasks=receipt, reason=RECEIPT_WITHDRAWN)
-        stored = TicketIn(
-            ticket.ticket_id,
-            ticket.status,
-            ticket.customer_email,
-            ticket.price_amount,
-            ticket.price_currency,
-            ticket.booking_id,
-        )
+        stored = TicketIn.stored(ticket)
         specs = [
             replace(spec, payload={**spec.payload, kinds.RECEIPT_MAY_EXIST: may_exist})
             if spec.kind == kinds.VOID_RECEIPT

@@ -42,17 +42,6 @@ class FixOutcome:
     done: str
 
 
-def _ticket_in(ticket: Ticket) -> TicketIn:
-    return TicketIn(
-        ticket.ticket_id,
-        ticket.status,
-        ticket.customer_email,
-        ticket.price_amount,
-        ticket.price_currency,
-        ticket.booking_id,
-    )
-
-
 def _log_item(item: DriftItem, message: str, by: str) -> None:
     LogEntry.objects.log_actions(
         user_id=log_user_id(by), queryset=[item], action_flag=CHANGE, change_message=message
@@ -101,7 +90,7 @@ def drift_fix(*, item_id: int, by: str, reason: str = "") -> FixOutcome:
             f"#{item.run_id} and no longer lacks this effect (see its ticket): nothing to fix; "
             "acknowledge the item with a note"
         )
-    spec = effect.spec(_ticket_in(ticket), f"reconcile-{item.run_id}-fix-{item.pk}")
+    spec = effect.spec(TicketIn.stored(ticket), f"reconcile-{item.run_id}-fix-{item.pk}")
     if effect.kind == kinds.APPEND_ROW:
         spec = replace(spec, payload={**spec.payload, kinds.READ_SHEET_FIRST: True})
     elif effect.kind == kinds.VOID_RECEIPT:
