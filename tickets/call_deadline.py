@@ -25,22 +25,23 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 _watched = threading.local()
 
 
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+class _Watched:
+    """Hands each connection a call takes to the call's deadline (a pool mix-in)."""
+
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
         holder = getattr(_watched, "connections", None)
         if holder is not None:
             holder.append(conn)
         return conn
 
 
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        holder = getattr(_watched, "connections", None)
-        if holder is not None:
-            holder.append(conn)
-        return conn
+class _WatchedHTTPConnectionPool(_Watched, HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSConnectionPool(_Watched, HTTPSConnectionPool):
+    pass
 
 
 class DeadlineAdapter(HTTPAdapter):
