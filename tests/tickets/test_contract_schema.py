@@ -146,7 +146,7 @@ def test_the_idempotency_key_bound_is_the_one_the_view_enforces(post_tickets):
 def test_the_webhook_declares_every_answer_and_header_it_uses():
     operation = published()["paths"]["/tickets-status"]["post"]
 
-    assert set(operation["responses"]) == {"200", "400", "401", "413", "415", "422"}
+    assert set(operation["responses"]) == {"200", "400", "401", "413", "414", "415", "422"}
     assert {p["name"] for p in operation["parameters"]} >= {
         "Idempotency-Key",
         "Correlation-ID",

@@ -266,6 +266,19 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
                     "required": True,
                     "description": "The request's Correlation-ID, or the one made for it.",
                 }
+            # The server refuses a request line over its limit before the application reads
+            # it (gunicorn's 4,094 bytes; project/wsgi.py makes the answer JSON): no
+            # Correlation-ID, none was read.
+            operation.setdefault("responses", {}).setdefault(
+                "414",
+                {
+                    "description": "The request line (method, path and query) is over the "
+                    "server's limit (gunicorn's limit_request_line, 4,094 bytes by default).",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
     listing = paths.get("/tickets", {}).get("get")
     if listing is not None:
         listing["responses"]["200"]["headers"]["Link"] = {
