@@ -34,7 +34,7 @@ def answer_server_refusals_in_json() -> None:
         )
         server.write_nonblock(sock, head.encode("latin-1") + body)
 
-    server.write_error = write_error
+    server.write_error = write_error  # type: ignore[attr-defined]
 
 
 try:
