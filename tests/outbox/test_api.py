@@ -255,6 +255,7 @@ def test_the_schema_is_an_openapi_document_with_the_api_and_the_webhook(staff_se
         "401",
         "403",
         "404",
+        "414",  # the server's refusal of a request line over its limit
     }
     webhook = paths["/tickets-status"]["post"]
     headers = {p["name"]: p for p in webhook["parameters"] if p["in"] == "header"}
