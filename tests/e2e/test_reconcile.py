@@ -12,29 +12,12 @@ import pytest
 import requests
 
 from tests.e2e.conftest import Stack, wait_until
+from tests.e2e.test_cluster import confirmed, post_order
 
 pytestmark = pytest.mark.e2e
 
 PRINT = "tickets-to-print"
 TICKETS = 150
-
-
-def post(stack: Stack, ids: list[str], key: str) -> None:
-    body = {
-        "tickets": [
-            {
-                "ticket_id": tid,
-                "status": "confirmed",
-                "customer_email": f"{tid}@example.com",
-                "price": {"amount": "12.50", "currency": "EUR"},
-            }
-            for tid in ids
-        ]
-    }
-    response = requests.post(
-        f"{stack.web_url}/tickets-status", json=body, headers={"Idempotency-Key": key}, timeout=30
-    )
-    assert response.status_code == 200, response.text
 
 
 def reconcile(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:
@@ -64,7 +47,7 @@ def test_a_reconcile_during_a_drain_reports_in_flight_and_a_fix_twice_makes_one_
     stack.start_gateway("--latency-ms", "300")
     stack.start_web()
     ids = [f"t-{i}" for i in range(TICKETS)]
-    post(stack, ids, "order-1")
+    post_order(stack, "order-1", [confirmed(tid) for tid in ids])
     # Four threads at 300 ms a call: the drain takes about 20 s, the reconcile reads in it.
     stack.start_cluster(OUTBOX_THREADS="4")
     wait_until(lambda: print_rows(stack, "t-0"), timeout=20, what="the first rows")

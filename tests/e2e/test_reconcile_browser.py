@@ -14,7 +14,6 @@ import re
 import uuid
 
 import pytest
-import requests
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import Stack, wait_until
@@ -26,40 +25,13 @@ from tests.e2e.test_admin_browser import (
     readable_on_a_laptop,
     require_chromium,
 )
+from tests.e2e.test_cluster import confirmed, post_order
+from tests.e2e.test_reconcile import plant
 
 pytestmark = pytest.mark.e2e
 
-PRINT = "tickets-to-print"
 TICKETS = [f"t-nov-{i}" for i in range(1, 7)]
 NOTE = "Struck the second row of t-nov-2 on the print sheet (November close)."
-
-
-def sell(stack: Stack) -> None:
-    body = {
-        "tickets": [
-            {
-                "ticket_id": tid,
-                "status": "confirmed",
-                "customer_email": f"{tid}@example.com",
-                "price": {"amount": "12.50", "currency": "EUR"},
-            }
-            for tid in TICKETS
-        ]
-    }
-    response = requests.post(
-        f"{stack.web_url}/tickets-status",
-        json=body,
-        headers={"Idempotency-Key": "order-november"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-
-
-def plant(stack: Stack, **drift: str) -> None:
-    response = requests.post(
-        f"{stack.gateway_url}/fake-gateway/sheets/{PRINT}/drift", json=drift, timeout=10
-    )
-    assert response.status_code == 200, response.text
 
 
 def drained(stack: Stack) -> bool:
@@ -78,7 +50,7 @@ def test_accounting_works_a_reconcile_run_in_the_admin(stack: Stack):
     require_chromium()  # before starting anything
     stack.start_gateway()
     stack.start_web()
-    sell(stack)
+    post_order(stack, "order-november", [confirmed(tid) for tid in TICKETS])
     stack.start_cluster()
     wait_until(lambda: drained(stack), timeout=30, what="the sale's receipts and rows")
     plant(stack, action="duplicate", ticket_id="t-nov-2")
