@@ -12,8 +12,11 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from outbox.conf import outbox_settings
 
+# The tag of the checks about the relay's own settings (`manage.py check --tag outbox`).
+OUTBOX_TAG = "outbox"
 
-@register()
+
+@register(OUTBOX_TAG)
 def check_relay_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors = []
     q = getattr(settings, "Q_CLUSTER", {})

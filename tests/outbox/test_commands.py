@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -605,3 +608,45 @@ def test_qcluster_freezes_what_it_loaded_before_forking_so_workers_share_it(monk
         gc.unfreeze()
 
     assert frozen_at_start[0] > 10_000, "Django and the apps are frozen"
+
+
+def test_qcluster_still_refuses_a_timing_that_would_run_a_pass_twice(monkeypatch, settings):
+    # The cluster runs its checks by tag: an untagged relay check would silently not run.
+    from django.core.management.base import SystemCheckError
+
+    from outbox.management.commands import qcluster
+
+    started: list[bool] = []
+
+    class Cluster:
+        def start(self) -> None:
+            started.append(True)
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(qcluster, "Cluster", Cluster)
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 90, "retry": 90}
+
+    with pytest.raises(SystemCheckError, match=r"outbox\.E002"):
+        call_command("qcluster", run_once=True, skip_checks=False)
+    assert started == []
+
+
+def test_qcluster_checks_import_neither_the_urlconf_nor_the_template_libraries():
+    # Importing the URLconf (every view, the API and its schema) and every template tag
+    # library took about 0.2 s of each cluster start, for pages a cluster never serves.
+    script = (
+        "import sys, django; django.setup()\n"
+        "from django.conf import settings\n"
+        "from django.core import checks\n"
+        "from outbox.management.commands.qcluster import Command\n"
+        "checks.run_checks(**Command().get_check_kwargs({}))\n"
+        "library = 'rest_framework.templatetags.rest_framework'\n"
+        "print(settings.ROOT_URLCONF in sys.modules, library in sys.modules)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DEBUG": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False"], done.stderr
