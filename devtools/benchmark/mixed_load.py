@@ -7,6 +7,11 @@ the same length, in one run: the plain one-INSERT view (the baseline), the mixed
 cluster, then with one. The cluster's CPU is its whole process tree's (/proc: utime + stime of
 every process, and of its children already reaped), from before the loaded phase to the drain
 of what it enqueued, over the API calls the gateway received meanwhile.
+
+And where a request's CPU goes, by part, during the loads without and with the cluster: the web,
+the cluster, the gateway, PostgreSQL (the whole server: every backend, ended ones included),
+locust, and the rest of the machine (/proc/stat's busy time less the parts). On two CPUs, a
+request that costs `c` seconds of CPU in all caps the intake at `2 / c` requests a second.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import csv
 import os
+import resource
 import secrets
 import subprocess
 import time
@@ -59,6 +65,69 @@ def cpu_seconds(root: int) -> float:
         # cutime, cstime.
         total += sum(int(value) for value in fields[11:15])
     return total / _TICKS
+
+
+def _postmaster() -> int | None:
+    """The PostgreSQL server's main process: a `postgres` whose parent is not one."""
+    names: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        names[int(entry.name)] = (head.split("(", 1)[1], int(tail.split()[1]))
+    for pid, (name, parent) in names.items():
+        if name == "postgres" and names.get(parent, ("", 0))[0] != "postgres":
+            return pid
+    return None
+
+
+def _machine_busy() -> float:
+    """The machine's busy CPU time so far, all CPUs (/proc/stat: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _children_cpu() -> float:
+    """CPU time of this process's reaped children (a locust run, once it has ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Budget:
+    """CPU seconds by part between `start()` and `stop()`."""
+
+    def __init__(self, parts: dict[str, int | None]) -> None:
+        self.parts = parts
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.parts.items() if pid is not None}
+        now["locust"] = _children_cpu()
+        now["machine"] = _machine_busy()
+        return now
+
+    def start(self) -> None:
+        self._from = self._now()
+
+    def stop(self) -> None:
+        now = self._now()
+        self.spent = {name: now[name] - self._from[name] for name in now}
+
+    def per_request(self, count: int) -> str:
+        parts = {name: spent for name, spent in self.spent.items() if name != "machine"}
+        other = self.spent["machine"] - sum(parts.values())
+        shown = ", ".join(f"{name} {spent * 1000 / count:.2f}" for name, spent in parts.items())
+        total = self.spent["machine"] * 1000 / count
+        cap = os.cpu_count() or 1
+        return (
+            f"{total:.2f} ms of the machine's CPU a request ({shown}, the rest of the machine "
+            f"{other * 1000 / count:.2f}); {cap} CPUs at that cost: at most "
+            f"{cap * 1000 / total:,.0f} req/s"
+        )
 
 
 def gateway_calls(gateway_url: str) -> int:
@@ -127,10 +196,14 @@ def mixed_load(options: Options, report: Report) -> None:
         services.env.update(web_env)
         services.web()
         web = services.processes[-1]
+        gateway = services.processes[0]
         for name in web_env:
             del services.env[name]
         plain = _checked(locust(services, "PlainInsert", seconds, f"{run}-plain", logs), "plain")
+        budget_alone = Budget({"web": web.pid, "gateway": gateway.pid, "PostgreSQL": _postmaster()})
+        budget_alone.start()
         alone = _checked(locust(services, "MixedLoad", seconds, f"{run}-alone", logs), "alone")
+        budget_alone.stop()
         cluster = services.cluster("cluster")
         report.log(f"(p) cluster pid {cluster.pid}, draining the first load's backlog")
         wait_for(RelayPass.objects.exists, timeout=60, what="a relay pass to start")
@@ -141,9 +214,15 @@ def mixed_load(options: Options, report: Report) -> None:
         idle = (cpu_seconds(cluster.pid) - idle_from) / IDLE_SECONDS
         cpu_before, calls_before = cpu_seconds(cluster.pid), gateway_calls(services.gateway_url)
         web_before = cpu_seconds(web.pid)
+        budget_with = Budget(
+            {"web": web.pid, "cluster": cluster.pid, "gateway": gateway.pid,
+             "PostgreSQL": _postmaster()}
+        )  # fmt: skip
+        budget_with.start()
         started = time.monotonic()
         report.log(f"(p) the load with the cluster starts ({seconds} s)")
         loaded = _checked(locust(services, "MixedLoad", seconds, f"{run}-with", logs), "with")
+        budget_with.stop()
         load_cpu = cpu_seconds(cluster.pid) - cpu_before
         load_calls = gateway_calls(services.gateway_url) - calls_before
         web_cpu = cpu_seconds(web.pid) - web_before
@@ -163,6 +242,17 @@ def mixed_load(options: Options, report: Report) -> None:
         f"(locust, {USERS} users, {seconds} s each, no failures; webhooks "
         f"{alone.webhooks_per_second:,.0f}/s and {loaded.webhooks_per_second:,.0f}/s; web's CPU "
         f"while loaded with the cluster {web_cpu / loaded.requests * 1000:.2f} ms a request)",
+    )
+    report.add(
+        "(p) mixed load: CPU per request by part, without the cluster",
+        budget_alone.per_request(alone.requests),
+        f"({alone.requests:,} requests in {seconds} s; ms of CPU per request)",
+    )
+    report.add(
+        "(p) mixed load: CPU per request by part, with the cluster",
+        budget_with.per_request(loaded.requests),
+        f"({loaded.requests:,} requests in {seconds} s; the cluster's share is what it spent "
+        "during the load, not its drain after)",
     )
     report.add(
         "(p) mixed load: relay CPU per API call",

@@ -4,10 +4,12 @@ scratch database."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -170,3 +172,33 @@ def test_the_tracing_figure_encodes_a_span_per_try_then_leaves_tracing_off(setti
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     assert list(settings.MIDDLEWARE) == middleware
     assert not Task.objects.exists()
+
+
+def test_the_cpu_budget_counts_the_rest_of_the_machine_and_the_intake_it_allows(monkeypatch):
+    # The intake ratio of (p) is bound by what a request costs in all: a budget that left out
+    # what no part accounts for would promise an intake the two CPUs cannot give.
+    mixed_load = importlib.import_module("devtools.benchmark.mixed_load")
+
+    monkeypatch.setattr(mixed_load.os, "cpu_count", lambda: 2)
+    budget = mixed_load.Budget({})
+    budget.spent = {"web": 1.0, "cluster": 2.0, "locust": 0.5, "machine": 4.0}
+
+    shown = budget.per_request(1000)
+
+    assert shown.startswith("4.00 ms of the machine's CPU a request (web 1.00, cluster 2.00,")
+    assert "locust 0.50, the rest of the machine 0.50)" in shown
+    assert shown.endswith("2 CPUs at that cost: at most 500 req/s")
+
+
+def test_the_cpu_budget_reads_this_process_tree_and_the_machine():
+    mixed_load = importlib.import_module("devtools.benchmark.mixed_load")
+
+    budget = mixed_load.Budget({"this process": os.getpid()})
+    budget.start()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    budget.stop()
+
+    assert budget.spent["this process"] >= 0.15
+    assert budget.spent["machine"] >= budget.spent["this process"] - 0.05
