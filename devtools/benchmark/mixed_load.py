@@ -9,9 +9,10 @@ every process, and of its children already reaped), from before the loaded phase
 of what it enqueued, over the API calls the gateway received meanwhile.
 
 And where a request's CPU goes, by part, during the loads without and with the cluster: the web,
-the cluster, the gateway, PostgreSQL (the whole server: every backend, ended ones included),
-locust, and the rest of the machine (/proc/stat's busy time less the parts). On two CPUs, a
-request that costs `c` seconds of CPU in all caps the intake at `2 / c` requests a second.
+the cluster, the gateway, PostgreSQL (the backends of the benchmark's database, and the server's
+own processes apart), locust, and the rest of the machine (/proc/stat's busy time less the
+parts: other work, other databases' backends). On two CPUs, a request whose parts cost `c`
+seconds of CPU in all caps the intake at `2 / c` requests a second.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import resource
 import secrets
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,21 +69,68 @@ def cpu_seconds(root: int) -> float:
     return total / _TICKS
 
 
-def _postmaster() -> int | None:
-    """The PostgreSQL server's main process: a `postgres` whose parent is not one."""
-    names: dict[int, tuple[str, int]] = {}
+def _postgres_processes() -> dict[int, tuple[str, float]]:
+    """Every PostgreSQL server process now: its title after `postgres: <cluster>: ` and its CPU
+    seconds (a backend's title is `user database host(port) state`)."""
+    found: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not title.startswith("postgres: "):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        names[int(entry.name)] = (head.split("(", 1)[1], int(tail.split()[1]))
-    for pid, (name, parent) in names.items():
-        if name == "postgres" and names.get(parent, ("", 0))[0] != "postgres":
-            return pid
-    return None
+        parts = title.split(": ", 2)
+        found[int(entry.name)] = (parts[-1], (int(fields[11]) + int(fields[12])) / _TICKS)
+    return found
+
+
+class PostgresSampler:
+    """PostgreSQL's CPU by whose work it is: the backends of one database, the server's own
+    processes (WAL writer, checkpointer, autovacuum...), and other databases' backends, which
+    other work on the same server runs. Sampled every 0.2 s, so a backend that ends between
+    samples loses at most its last 0.2 s."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self, first: bool) -> None:
+        for pid, (title, cpu) in _postgres_processes().items():
+            if first:
+                self._first[pid] = cpu
+            self._first.setdefault(pid, 0.0)  # born since the start: all of its time counts
+            self._last[pid] = (title, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample(first=False)
+
+    def start(self) -> None:
+        self._sample(first=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample(first=False)
+        spent = {"ours": 0.0, "server": 0.0, "others": 0.0}
+        for pid, (title, cpu) in self._last.items():
+            words = title.split()
+            if len(words) >= 3 and "(" in words[2]:
+                part = "ours" if words[1] == self.database else "others"
+            elif "autovacuum worker" in title and not title.endswith(self.database):
+                part = "others"
+            else:
+                part = "server"
+            spent[part] += cpu - self._first[pid]
+        return spent
 
 
 def _machine_busy() -> float:
@@ -98,35 +147,46 @@ def _children_cpu() -> float:
 
 
 class Budget:
-    """CPU seconds by part between `start()` and `stop()`."""
+    """CPU seconds by part between `start()` and `stop()`: process trees by their root's pid,
+    PostgreSQL's work for `database` (its backends and the server's own processes), locust,
+    and the machine's busy time. Other databases' backends on the same server are apart."""
 
-    def __init__(self, parts: dict[str, int | None]) -> None:
+    def __init__(self, parts: dict[str, int], database: str | None = None) -> None:
         self.parts = parts
         self.spent: dict[str, float] = {}
+        self.others = 0.0
+        self._postgres = PostgresSampler(database) if database else None
 
     def _now(self) -> dict[str, float]:
-        now = {name: cpu_seconds(pid) for name, pid in self.parts.items() if pid is not None}
+        now = {name: cpu_seconds(pid) for name, pid in self.parts.items()}
         now["locust"] = _children_cpu()
         now["machine"] = _machine_busy()
         return now
 
     def start(self) -> None:
         self._from = self._now()
+        if self._postgres is not None:
+            self._postgres.start()
 
     def stop(self) -> None:
         now = self._now()
         self.spent = {name: now[name] - self._from[name] for name in now}
+        if self._postgres is not None:
+            postgres = self._postgres.stop()
+            self.spent["PostgreSQL"] = postgres["ours"]
+            self.spent["PostgreSQL's own processes"] = postgres["server"]
+            self.others = postgres["others"]
 
     def per_request(self, count: int) -> str:
         parts = {name: spent for name, spent in self.spent.items() if name != "machine"}
-        other = self.spent["machine"] - sum(parts.values())
         shown = ", ".join(f"{name} {spent * 1000 / count:.2f}" for name, spent in parts.items())
-        total = self.spent["machine"] * 1000 / count
+        ours = sum(parts.values()) * 1000 / count
+        rest = self.spent["machine"] * 1000 / count - ours
         cap = os.cpu_count() or 1
         return (
-            f"{total:.2f} ms of the machine's CPU a request ({shown}, the rest of the machine "
-            f"{other * 1000 / count:.2f}); {cap} CPUs at that cost: at most "
-            f"{cap * 1000 / total:,.0f} req/s"
+            f"{ours:.2f} ms of CPU a request ({shown}); the rest of the machine {rest:.2f} more "
+            f"(other databases on this server {self.others * 1000 / count:.2f} of it); "
+            f"{cap} CPUs at {ours:.2f} ms: at most {cap * 1000 / ours:,.0f} req/s"
         )
 
 
@@ -200,7 +260,8 @@ def mixed_load(options: Options, report: Report) -> None:
         for name in web_env:
             del services.env[name]
         plain = _checked(locust(services, "PlainInsert", seconds, f"{run}-plain", logs), "plain")
-        budget_alone = Budget({"web": web.pid, "gateway": gateway.pid, "PostgreSQL": _postmaster()})
+        database = connection.settings_dict["NAME"]
+        budget_alone = Budget({"web": web.pid, "gateway": gateway.pid}, database)
         budget_alone.start()
         alone = _checked(locust(services, "MixedLoad", seconds, f"{run}-alone", logs), "alone")
         budget_alone.stop()
@@ -215,9 +276,8 @@ def mixed_load(options: Options, report: Report) -> None:
         cpu_before, calls_before = cpu_seconds(cluster.pid), gateway_calls(services.gateway_url)
         web_before = cpu_seconds(web.pid)
         budget_with = Budget(
-            {"web": web.pid, "cluster": cluster.pid, "gateway": gateway.pid,
-             "PostgreSQL": _postmaster()}
-        )  # fmt: skip
+            {"web": web.pid, "cluster": cluster.pid, "gateway": gateway.pid}, database
+        )
         budget_with.start()
         started = time.monotonic()
         report.log(f"(p) the load with the cluster starts ({seconds} s)")

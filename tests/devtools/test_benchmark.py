@@ -174,20 +174,40 @@ def test_the_tracing_figure_encodes_a_span_per_try_then_leaves_tracing_off(setti
     assert not Task.objects.exists()
 
 
-def test_the_cpu_budget_counts_the_rest_of_the_machine_and_the_intake_it_allows(monkeypatch):
-    # The intake ratio of (p) is bound by what a request costs in all: a budget that left out
-    # what no part accounts for would promise an intake the two CPUs cannot give.
+def test_the_cpu_budget_caps_the_intake_by_what_its_parts_cost(monkeypatch):
+    # The intake ratio of (p) is bound by what a request costs in all; what other work on the
+    # machine spent is shown apart, not counted as the request's.
     mixed_load = importlib.import_module("devtools.benchmark.mixed_load")
 
     monkeypatch.setattr(mixed_load.os, "cpu_count", lambda: 2)
     budget = mixed_load.Budget({})
-    budget.spent = {"web": 1.0, "cluster": 2.0, "locust": 0.5, "machine": 4.0}
+    budget.spent = {"web": 1.0, "cluster": 2.0, "locust": 1.0, "machine": 5.0}
+    budget.others = 0.25
 
     shown = budget.per_request(1000)
 
-    assert shown.startswith("4.00 ms of the machine's CPU a request (web 1.00, cluster 2.00,")
-    assert "locust 0.50, the rest of the machine 0.50)" in shown
-    assert shown.endswith("2 CPUs at that cost: at most 500 req/s")
+    assert shown.startswith("4.00 ms of CPU a request (web 1.00, cluster 2.00, locust 1.00);")
+    assert "the rest of the machine 1.00 more (other databases on this server 0.25 of it)" in shown
+    assert shown.endswith("2 CPUs at 4.00 ms: at most 500 req/s")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_work_is_counted_for_its_own_database_only():
+    # The server is shared (other databases, other tests): only this database's backends are
+    # the benchmark's PostgreSQL part.
+    mixed_load = importlib.import_module("devtools.benchmark.mixed_load")
+    ours = mixed_load.PostgresSampler(connection.settings_dict["NAME"])
+    elsewhere = mixed_load.PostgresSampler("no_such_database")
+    ours.start()
+    elsewhere.start()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM generate_series(1, 5000000)")
+    mine, theirs = ours.stop(), elsewhere.stop()
+
+    assert mine["ours"] >= 0.1
+    assert theirs["ours"] == 0
+    assert theirs["others"] >= 0.1
 
 
 def test_the_cpu_budget_reads_this_process_tree_and_the_machine():
