@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 
 from outbox.console import selectors
 from outbox.models import PausedKind, Task, TaskState
-from outbox.registry import rerun_note
+from outbox.registry import force_retry_note, rerun_note
 from outbox.services import (
     RETRYABLE_STATES,
     SettleWait,
@@ -34,6 +34,11 @@ RERUNNABLE = (TaskState.SUCCEEDED,)
 UNSAID_RERUN = (
     "Its handler does not say what a second run does: an API that honours the idempotency "
     "key answers as the first time; one that does not may do the effect twice."
+)
+# A kind whose handler does not say what a forced retry risks.
+UNSAID_FORCE_RETRY = (
+    "Its handler does not say what a forced retry risks: a write of the last try may still "
+    "land, and a try now may make the effect a second time."
 )
 
 
@@ -290,12 +295,17 @@ class TaskActions(admin.ModelAdmin):
     def force_retry_confirmation(
         self, request: HttpRequest, queryset: QuerySet[Task], waits: Sequence[SettleWait]
     ) -> TemplateResponse:
+        waiting = Task.objects.filter(id__in=[wait.task_id for wait in waits])
         context = {
             **self.admin_site.each_context(request),
             "title": "Retry at once, while a write may still land?",
             "opts": self.opts,
             "count": queryset.filter(state__in=RETRYABLE_STATES).count(),
             "waits": waits,
+            "risks": [
+                (kind, force_retry_note(kind) or UNSAID_FORCE_RETRY)
+                for kind in self.selected_kinds(waiting)
+            ],
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
