@@ -21,6 +21,7 @@ from outbox.services import (
     SettleWait,
     kind_pause,
     kind_resume,
+    retried_note,
     settle_note,
     settle_waits,
     tasks_cancel,
@@ -93,16 +94,16 @@ class TaskActions(admin.ModelAdmin):
             service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
             log_message="Retried now from the admin (fresh attempt budget).",
         )
+        # The settle is kept: a task whose last try got no answer is due when its wait ends.
+        waits = settle_waits(task_ids=ids)
         self.report(
             request,
-            f"{_plural(changed, 'task')} due now with a fresh attempt budget.",
+            retried_note(changed, waits),
             changed,
             left,
             "were not failed or pending",
+            level=messages.WARNING if waits else None,
         )
-        waiting = settle_note(settle_waits(task_ids=ids))
-        if waiting:
-            self.message_user(request, f"Not at once: {waiting}", messages.WARNING)
 
     @admin.action(
         description="Retry at once, not waiting for writes in flight…", permissions=["force_retry"]
@@ -264,12 +265,21 @@ class TaskActions(admin.ModelAdmin):
         return changed, len(selected) - changed
 
     def report(
-        self, request: HttpRequest, done: str, changed: int, left: int, because: str
+        self,
+        request: HttpRequest,
+        done: str,
+        changed: int,
+        left: int,
+        because: str,
+        *,
+        level: int | None = None,
     ) -> None:
         message = done
         if left:
             message += f" {_plural(left, 'selected task')} {because} and stayed as they were."
-        self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
+        if level is None:
+            level = messages.SUCCESS if changed else messages.WARNING
+        self.message_user(request, message, level)
 
     def rerun_confirmation(
         self, request: HttpRequest, queryset: QuerySet[Task]
