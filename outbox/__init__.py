@@ -5,7 +5,8 @@ What a domain app needs is here: `import outbox`, then
   an `outbox.TaskContext` and raises `TransientError`, `PermanentError`, `Defer`, `Cancel` or
   `Misconfigured` (a destination that is not the API: the task waits, spending no attempt);
   an error says with `reply=` (`ANSWERED`, `NO_ANSWER`, `NOT_SENT`) whether the API answered,
-  and `settle_seconds=` on the handler makes a kind wait after a call with no answer;
+  and `settle_seconds=` on the handler makes a kind wait after a call with no answer
+  (`force_retry=` says, for the admin's "Retry at once", what skipping that wait risks);
 - `outbox.enqueue(...)` / `outbox.enqueue_many([outbox.TaskSpec(...)])` inside the caller's
   transaction;
 - `outbox.before_external_call()` before each external call a handler makes;

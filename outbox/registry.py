@@ -41,6 +41,9 @@ class Handler:
     # What running a succeeded task of this kind again does, in an operator's words: the
     # re-run confirmation page shows it for each kind it is about to run again.
     rerun: str | None = None
+    # What a forced retry (one that does not wait for a write of an unanswered try to land)
+    # risks for this kind, in an operator's words: the force-retry confirmation shows it.
+    force_retry: str | None = None
     # For an API without idempotency keys (append a row, send a message): after a try whose
     # call got no answer, the next try waits this long from that try's start, for a write it
     # may have sent to land. Seconds, or a function giving them (read at every use, so a
@@ -72,12 +75,14 @@ def handler(
     max_attempts: int | None = None,
     label: str | None = None,
     rerun: str | None = None,
+    force_retry: str | None = None,
     settle_seconds: float | Callable[[], float] | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register `func` as the handler of `kind`. The kind is stored on tasks: never rename it.
 
     `label` names the payload key whose value the attempt logs show as `subject`; `rerun` says
-    what running a succeeded task again does (the admin asks with it before a re-run).
+    what running a succeeded task again does (the admin asks with it before a re-run), and
+    `force_retry` what a retry that skips the settle risks (the admin asks with it before one).
     `settle_seconds` is for a kind whose API has no idempotency key: after a try whose call got
     no answer (the handler raised an error with `reply=NO_ANSWER`, or its worker vanished
     mid-try), no try of the task starts before that try's start plus this long, an operator's
@@ -99,6 +104,7 @@ def handler(
             max_attempts=max_attempts,
             label=label,
             rerun=rerun,
+            force_retry=force_retry,
             settle_seconds=settle_seconds,
         )
         return func
@@ -121,6 +127,12 @@ def rerun_note(kind: str) -> str | None:
     """What re-running a succeeded task of `kind` does, as its handler declared; None if unsaid."""
     found = _registry.get(kind)
     return None if found is None else found.rerun
+
+
+def force_retry_note(kind: str) -> str | None:
+    """What a forced retry of a task of `kind` risks, as its handler declared; None if unsaid."""
+    found = _registry.get(kind)
+    return None if found is None else found.force_retry
 
 
 def unregister(kind: str) -> None:

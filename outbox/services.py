@@ -301,20 +301,63 @@ class SettleWait:
     until: datetime
     try_number: int | None
 
+    def due_at(self) -> str:
+        """`12:04:10 UTC`."""
+        return self.until.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+    def risk(self) -> str:
+        """`a write of try 3 may still land`."""
+        which = f"try {self.try_number}" if self.try_number else "an unanswered try"
+        return f"a write of {which} may still land"
+
     def describe(self) -> str:
         """`task 12 is due at 12:04:10 UTC: a write of try 3 may still land`."""
-        which = f"try {self.try_number}" if self.try_number else "an unanswered try"
-        when = self.until.astimezone(UTC).strftime("%H:%M:%S UTC")
-        return f"task {self.task_id} is due at {when}: a write of {which} may still land"
+        return f"task {self.task_id} is due at {self.due_at()}: {self.risk()}"
 
 
 def settle_note(waits: Sequence[SettleWait], *, shown: int = 5) -> str:
     """One sentence for an operator's message; "" when nothing waits."""
     if not waits:
         return ""
+    return f"{len(waits)} wait for a write in flight before they run: {_listed(waits, shown)}."
+
+
+def _listed(waits: Sequence[SettleWait], shown: int) -> str:
     listed = "; ".join(wait.describe() for wait in waits[:shown])
     more = f"; and {len(waits) - shown} more" if len(waits) > shown else ""
-    return f"{len(waits)} wait for a write in flight before they run: {listed}{more}."
+    return listed + more
+
+
+def retried_note(
+    changed: int,
+    waits: Sequence[SettleWait],
+    *,
+    what: str = "",
+    done: str = "retried",
+    shown: int = 5,
+) -> str:
+    """What an operator's retry of `changed` tasks did, `waits` being those of them still
+    waiting for a write in flight (`settle_waits` after the retry): how many are due now and
+    how many wait, and until when.
+
+    `3 tasks retried with a fresh attempt budget: 2 due now, 1 due at 12:04:10 UTC (task 12: a
+    write of try 3 may still land).` With nothing waiting: `3 tasks due now with a fresh
+    attempt budget.` `what` follows the count (`of tickets.issue_receipt / HTTP 503`).
+    """
+    tasks = f"{changed} task{'' if changed == 1 else 's'}" + (f" {what}" if what else "")
+    if not waits:
+        return f"{tasks} due now with a fresh attempt budget."
+    due_now = max(changed - len(waits), 0)
+    if len(waits) == 1:
+        wait = waits[0]
+        when = f"due at {wait.due_at()} (task {wait.task_id}: {wait.risk()})"
+        said = f"{due_now} due now, 1 {when}" if due_now else f"{when}, not now"
+    else:
+        said = (
+            f"{due_now or 'none'} due now, {len(waits)} wait for a write in flight "
+            f"({_listed(waits, shown)})"
+        )
+    return f"{tasks} {done} with a fresh attempt budget: {said}."
 
 
 def tasks_cancel(*, tasks: QuerySet[Task], reason: str = "canceled by an operator") -> int:

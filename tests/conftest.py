@@ -98,6 +98,36 @@ def postgres_only() -> None:
         pytest.fail("this test needs PostgreSQL: run it with DATABASE_URL=postgres://...")
 
 
+def waiting_out_a_write(
+    task: Any, *, tries: int = 3, minutes: float = 10, http_status: int | None = None
+) -> Any:
+    """`task` (a Task row) as if its last try, try `tries`, got no answer (a timeout, or a
+    proxy's `http_status` 504): a write of it may still land for `minutes`, so the task waits
+    out the settle until then."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from outbox.models import Attempt, AttemptOutcome, AttemptReply, Task
+
+    started = timezone.now()
+    error = "POST http://gw/rows got no answer (ReadTimeout)"
+    Task.objects.filter(pk=task.pk).update(
+        attempts=tries, settle_until=started + timedelta(minutes=minutes), last_error=error
+    )
+    Attempt.objects.create(
+        task_id=task.pk,
+        number=tries,
+        started_at=started,
+        duration_ms=10_000.0,
+        outcome=AttemptOutcome.RETRY,
+        http_status=http_status,
+        reply=AttemptReply.NO_ANSWER,
+        error=error,
+    )
+    return Task.objects.get(pk=task.pk)
+
+
 def grant(user: Any, *perms: str) -> Any:
     """Give `user` the permissions named `app_label.codename`; the user, fresh from the
     database (Django caches a user's permissions on the instance)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,28 @@ def test_the_engine_imports_neither_the_domain_nor_the_workshop(path):
     ]
 
     assert wrong == [], f"{path.name} imports {wrong}"
+
+
+# A domain's word in the engine's own text: the console once told an operator about "the
+# sheet" for any kind of task. (`stylesheet` and an example kind's `append_sheet_row` are not.)
+DOMAIN_WORDS = re.compile(r"\b(?:spread)?sheets?\b", re.IGNORECASE)
+
+
+def engine_texts() -> list[Path]:
+    return sorted(
+        p for p in (ROOT / "outbox").rglob("*") if p.suffix in {".py", ".html", ".txt", ".js"}
+    )
+
+
+@pytest.mark.parametrize("path", engine_texts(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_engine_says_nothing_of_a_sheet(path):
+    said = [
+        f"line {number}: {line.strip()}"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if DOMAIN_WORDS.search(line)
+    ]
+
+    assert said == [], f"{path.relative_to(ROOT)} names a domain concept: {said}"
 
 
 @pytest.mark.parametrize("path", python_files("tickets"), ids=lambda p: p.name)

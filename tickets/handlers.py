@@ -28,6 +28,11 @@ RERUN_SHEET_ROW = (
     "Reads the sheet first and appends only when the ticket's row is missing: never a second "
     "row for one ticket."
 )
+# What a forced retry of a sheet append risks (the admin's force-retry confirmation shows it).
+FORCE_RETRY_SHEET_ROW = (
+    "The Spreadsheets API has no idempotency key: a try now may read the sheet before the "
+    "earlier try's write lands, and append a second row for the ticket."
+)
 RERUN_VOID = "The same key (`idempotent_id`): the Receipts API records the void once."
 RERUN_REFUND = "The same key (`deduplication_id`): the Payments API records the refund once."
 
@@ -116,6 +121,7 @@ def sheet_settle_seconds() -> float:
     max_attempts=30,
     label="ticket_id",
     rerun=RERUN_SHEET_ROW,
+    force_retry=FORCE_RETRY_SHEET_ROW,
     # The sheets API has no idempotency key: after a try whose append got no answer, the
     # engine holds the next try until a slow write of that try has had time to land.
     settle_seconds=sheet_settle_seconds,

@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from outbox import redact
 
@@ -130,6 +131,45 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return redact(text)[:limit]
 
 
+# A redirect's Location as an error shows it (the error is stored and logged).
+LOCATION_CHARS = 200
+HIDDEN = "[hidden]"
+
+
+def _shown_location(location: str, limit: int = LOCATION_CHARS) -> str:
+    """A redirect's `Location` safe to store and log: scheme, host, port and path kept (they say
+    where the API moved); userinfo dropped, each query value (a token, a signature) replaced by
+    a marker, the fragment dropped, emails redacted, and the whole capped."""
+    location = location.strip()
+    if not location:
+        return "no Location"
+    try:
+        parts = urlsplit(location)
+        port = parts.port
+    except ValueError:  # an unbalanced '[' in the host, a port that is not a number
+        return "a Location that is not a URL"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    origin = ""
+    if parts.scheme:
+        origin = f"{parts.scheme}:"
+    if parts.netloc:
+        origin += f"//{host}" + (f":{port}" if port is not None else "")
+    shown = origin + parts.path
+    if parts.query:
+        # A name is kept (it says which parameter the API wants); a field with no '=' may be
+        # the secret itself, so it is hidden whole.
+        fields = (field.partition("=") for field in parts.query.split("&") if field)
+        shown += "?" + "&".join(
+            f"{name[:40]}={HIDDEN}" if equals else HIDDEN for name, equals, _ in fields
+        )
+    shown = redact(shown)
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return shown
+
+
 def body_text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace")
 
@@ -153,7 +193,7 @@ def read_answer(
     if 200 <= status < 300:
         return _read_success(endpoint, status, body, content_type, what, expect or {})
     if 300 <= status < 400:
-        target = location or "no Location"
+        target = _shown_location(location)
         if endpoint.write:
             return Reading(
                 Verdict.MISCONFIGURED,

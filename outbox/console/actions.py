@@ -15,12 +15,13 @@ from django.template.response import TemplateResponse
 
 from outbox.console import selectors
 from outbox.models import PausedKind, Task, TaskState
-from outbox.registry import rerun_note
+from outbox.registry import force_retry_note, rerun_note
 from outbox.services import (
     RETRYABLE_STATES,
     SettleWait,
     kind_pause,
     kind_resume,
+    retried_note,
     settle_note,
     settle_waits,
     tasks_cancel,
@@ -34,6 +35,11 @@ RERUNNABLE = (TaskState.SUCCEEDED,)
 UNSAID_RERUN = (
     "Its handler does not say what a second run does: an API that honours the idempotency "
     "key answers as the first time; one that does not may do the effect twice."
+)
+# A kind whose handler does not say what a forced retry risks.
+UNSAID_FORCE_RETRY = (
+    "Its handler does not say what a forced retry risks: a write of the last try may still "
+    "land, and a try now may make the effect a second time."
 )
 
 
@@ -88,16 +94,16 @@ class TaskActions(admin.ModelAdmin):
             service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
             log_message="Retried now from the admin (fresh attempt budget).",
         )
+        # The settle is kept: a task whose last try got no answer is due when its wait ends.
+        waits = settle_waits(task_ids=ids)
         self.report(
             request,
-            f"{_plural(changed, 'task')} due now with a fresh attempt budget.",
+            retried_note(changed, waits),
             changed,
             left,
             "were not failed or pending",
+            level=messages.WARNING if waits else None,
         )
-        waiting = settle_note(settle_waits(task_ids=ids))
-        if waiting:
-            self.message_user(request, f"Not at once: {waiting}", messages.WARNING)
 
     @admin.action(
         description="Retry at once, not waiting for writes in flight…", permissions=["force_retry"]
@@ -259,12 +265,21 @@ class TaskActions(admin.ModelAdmin):
         return changed, len(selected) - changed
 
     def report(
-        self, request: HttpRequest, done: str, changed: int, left: int, because: str
+        self,
+        request: HttpRequest,
+        done: str,
+        changed: int,
+        left: int,
+        because: str,
+        *,
+        level: int | None = None,
     ) -> None:
         message = done
         if left:
             message += f" {_plural(left, 'selected task')} {because} and stayed as they were."
-        self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
+        if level is None:
+            level = messages.SUCCESS if changed else messages.WARNING
+        self.message_user(request, message, level)
 
     def rerun_confirmation(
         self, request: HttpRequest, queryset: QuerySet[Task]
@@ -290,12 +305,17 @@ class TaskActions(admin.ModelAdmin):
     def force_retry_confirmation(
         self, request: HttpRequest, queryset: QuerySet[Task], waits: Sequence[SettleWait]
     ) -> TemplateResponse:
+        waiting = Task.objects.filter(id__in=[wait.task_id for wait in waits])
         context = {
             **self.admin_site.each_context(request),
             "title": "Retry at once, while a write may still land?",
             "opts": self.opts,
             "count": queryset.filter(state__in=RETRYABLE_STATES).count(),
             "waits": waits,
+            "risks": [
+                (kind, force_retry_note(kind) or UNSAID_FORCE_RETRY)
+                for kind in self.selected_kinds(waiting)
+            ],
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,

@@ -20,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from outbox.console import selectors
 from outbox.console.actions import started_by
-from outbox.services import RETRYABLE_STATES, settle_note, settle_waits, tasks_retry
+from outbox.services import RETRYABLE_STATES, retried_note, settle_waits, tasks_retry
 
 if TYPE_CHECKING:
     from outbox.console.actions import TaskActions
@@ -93,12 +93,12 @@ def retry_group_view(model_admin: TaskActions, request: HttpRequest) -> HttpResp
         service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
         log_message=f"Retried from failure triage ({kind} / {signature}).",
     )
+    waits = settle_waits(task_ids=ids)
     model_admin.message_user(
         request,
         # Led by the number: the admin capitalises a message's first letter, and a kind's.
-        f"{changed} task{'' if changed == 1 else 's'} of {kind} / {signature} due now with a "
-        f"fresh attempt budget. {settle_note(settle_waits(task_ids=ids))}".strip(),
-        messages.SUCCESS if changed else messages.WARNING,
+        retried_note(changed, waits, what=f"of {kind} / {signature}"),
+        messages.WARNING if waits or not changed else messages.SUCCESS,
     )
     return HttpResponseRedirect(_next_or(request, reverse("admin:outbox_task_triage")))
 
@@ -116,17 +116,12 @@ def retry_one_view(model_admin: TaskActions, request: HttpRequest, task_id: int)
         service=lambda tasks: tasks_retry(tasks=tasks, started_by=started_by(request)),
         log_message="Retried now from the admin (fresh attempt budget).",
     )
-    waits = settle_waits(task_ids=[task_id]) if changed else []
-    if waits:
+    if changed:
+        waits = settle_waits(task_ids=[task_id])
         model_admin.message_user(
             request,
-            f"Task {task_id} has a fresh attempt budget, and {waits[0].describe()}, so it "
-            "runs then, not now.",
-            messages.WARNING,
-        )
-    elif changed:
-        model_admin.message_user(
-            request, f"Task {task_id} is due now with a fresh attempt budget.", messages.SUCCESS
+            retried_note(changed, waits),
+            messages.WARNING if waits else messages.SUCCESS,
         )
     else:
         model_admin.message_user(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from outbox.console import selectors
+from outbox.console.actions import UNSAID_FORCE_RETRY
 from outbox.console.dashboard import HourChart
 from outbox.models import Attempt, AttemptOutcome, PausedKind, Queue, Task, TaskState
+from outbox.registry import handler as outbox_handler
+from outbox.registry import unregister
 from outbox.services import enqueue
+from tests.conftest import grant, waiting_out_a_write
 
 CHANGELIST = "/admin/outbox/task/"
 DASHBOARD = "/admin/outbox/task/dashboard/"
@@ -437,7 +441,15 @@ def test_accounting_can_retry(accounting_client):
 
 
 @pytest.mark.parametrize(
-    "action", ["cancel_tasks", "rerun_succeeded", "pause_kinds", "resume_kinds", "delete_selected"]
+    "action",
+    [
+        "cancel_tasks",
+        "rerun_succeeded",
+        "force_retry",
+        "pause_kinds",
+        "resume_kinds",
+        "delete_selected",
+    ],
 )
 def test_a_forged_post_of_an_action_accounting_lacks_changes_nothing(accounting_client, action):
     waiting = make_task(TaskState.PENDING)
@@ -797,3 +809,97 @@ def test_a_task_enqueued_without_tracing_shows_no_trace_link(admin_client):
     page = admin_client.get(f"{CHANGELIST}{task.pk}/change/").content.decode()
 
     assert "localhost:16686" not in page
+
+
+# Writes in flight: Retry now keeps the settle, "Retry at once" skips it behind its own permission
+
+
+def unanswered(state: str = TaskState.FAILED, *, kind: str = "test.record") -> Task:
+    return waiting_out_a_write(make_task(state, kind=kind), tries=3)
+
+
+def hms(moment: Any) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def test_retry_now_keeps_the_settle_of_a_try_that_got_no_answer_and_says_until_when(admin_client):
+    in_flight = unanswered()
+    answered = make_task(TaskState.FAILED)
+
+    response = post_action(admin_client, "retry_now", [in_flight, answered])
+
+    retried = refreshed(in_flight)
+    assert retried.state == TaskState.PENDING
+    # Due at the end of the settle, not now: a try now could duplicate the write in flight.
+    assert retried.available_at == in_flight.settle_until
+    assert refreshed(answered).available_at <= timezone.now()
+    assert messages_of(response) == [
+        f"2 tasks retried with a fresh attempt budget: 1 due now, 1 due at "
+        f"{hms(in_flight.settle_until)} (task {in_flight.pk}: a write of try 3 may still land)."
+    ]
+
+
+def test_the_forced_retry_is_neither_offered_nor_done_without_its_own_permission(
+    staff_without_permissions,
+):
+    user = User.objects.get(username="nobody")
+    grant(user, "outbox.view_task", "outbox.retry_task")
+    task = unanswered()
+
+    assert "force_retry" not in offered_actions(staff_without_permissions)
+    response = post_action(staff_without_permissions, "force_retry", [task], post="yes")
+
+    assert messages_of(response) == ["No action selected."]
+    assert refreshed(task).state == TaskState.FAILED
+    assert not LogEntry.objects.exists()
+
+    staff_without_permissions.force_login(grant(user, "outbox.force_retry_task"))
+    assert "force_retry" in offered_actions(staff_without_permissions)
+
+
+def test_the_forced_retry_asks_first_naming_the_risk_then_makes_the_task_due_now_and_audits_it(
+    admin_client, admin_user
+):
+    task = unanswered()
+
+    asked = post_action(admin_client, "force_retry", [task])
+
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Risk of a second effect" in page
+    assert f"task {task.pk} is due at {hms(task.settle_until)}: a write of try 3" in page
+    assert refreshed(task).state == TaskState.FAILED  # nothing done before the answer
+    assert not LogEntry.objects.exists()
+
+    confirmed = post_action(admin_client, "force_retry", [task], post="yes")
+
+    assert confirmed.status_code == 302
+    forced = refreshed(task)
+    assert forced.state == TaskState.PENDING
+    assert forced.available_at <= timezone.now()
+    assert forced.settle_until is None
+    entry = LogEntry.objects.get()
+    assert (entry.user_id, int(entry.object_id), entry.action_flag) == (
+        admin_user.pk,
+        task.pk,
+        CHANGE,
+    )
+    assert entry.change_message.startswith("Retried at once from the admin, not waiting")
+    assert f"task {task.pk} is due at" in entry.change_message
+
+
+def test_the_forced_retry_names_the_kinds_own_risk_or_says_its_handler_does_not(admin_client):
+    @outbox_handler("test.force_noted", force_retry="A try now sends the parcel twice.")
+    def noted(task: Any) -> None:
+        return None
+
+    try:
+        said = unanswered(kind="test.force_noted")
+        unsaid = unanswered(kind="test.record")
+
+        page = post_action(admin_client, "force_retry", [said, unsaid]).content.decode()
+    finally:
+        unregister("test.force_noted")
+
+    assert "<strong>test.force_noted</strong>: A try now sends the parcel twice." in page
+    assert f"<strong>test.record</strong>: {UNSAID_FORCE_RETRY}" in page

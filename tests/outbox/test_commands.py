@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
 from unittest import mock
@@ -23,6 +23,7 @@ from outbox.console.management.commands import replay_tasks
 from outbox.console.selectors import tasks_matching
 from outbox.models import Attempt, PausedKind, Queue, Task, TaskState
 from outbox.services import enqueue, tasks_retry
+from tests.conftest import waiting_out_a_write
 
 pytestmark = pytest.mark.django_db
 
@@ -650,3 +651,18 @@ def test_qcluster_checks_import_neither_the_urlconf_nor_the_template_libraries()
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_replay_keeps_the_settle_of_a_try_that_got_no_answer_and_says_how_many_wait():
+    in_flight = waiting_out_a_write(make_task(TaskState.PENDING, attempts=1), tries=1)
+    answered = make_task(TaskState.PENDING, attempts=1)
+
+    out, _ = run("replay_tasks", "--state", "pending", "--yes")
+
+    assert Task.objects.get(pk=in_flight.pk).available_at == in_flight.settle_until
+    assert Task.objects.get(pk=answered.pk).available_at <= timezone.now()
+    due = in_flight.settle_until.astimezone(UTC).strftime("%H:%M:%S UTC")
+    assert (
+        f"2 tasks replayed with a fresh attempt budget: 1 due now, 1 due at {due} "
+        f"(task {in_flight.pk}: a write of try 1 may still land)." in out
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from outbox.console import selectors
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
-from tests.conftest import grant
+from tests.conftest import grant, waiting_out_a_write
 
 TRIAGE = "/admin/outbox/task/triage/"
 RETRY_GROUP = "/admin/outbox/task/triage/retry/"
@@ -265,3 +266,38 @@ def test_the_dashboard_offers_no_group_retry_without_the_permission(client: Clie
 
     assert "1 failing task in 1 group." in page
     assert "Retry this group" not in page
+
+
+def hms(moment: Any) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def test_retrying_a_group_keeps_the_settle_of_a_try_that_got_no_answer(admin_client):
+    # One group (HTTP 504), two tasks: one whose proxy answered 504 while the write went on.
+    in_flight = waiting_out_a_write(failing("k.sheet", "answered 504"), http_status=504)
+    answered = failing("k.sheet", "answered 504", status=504)
+
+    response = admin_client.post(
+        RETRY_GROUP, {"kind": "k.sheet", "signature": "HTTP 504"}, follow=True
+    )
+
+    assert Task.objects.get(pk=in_flight.pk).available_at == in_flight.settle_until
+    assert Task.objects.get(pk=answered.pk).available_at <= timezone.now()
+    assert (
+        f"2 tasks of k.sheet / HTTP 504 retried with a fresh attempt budget: 1 due now, 1 due at "
+        f"{hms(in_flight.settle_until)} (task {in_flight.pk}: a write of try 3 may still land)."
+        in response.content.decode()
+    )
+
+
+def test_the_retry_button_of_one_task_keeps_the_settle_and_says_until_when(admin_client):
+    task = waiting_out_a_write(failing("k.sheet", "timed out"), tries=2)
+
+    response = admin_client.post(f"/admin/outbox/task/{task.pk}/retry/", follow=True)
+
+    retried = Task.objects.get(pk=task.pk)
+    assert (retried.state, retried.available_at) == (TaskState.PENDING, task.settle_until)
+    assert (
+        f"1 task retried with a fresh attempt budget: due at {hms(task.settle_until)} "
+        f"(task {task.pk}: a write of try 2 may still land), not now." in response.content.decode()
+    )

@@ -5,15 +5,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.html import escape
 
 from outbox.models import Attempt, AttemptOutcome, Task, TaskState
-from tests.conftest import record_try, ticket
+from tests.conftest import record_try, ticket, waiting_out_a_write
 from tickets import kinds
+from tickets.handlers import FORCE_RETRY_SHEET_ROW
 from tickets.models import Ticket, TicketStatus, WebhookDelivery
 from tickets.services import ticket_refund_request
 
@@ -343,3 +346,19 @@ def test_the_ticket_page_links_the_trace_of_its_tasks_once(admin_client, post_ti
     page = admin_client.get(f"/admin/tickets/ticket/{pk}/change/").content.decode()
 
     assert page.count(f'href="http://localhost:16686/trace/{"4b" * 16}"') == 1
+
+
+def test_the_forced_retry_of_a_sheet_append_names_the_second_row_it_risks(admin_client):
+    append = Task.objects.create(
+        kind=kinds.APPEND_ROW,
+        payload={"sheet": kinds.PRINT_SHEET, "ticket_id": "t-1"},
+        state=TaskState.PENDING,
+    )
+    waiting_out_a_write(append, tries=1)
+
+    page = admin_client.post(
+        "/admin/outbox/task/",
+        {"action": "force_retry", ACTION_CHECKBOX_NAME: [append.pk], "index": 0},
+    ).content.decode()
+
+    assert f"<strong>{kinds.APPEND_ROW}</strong>: {escape(FORCE_RETRY_SHEET_ROW)}" in page

@@ -448,6 +448,21 @@ def test_a_redirect_on_an_append_is_not_followed_and_rests_the_api(scripted):
         client.append_row(sheet="tickets-to-print", columns=["t-1"], correlation_id="c")
 
 
+def test_a_redirects_location_reaches_the_error_without_its_secrets(scripted):
+    # The error is stored on the task and its attempt, and logged.
+    location = "https://ops:hunter2@moved.example.com/rows?token=tok-secret&sig=sig-secret"
+    server = scripted(302, b"", {"Location": location})
+
+    with pytest.raises(Misconfigured) as caught:
+        SpreadsheetsClient(base_url=server.url).append_row(
+            sheet="tickets-to-print", columns=["t-1"], correlation_id="c"
+        )
+
+    assert "https://moved.example.com/rows?token=[hidden]&sig=[hidden]" in caught.value.message
+    for secret in ("ops:", "hunter2", "tok-secret", "sig-secret"):
+        assert secret not in caught.value.message
+
+
 def test_a_read_follows_a_redirect_on_its_own_host_only(scripted):
     server = scripted(302, b"", {"Location": "/elsewhere"})
     server.answers["/elsewhere"] = (200, b'{"rows": [["t-1"]]}', {"Content-Type": JSON_TYPE})

@@ -1,6 +1,6 @@
 """The verdict table (tickets.verdicts), row by row: what each answer of each endpoint means.
 
-docs/GATEWAY_API.md's "Transient or permanent" table is this table; a row changed here is a
+docs/GATEWAY_API.md's "What an answer means" table is this table; a row changed here is a
 row changed there.
 """
 
@@ -14,6 +14,7 @@ from tickets.verdicts import (
     APPEND_ROW,
     ENDPOINTS,
     ISSUE_RECEIPT,
+    LOCATION_CHARS,
     READ_ROWS,
     REFUND,
     VOID_RECEIPT,
@@ -134,6 +135,50 @@ def test_a_redirect_on_a_write_is_a_misconfiguration_naming_where_it_points(endp
     assert reading.verdict == Verdict.MISCONFIGURED
     assert "https://moved.example.com/x" in reading.reason
     assert "http://gw/x" in reading.reason
+
+
+SECRET_LOCATION = (
+    "https://deploy:s3cr3t-pass@moved.example.com:8443/v2/rows"
+    "?token=tok-0123456789&sig=sig-abcdef&owner=ops@example.com#frag-secret"
+)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
+def test_a_redirects_location_is_shown_without_its_credentials_or_query_values(endpoint):
+    # The reason is stored on the attempt and logged: a Location can carry a password or a
+    # signed URL's token, which would then sit in the database and the logs.
+    reading = read(endpoint, 302, b"", location=SECRET_LOCATION)
+
+    assert reading.verdict == Verdict.MISCONFIGURED
+    assert "https://moved.example.com:8443/v2/rows?token=[hidden]&sig=[hidden]" in reading.reason
+    for secret in ("deploy", "s3cr3t-pass", "tok-0123456789", "sig-abcdef", "ops@", "frag-"):
+        assert secret not in reading.reason
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("/moved?tok-0123456789", "/moved?[hidden]"),
+        (
+            "https://moved.example.com/ops@example.com/rows",
+            "https://moved.example.com/[email]/rows",
+        ),
+        ("https://[::1]:8443/rows", "https://[::1]:8443/rows"),
+        ("http://moved.example.com:port/rows", "a Location that is not a URL"),
+        ("", "no Location"),
+    ],
+)
+def test_a_location_of_any_shape_is_shown_redacted(location, shown):
+    reading = read(APPEND_ROW, 301, b"", location=location)
+
+    assert f"a redirect to {shown}:" in reading.reason
+
+
+def test_a_long_location_is_cut():
+    reading = read(APPEND_ROW, 301, b"", location="https://moved.example.com/" + "a" * 5000)
+
+    assert "a" * LOCATION_CHARS not in reading.reason
+    assert len(reading.reason) < LOCATION_CHARS + 200
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)

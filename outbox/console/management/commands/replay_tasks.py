@@ -18,7 +18,7 @@ from outbox.console.progress import ProgressBar
 from outbox.console.selectors import error_summary, tasks_matching, tasks_with_ids
 from outbox.models import Queue, Task, TaskState
 from outbox.registry import registered_kinds
-from outbox.services import settle_note, settle_waits, tasks_retry
+from outbox.services import retried_note, settle_waits, tasks_retry
 
 CHUNK = 500
 # Running tasks belong to their lease owner; every other state can be replayed.
@@ -192,9 +192,7 @@ class Command(BaseCommand):
             f"Matched: {len(ids)}. Replayed: {replayed}. "
             f"Skipped (state changed meanwhile): {skipped}."
         )
-        waiting = settle_note(settle_waits(task_ids=ids))
-        if waiting:
-            self.stdout.write(f"Not at once: {waiting}")
+        self.stdout.write(retried_note(replayed, settle_waits(task_ids=ids), done="replayed"))
         if skipped:
             raise CommandError(
                 f"{skipped} task(s) were no longer {state} and were left as they are.",
