@@ -7,6 +7,7 @@ service publishes, and the bounds the schema states against the ones the views e
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -28,6 +29,14 @@ from tests.conftest import ticket
 from tests.tickets.test_webhook_validation import CORPUS
 from tickets.intake import contract
 from tickets.intake.serializers import validate_with_serializer
+from tickets.intake.signature import (
+    HEADERS,
+    MAX_WEBHOOK_ID_LENGTH,
+    SVIX_HEADERS,
+    WebhookAuthError,
+    sign,
+    verify,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -338,3 +347,69 @@ def test_generated_emails_inside_the_pattern_are_the_ones_django_accepts(value):
         django_accepts = False
 
     assert bool(EMAIL_PATTERN.match(value)) is django_accepts
+
+
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+KEY = base64.b64decode(SECRET.removeprefix("whsec_"))
+NOW = 1_767_225_600
+GOOD = {
+    "id": "msg_1",
+    "timestamp": str(NOW),
+    "signature": sign(KEY, webhook_id="msg_1", timestamp=NOW, body=b"{}"),
+}
+
+
+def signature_header_schema(name: str) -> dict[str, Any]:
+    operation = published()["paths"]["/tickets-status"]["post"]
+    parameter = next(p for p in operation["parameters"] if p["name"] == name)
+    return as_json_schema(parameter["schema"])
+
+
+@pytest.mark.parametrize("prefix", ["webhook", "svix"])
+@pytest.mark.parametrize(
+    ("role", "value", "refusal"),
+    [
+        ("id", "m" * MAX_WEBHOOK_ID_LENGTH, None),
+        ("id", "m" * (MAX_WEBHOOK_ID_LENGTH + 1), "longer than"),
+        ("id", "", "is required"),
+        ("id", "   ", "is required"),
+        ("timestamp", "1" * 13, "whole seconds"),
+        ("timestamp", "-1", "whole seconds"),
+        ("timestamp", "1767225600.5", "whole seconds"),
+        ("timestamp", "", "is required"),
+        ("signature", "v1,abc", "malformed"),
+        ("signature", "v2," + GOOD["signature"][3:], "malformed"),
+        ("signature", GOOD["signature"][:-1], "malformed"),
+        ("signature", f"v1,{'A' * 42}==", "malformed"),
+        ("signature", f"v0,x {GOOD['signature']} v2,y", None),
+    ],
+)
+def test_with_a_secret_the_signature_headers_carry_the_verifiers_rules(
+    prefix, role, value, refusal
+):
+    # Issue 23 (audit): the headers had no length or pattern, so a generated client learned
+    # none of the verifier's rules. A value outside the schema is one the verifier refuses
+    # for its form; one inside passes the form (a matching signature then decides).
+    with override_settings(WEBHOOK_SECRET=SECRET):
+        schema = signature_header_schema(f"{prefix}-{role}")
+    sent = {**GOOD, role: value}
+    if role == "id":
+        sent["signature"] = sign(KEY, webhook_id=value, timestamp=NOW, body=b"{}")
+    headers = {f"{prefix}-{name}": text for name, text in sent.items()}
+    try:
+        verify(KEY, headers=headers, body=b"{}", now=NOW)
+        reason = None
+    except WebhookAuthError as exc:
+        reason = str(exc)
+
+    assert jsonschema.Draft7Validator(schema).is_valid(value) is (refusal is None)
+    assert (reason is None) is (refusal is None)
+    assert refusal is None or refusal in str(reason)
+
+
+def test_without_a_secret_the_ignored_signature_headers_are_free_strings():
+    # The webhook ignores them then: a rule would make Schemathesis expect a refusal.
+    operation = published()["paths"]["/tickets-status"]["post"]
+    named = {p["name"]: p["schema"] for p in operation["parameters"]}
+
+    assert [named[name] for name in (*HEADERS, *SVIX_HEADERS)] == [{"type": "string"}] * 6

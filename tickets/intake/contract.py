@@ -14,6 +14,7 @@ a field), the schema allows what the validator takes after trimming, as JSON Sch
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -27,7 +28,14 @@ from rest_framework import serializers
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.plaintext import CONTROL_CATEGORIES
 from tickets.intake import validation as rules
-from tickets.intake.signature import HEADERS, MAX_WEBHOOK_ID_LENGTH, SVIX_HEADERS
+from tickets.intake.signature import (
+    HEADERS,
+    MAX_WEBHOOK_ID_LENGTH,
+    SIGNATURE_BYTES,
+    SIGNATURE_VERSION,
+    SVIX_HEADERS,
+    TIMESTAMP_PATTERN,
+)
 from tickets.models import TicketStatus
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -159,13 +167,14 @@ def email_pattern() -> str:
     """Django's EmailValidator (the one DRF's EmailField runs) as an ECMA-262 pattern.
 
     The character classes are read off the validator's own compiled regular expressions,
-    character by character, so they follow Django's rules (and its IGNORECASE, which also
-    takes the long s, U+017F, the dotless i, U+0131, and the Kelvin sign, U+212A, for ASCII
-    letters) whatever its version says; the structure around them is the validator's, written
-    without its lookbehinds: a dot-atom or quoted local part; then `localhost`, a domain of labels and a top-level label of letters
-    (or `xn--` punycode), or an IP literal that ipaddress accepts. The field trims whitespace
-    at the ends before the validator sees it, so the pattern allows it there, and the last
-    character of the domain is no whitespace (trimming would take it off).
+    character by character, so they follow Django's rules whatever its version says (and its
+    IGNORECASE, which also takes the long s U+017F, the dotless i U+0131 and the Kelvin sign
+    U+212A for ASCII letters). The structure around them is the validator's, written without
+    its lookbehinds: a dot-atom or quoted local part; then `localhost`, a domain of labels
+    and a top-level label of letters (or `xn--` punycode), or an IP literal that ipaddress
+    accepts. The field trims whitespace at the ends before the validator sees it, so the
+    pattern allows it there, and the domain's last character is no whitespace (trimming
+    would take it off).
     """
     validator = EmailValidator()
     user = validator.user_regex
@@ -321,26 +330,60 @@ def correlation_id_schema() -> dict[str, Any]:
 
 
 def signature_header_parameters() -> list[dict[str, Any]]:
-    """The Standard Webhooks headers: required once WEBHOOK_SECRET is set, ignored before."""
+    """The Standard Webhooks headers, and Svix's names for them, as free strings: the rules of
+    signature_header_schemas are set per schema by postprocess_schema, while WEBHOOK_SECRET is
+    set. Without one the headers are ignored, so no value of theirs is refused."""
     described = {
-        HEADERS[0]: f"The message's id (at most {MAX_WEBHOOK_ID_LENGTH} characters).",
+        HEADERS[0]: f"The message's id (1 to {MAX_WEBHOOK_ID_LENGTH} characters).",
         HEADERS[1]: "Whole seconds since the epoch, within 5 minutes of our clock.",
-        HEADERS[2]: "Space-separated `v1,<base64 HMAC-SHA256>` entries; one must match.",
+        HEADERS[2]: (
+            f"Space-separated `<version>,<base64>` entries; one `{SIGNATURE_VERSION}` entry "
+            "(a base64 HMAC-SHA256) must match."
+        ),
     }
-    svix = ", ".join(f"`{name}`" for name in SVIX_HEADERS)
-    return [
-        {
-            "in": "header",
-            "name": name,
-            "required": False,
-            "schema": {"type": "string"},
-            "description": (
-                f"{text} Required when the service has a WEBHOOK_SECRET (else 401), ignored "
-                f"without one. Svix's names ({svix}) are accepted in place of the three."
-            ),
-        }
-        for name, text in described.items()
+    svix = dict(zip(HEADERS, SVIX_HEADERS, strict=True))
+    parameters = []
+    for name, text in described.items():
+        for sent_as, note in (
+            (name, f"Svix's name `{svix[name]}` is taken in its place."),
+            (svix[name], f"Svix's name for `{name}`: one set or the other, never a mix."),
+        ):
+            parameters.append(
+                {
+                    "in": "header",
+                    "name": sent_as,
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": (
+                        f"{text} With a WEBHOOK_SECRET the signature headers are needed (else "
+                        f"401); ignored without one. {note}"
+                    ),
+                }
+            )
+    return parameters
+
+
+def _signature_entry_pattern() -> str:
+    """One `v1,<base64>` entry whose base64 decodes (validate=True: padded, alphabet only) to
+    SIGNATURE_BYTES bytes: the entry signatures() keeps, standing alone among spaces."""
+    data_chars = math.ceil(SIGNATURE_BYTES * 4 / 3)
+    padding = 4 * math.ceil(SIGNATURE_BYTES / 3) - data_chars
+    return f"{re.escape(SIGNATURE_VERSION)},[A-Za-z0-9+/]{{{data_chars}}}={{{padding}}}"
+
+
+def signature_header_schemas() -> dict[str, dict[str, Any]]:
+    """Each signature header's rule, as tickets.intake.signature's verifier applies it to the
+    value (HTTP servers trim a header's ends, as the verifier does)."""
+    rules_by_role = [
+        {"type": "string", "minLength": 1, "maxLength": MAX_WEBHOOK_ID_LENGTH, "pattern": r"\S"},
+        {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        {"type": "string", "pattern": f"(?:^|\\s){_signature_entry_pattern()}(?:\\s|$)"},
     ]
+    return {
+        name: dict(rule)
+        for names in (HEADERS, SVIX_HEADERS)
+        for name, rule in zip(names, rules_by_role, strict=True)
+    }
 
 
 def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
@@ -348,17 +391,22 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
 
     - the webhook's body as required, and its WEBHOOK_MAX_TICKETS;
     - the `{ticket_id}` of the refund and of the staff read, by the ticket-id rule;
+    - the signature headers' rules, while WEBHOOK_SECRET is set;
     - the `Correlation-ID` every answer carries (outbox.correlation's middleware), and the
       ticket list's `Link` to its next page;
     - OpenAPI links from the webhook's answer to the refund and to the reads of the ticket, so
       a client (and Schemathesis' stateful phase) can follow a ticket through the contract.
     """
     paths = result.get("paths", {})
+    # Read when the schema is made: the rules bind only while a secret makes them checked.
+    signature_rules = signature_header_schemas() if settings.WEBHOOK_SECRET.strip() else {}
     for item in paths.values():
         for operation in item.values():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "ticket_id":
                     parameter["schema"] = ticket_id_schema()
+                if parameter["in"] == "header" and parameter["name"] in signature_rules:
+                    parameter["schema"] = signature_rules[parameter["name"]]
             for answer in operation.get("responses", {}).values():
                 answer.setdefault("headers", {})[CORRELATION_HEADER] = {
                     "schema": {"type": "string"},
@@ -436,6 +484,7 @@ __all__ = [
     "plain_text_pattern",
     "postprocess_schema",
     "signature_header_parameters",
+    "signature_header_schemas",
     "ticket_id_schema",
     "webhook_request_schema",
 ]

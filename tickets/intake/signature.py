@@ -47,8 +47,15 @@ SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 
 logger = logging.getLogger(__name__)
 
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_SIGNATURE_BYTES = hashlib.sha256().digest_size
+# What each header must hold once trimmed (the OpenAPI schema states the same rules,
+# tickets.intake.contract): an id of 1 to MAX_WEBHOOK_ID_LENGTH characters; whole seconds;
+# space-separated `<version>,<base64>` entries, one of them a SIGNATURE_VERSION entry whose
+# base64 decodes to SIGNATURE_BYTES.
+TIMESTAMP_PATTERN = r"^[0-9]{1,12}$"
+SIGNATURE_VERSION = "v1"
+SIGNATURE_BYTES = hashlib.sha256().digest_size
+
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
 
 class WebhookAuthError(Exception):
@@ -94,7 +101,8 @@ def _decode(value: str, name: str) -> bytes:
 
 def sign(key: bytes, *, webhook_id: str, timestamp: int, body: bytes) -> str:
     """The `v1,<base64>` signature of one message, as the sender computes it."""
-    return "v1," + base64.b64encode(_digest(key, webhook_id, str(timestamp), body)).decode()
+    digest = _digest(key, webhook_id, str(timestamp), body)
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +190,13 @@ def signatures(header: str) -> list[bytes]:
     found = []
     for entry in header.split():
         version, _, encoded = entry.partition(",")
-        if version != "v1":
+        if version != SIGNATURE_VERSION:
             continue
         try:
             decoded = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             continue
-        if len(decoded) == _SIGNATURE_BYTES:
+        if len(decoded) == SIGNATURE_BYTES:
             found.append(decoded)
     return found
 
