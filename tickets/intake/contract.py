@@ -374,7 +374,7 @@ def _signature_entry_pattern() -> str:
 def signature_header_schemas() -> dict[str, dict[str, Any]]:
     """Each signature header's rule, as tickets.intake.signature's verifier applies it to the
     value (HTTP servers trim a header's ends, as the verifier does)."""
-    rules_by_role = [
+    rules_by_role: list[dict[str, Any]] = [
         {"type": "string", "minLength": 1, "maxLength": MAX_WEBHOOK_ID_LENGTH, "pattern": r"\S"},
         {"type": "string", "pattern": TIMESTAMP_PATTERN},
         {"type": "string", "pattern": f"(?:^|\\s){_signature_entry_pattern()}(?:\\s|$)"},
