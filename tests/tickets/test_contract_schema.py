@@ -413,3 +413,64 @@ def test_without_a_secret_the_ignored_signature_headers_are_free_strings():
     named = {p["name"]: p["schema"] for p in operation["parameters"]}
 
     assert [named[name] for name in (*HEADERS, *SVIX_HEADERS)] == [{"type": "string"}] * 6
+
+
+SELLER_OPERATIONS = {
+    ("/tickets-status", "post"),
+    ("/ticket-refund/{ticket_id}", "put"),
+    ("/tickets", "get"),
+}
+
+
+@pytest.mark.parametrize("secret", ["", SECRET], ids=["open", "with-secret"])
+@pytest.mark.parametrize(("path", "method"), sorted(SELLER_OPERATIONS))
+def test_every_seller_endpoint_declares_the_correlation_and_signature_headers(path, method, secret):
+    # Issue 23 (audit): the refund and the list declared neither, though both read them.
+    with override_settings(WEBHOOK_SECRET=secret):
+        operation = published()["paths"][path][method]
+
+    assert {p["name"] for p in operation["parameters"] if p["in"] == "header"} >= {
+        "Correlation-ID",
+        *HEADERS,
+        *SVIX_HEADERS,
+    }
+
+
+def test_with_a_secret_refund_and_list_take_a_token_or_a_signature_and_the_webhook_a_signature():
+    with override_settings(WEBHOOK_SECRET=SECRET):
+        schema = published()
+    signed = [
+        {"webhookId": [], "webhookTimestamp": [], "webhookSignature": []},
+        {"svixId": [], "svixTimestamp": [], "svixSignature": []},
+    ]
+    schemes = schema["components"]["securitySchemes"]
+
+    assert schema["paths"]["/ticket-refund/{ticket_id}"]["put"]["security"] == [
+        {"tokenAuth": []},
+        *signed,
+    ]
+    assert schema["paths"]["/tickets"]["get"]["security"] == [{"tokenAuth": []}, *signed]
+    assert schema["paths"]["/tickets-status"]["post"]["security"] == signed
+    assert {name: schemes[name]["name"] for requirement in signed for name in requirement} == dict(
+        zip(
+            [name for requirement in signed for name in requirement],
+            [*HEADERS, *SVIX_HEADERS],
+            strict=True,
+        )
+    )
+
+
+def test_without_a_secret_the_seller_endpoints_declare_no_security():
+    # Open by contract then: a declared scheme would tell clients (and Schemathesis'
+    # ignored_auth check) that an anonymous call is refused.
+    paths = published()["paths"]
+
+    assert [paths[path][method].get("security") for path, method in SELLER_OPERATIONS] == [None] * 3
+
+
+@pytest.mark.django_db
+def test_the_list_refuses_a_correlation_id_with_a_control_character_as_its_schema_says(client):
+    response = client.get("/tickets", headers={"Correlation-ID": "c-1\x7f"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "Correlation-ID"

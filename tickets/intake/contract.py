@@ -355,8 +355,9 @@ def signature_header_parameters() -> list[dict[str, Any]]:
                     "required": False,
                     "schema": {"type": "string"},
                     "description": (
-                        f"{text} With a WEBHOOK_SECRET the signature headers are needed (else "
-                        f"401); ignored without one. {note}"
+                        f"{text} With a WEBHOOK_SECRET a signature is needed (else 401), or "
+                        "where the operation's security allows it a staff token instead; "
+                        f"ignored without a secret. {note}"
                     ),
                 }
             )
@@ -386,12 +387,47 @@ def signature_header_schemas() -> dict[str, dict[str, Any]]:
     }
 
 
+# The security scheme of each signature header: a scheme names one header, so a signature is
+# the requirement of all three, and Svix's names are a requirement of their own.
+_SCHEME_OF_HEADER = {
+    name: f"{prefix}{role}"
+    for prefix, names in (("webhook", HEADERS), ("svix", SVIX_HEADERS))
+    for name, role in zip(names, ("Id", "Timestamp", "Signature"), strict=True)
+}
+# The seller's operations, and whether a staff token is an alternative to the signature
+# (tickets.intake.seller_auth) or not (the webhook takes only the signature).
+SELLER_OPERATIONS = {"tickets_status": False, "ticket_refund": True, "tickets_list": True}
+
+
+def _seller_security(result: dict[str, Any]) -> None:
+    """Each seller operation's `security`, while WEBHOOK_SECRET is set: alternatives (a list
+    of requirements, any one of which will do), a signature under either set of names and,
+    where the view takes one, a staff token. Without a secret they stay open: no `security`."""
+    schemes = result.setdefault("components", {}).setdefault("securitySchemes", {})
+    for name, scheme in _SCHEME_OF_HEADER.items():
+        schemes[scheme] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": name,
+            "description": "Part of the seller's Standard Webhooks signature.",
+        }
+    signed: list[dict[str, list[str]]] = [
+        {_SCHEME_OF_HEADER[name]: [] for name in names} for names in (HEADERS, SVIX_HEADERS)
+    ]
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            token = SELLER_OPERATIONS.get(operation.get("operationId", ""))
+            if token is not None:
+                operation["security"] = ([{"tokenAuth": []}] if token else []) + signed
+
+
 def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular hook (SPECTACULAR_SETTINGS): what its decorators cannot say.
 
     - the webhook's body as required, and its WEBHOOK_MAX_TICKETS;
     - the `{ticket_id}` of the refund and of the staff read, by the ticket-id rule;
-    - the signature headers' rules, while WEBHOOK_SECRET is set;
+    - the signature headers' rules and the seller operations' security (a signature, or a
+      staff token where the view takes one), while WEBHOOK_SECRET is set;
     - the `Correlation-ID` every answer carries (outbox.correlation's middleware), and the
       ticket list's `Link` to its next page;
     - OpenAPI links from the webhook's answer to the refund and to the reads of the ticket, so
@@ -426,6 +462,8 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
                     },
                 },
             )
+    if signature_rules:
+        _seller_security(result)
     listing = paths.get("/tickets", {}).get("get")
     if listing is not None:
         listing["responses"]["200"]["headers"]["Link"] = {
