@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 
@@ -29,6 +31,14 @@ def token(staff: bool) -> str:
 
 def boom(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("a bug with a customer's email: ada@example.com")
+
+
+def deny(*args: Any, **kwargs: Any) -> Any:
+    raise PermissionDenied("this needs a permission")
+
+
+def missing(*args: Any, **kwargs: Any) -> Any:
+    raise Http404
 
 
 Case = Callable[[Client, Any], Any]
@@ -77,6 +87,27 @@ CASES: dict[str, tuple[int, Case]] = {
             "/tickets-status", "x", content_type="text/plain", headers={"Idempotency-Key": "k"}
         ),
     ),
+    "unknown ?format= on a seller endpoint": (404, lambda c, m: c.get("/tickets?format=xyz")),
+    "unknown ?format= on the staff API": (
+        404,
+        lambda c, m: c.get(
+            "/api/tasks/1?format=xyz", headers={"Authorization": f"Token {token(True)}"}
+        ),
+    ),
+    "Django's PermissionDenied in a DRF view": (
+        403,
+        lambda c, m: (
+            m.setattr("tickets.intake.views.active_tickets_page", deny),
+            c.get("/tickets"),
+        )[1],
+    ),
+    "Django's Http404 in a DRF view": (
+        404,
+        lambda c, m: (
+            m.setattr("tickets.intake.views.active_tickets_page", missing),
+            c.get("/tickets"),
+        )[1],
+    ),
     "unhandled exception in a view": (
         500,
         lambda c, m: (
@@ -107,6 +138,23 @@ def test_every_error_on_an_api_path_is_json(case, debug, monkeypatch):
     assert body["error"]
     # An error's text never carries what the exception held.
     assert "ada@example.com" not in response.content.decode()
+
+
+def test_an_unknown_format_is_told_in_the_error_shape_naming_it(client):
+    # DRF's content negotiation raised Django's Http404, which came out as {"detail": ...}.
+    response = client.get("/tickets?format=xyz")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown format 'xyz': this endpoint answers json"}
+
+
+def test_djangos_permission_denied_in_a_drf_view_keeps_its_reason(client, monkeypatch):
+    monkeypatch.setattr("tickets.intake.views.active_tickets_page", deny)
+
+    response = client.get("/tickets")
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "this needs a permission"}
 
 
 def test_the_schema_views_401_keeps_its_token_challenge(client):
