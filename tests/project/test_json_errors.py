@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse
 from django.test import Client, override_settings
+from django.urls import path
 from rest_framework.authtoken.models import Token
+
+import project.urls
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +70,10 @@ CASES: dict[str, tuple[int, Case]] = {
         403,
         lambda c, m: c.get("/api/schema/", headers={"Authorization": f"Token {token(False)}"}),
     ),
-    "CSRF refusal": (403, lambda c, m: Client(enforce_csrf_checks=True).post("/health")),
+    "POST to a GET-only probe, CSRF checks on": (
+        405,
+        lambda c, m: Client(enforce_csrf_checks=True).post("/health"),
+    ),
     "unknown path": (404, lambda c, m: c.get("/api/nothing")),
     "unknown ticket": (
         404,
@@ -157,6 +163,17 @@ def test_djangos_permission_denied_in_a_drf_view_keeps_its_reason(client, monkey
     assert response.json() == {"error": "this needs a permission"}
 
 
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/health/relay"])
+def test_a_post_to_a_probe_is_405_naming_get_not_a_csrf_refusal(path):
+    # They were 403 "forbidden" (Django's CSRF check), which told the caller nothing of the
+    # method the probe takes.
+    response = Client(enforce_csrf_checks=True).post(path)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert response.json() == {"error": f"POST is not allowed on {path}"}
+
+
 def test_the_schema_views_401_keeps_its_token_challenge(client):
     response = client.get("/api/schema/")
 
@@ -174,11 +191,19 @@ def test_an_unknown_host_is_told_in_json_without_echoing_the_settings(client):
 
 
 @override_settings(DEBUG=False, DATA_UPLOAD_MAX_MEMORY_SIZE=100)
-def test_a_form_body_over_djangos_limit_is_413_in_json():
-    client = Client(enforce_csrf_checks=True)
-    client.cookies["csrftoken"] = "x" * 32
+def read_the_form(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(len(request.POST)))
 
-    response = client.post("/health", {"field": "x" * 200}, headers={"X-CSRFToken": "x" * 32})
+
+# No view of the API reads a form body (the probes, which did through the CSRF check, are
+# exempt now): one that does, to hold Django's refusal of a body over its limit to JSON.
+urlpatterns = [path("form-reader", read_the_form), *project.urls.urlpatterns]
+handler400 = project.urls.handler400
+
+
+@pytest.mark.urls(__name__)
+def test_a_form_body_over_djangos_limit_is_413_in_json():
+    response = Client().post("/form-reader", {"field": "x" * 200})
 
     assert response.status_code == 413
     assert response.json() == {"error": "the request body is too large"}
