@@ -12,8 +12,9 @@ from django.views import defaults
 from django.views.decorators.http import require_GET
 
 # HTML belongs to these and the root page; every other path is an API, whose errors are
-# `{"error": "..."}`.
-HTML_PREFIXES = ("/admin/", "/static/", "/api/docs/")
+# `{"error": "..."}`. /api/docs/ is HTML when it answers, but it is under /api/: its errors
+# are the API's.
+HTML_PREFIXES = ("/admin/", "/static/")
 # Headers of an error answer that say what to do next; kept when the body is replaced.
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", "Correlation-ID")
 

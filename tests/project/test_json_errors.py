@@ -1,9 +1,10 @@
 """Every error on a path the API owns is `{"error": ...}` JSON (issue 23 item 3).
 
 Each case is an answer that used to be HTML, YAML or empty: Django's pages for a Host not in
-ALLOWED_HOSTS, a CSRF refusal, a body over Django's limit and an unhandled exception, and
-the schema view's YAML 401. Checked with DEBUG on and off: with it off Django renders errors
-with project.urls' handlers, with it on with its technical pages.
+ALLOWED_HOSTS, a CSRF refusal of a probe, a body over Django's limit and an unhandled
+exception, the schema view's YAML 401, the docs page's HTML refusals, and DRF's
+`{"detail": ...}` for Django's Http404. Checked with DEBUG on and off: with it off Django
+renders errors with project.urls' handlers, with it on with its technical pages.
 """
 
 from __future__ import annotations
@@ -114,6 +115,26 @@ CASES: dict[str, tuple[int, Case]] = {
             c.get("/tickets"),
         )[1],
     ),
+    # The docs page is HTML; its errors are the API's (they were HTML, a bad token a 500).
+    "docs page with an unknown token": (
+        401,
+        lambda c, m: c.get("/api/docs/", headers={"Authorization": "Token nope"}),
+    ),
+    "docs page with a clerk's token": (
+        403,
+        lambda c, m: c.get("/api/docs/", headers={"Authorization": f"Token {token(False)}"}),
+    ),
+    "docs page with an unknown ?format=": (
+        404,
+        lambda c, m: c.get(
+            "/api/docs/?format=xyz", headers={"Authorization": f"Token {token(True)}"}
+        ),
+    ),
+    "path under the docs page": (404, lambda c, m: c.get("/api/docs/nothing")),
+    "POST to the docs page": (
+        405,
+        lambda c, m: c.post("/api/docs/", headers={"Authorization": f"Token {token(True)}"}),
+    ),
     "unhandled exception in a view": (
         500,
         lambda c, m: (
@@ -172,6 +193,15 @@ def test_a_post_to_a_probe_is_405_naming_get_not_a_csrf_refusal(path):
     assert response.status_code == 405
     assert response["Allow"] == "GET"
     assert response.json() == {"error": f"POST is not allowed on {path}"}
+
+
+def test_the_docs_pages_errors_keep_their_challenge_and_allow_headers(client):
+    unknown = client.get("/api/docs/", headers={"Authorization": "Token nope"})
+    posted = client.post("/api/docs/", headers={"Authorization": f"Token {token(True)}"})
+
+    assert unknown.json() == {"error": "Invalid token."}
+    assert unknown["WWW-Authenticate"] == "Token"
+    assert posted["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_the_schema_views_401_keeps_its_token_challenge(client):
