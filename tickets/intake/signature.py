@@ -108,8 +108,9 @@ def sign(key: bytes, *, webhook_id: str, timestamp: int, body: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class Verified:
     webhook_id: str
-    # Which entry of WEBHOOK_SECRET signed it, from 1: what the logs may say of the key.
-    key_position: int
+    # Which entries of WEBHOOK_SECRET signed it, from 1, in order: what the logs may say of
+    # the keys. Several when the seller signs with more than one key we hold (a rollover).
+    key_positions: tuple[int, ...]
 
 
 def verify(
@@ -161,15 +162,17 @@ def verify_any(
         )
     # Every key against every candidate, in constant time each, whichever matches: the time
     # taken tells nothing of which key or entry matched.
-    position = 0
+    positions = []
     for index, key in enumerate(keys, start=1):
         expected = _digest(key, webhook_id, raw_timestamp, body)
+        matched = False
         for candidate in candidates:
-            if hmac.compare_digest(expected, candidate) and not position:
-                position = index
-    if not position:
+            matched |= hmac.compare_digest(expected, candidate)
+        if matched:
+            positions.append(index)
+    if not positions:
         raise WebhookAuthError(f"no signature in {signature_name} matches the body")
-    return Verified(webhook_id, position)
+    return Verified(webhook_id, tuple(positions))
 
 
 def header_names(headers: Mapping[str, str]) -> tuple[str, str, str]:
@@ -220,14 +223,24 @@ class WebhookVerifier:
             now=time.time() if now is None else now,
             tolerance_seconds=self.tolerance_seconds,
         )
-        # By position only: the log says which key to keep during a rollover, never a key.
+        # By position only, every key that matched: while the seller signs with the old key
+        # and the new, the line names both; once it names the new one alone, the old can go
+        # (docs/SECURITY.md). Never a key.
         logger.info(
-            "signature of %s verified with WEBHOOK_SECRET entry %d of %d",
+            "signature of %s verified: matched %s of %d",
             verified.webhook_id,
-            verified.key_position,
+            describe_positions(verified.key_positions),
             len(self.keys),
         )
         return verified.webhook_id
+
+
+def describe_positions(positions: Sequence[int]) -> str:
+    """`WEBHOOK_SECRET entry 2`, `WEBHOOK_SECRET entries 1 and 2`, `... entries 1, 2 and 3`."""
+    if len(positions) == 1:
+        return f"WEBHOOK_SECRET entry {positions[0]}"
+    *first, last = positions
+    return f"WEBHOOK_SECRET entries {', '.join(map(str, first))} and {last}"
 
 
 def webhook_authenticate(*, headers: Mapping[str, str], body: bytes) -> str:
