@@ -183,9 +183,11 @@ def test_schemathesis_finds_no_difference_between_the_schema_and_the_service(
     service, stack, tmp_path, seed
 ):
     url, token = service
+    again = "-k fixed-seed" if seed == FIXED_SEED else "-k second-seed"
     rerun = (
-        f"seed {seed}; run it again with: CONTRACT_SEED={seed} DEBUG=1 ENV_FILE= "
-        ".venv/bin/pytest tests/e2e/test_contract.py -k second-seed"
+        f"seed {seed}; run it again with: "
+        + ("" if seed == FIXED_SEED else f"CONTRACT_SEED={seed} ")
+        + f"DEBUG=1 ENV_FILE= .venv/bin/pytest tests/e2e/test_contract.py {again}"
     )
 
     result = schemathesis(url, token, seed, tmp_path)
