@@ -43,20 +43,27 @@ class _StaffUnlessPublic(APIView):
         return [AllowAny()] if settings.API_DOCS_PUBLIC else [IsAdminUser()]
 
 
+def _answer_errors_in_json(view: APIView) -> None:
+    """Render the error being handled as JSON, whatever renderer the request chose: the
+    schema's are YAML and OpenAPI JSON, the docs page's an HTML template (whose context
+    processor re-ran a failed authentication and turned a bad token's 401 into a 500). An
+    error is `{"error": ...}` JSON like every other of the API's (docs/API.md)."""
+    request: Any = view.request
+    request.accepted_renderer = JSONRenderer()
+    request.accepted_media_type = JSONRenderer.media_type
+
+
 class StaffSchemaView(_StaffUnlessPublic, SpectacularAPIView):
     """GET /api/schema/."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        # The view's renderers are YAML and OpenAPI JSON, so its 401 came out as YAML; an
-        # error is `{"error": ...}` JSON like every other of the API's (docs/API.md).
-        request: Any = self.request
-        request.accepted_renderer = JSONRenderer()
-        request.accepted_media_type = JSONRenderer.media_type
+        _answer_errors_in_json(self)
         return super().handle_exception(exc)
 
 
 class StaffSwaggerView(_StaffUnlessPublic, SpectacularSwaggerView):
-    """GET /api/docs/: a browser without a login is sent to the admin's login page."""
+    """GET /api/docs/: a browser without a login is sent to the admin's login page; every
+    other refusal is JSON."""
 
     # DRF's dispatch takes any HttpResponseBase from here (finalize_response checks that);
     # its stub says Response.
@@ -69,4 +76,6 @@ class StaffSwaggerView(_StaffUnlessPublic, SpectacularSwaggerView):
             return redirect_to_login(
                 request.get_full_path(), reverse("admin:login"), REDIRECT_FIELD_NAME
             )
+        # The page is HTML; its errors (401, 403, 404 for an unknown ?format=, 405) are not.
+        _answer_errors_in_json(self)
         return super().handle_exception(exc)

@@ -161,6 +161,8 @@ MIDDLEWARE = [
     "outbox.correlation.CorrelationIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # A NUL in a query string would reach PostgreSQL as a DataError (a 500): a 400 instead.
+    "project.views.NulInQueryMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

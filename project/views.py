@@ -12,8 +12,9 @@ from django.views import defaults
 from django.views.decorators.http import require_GET
 
 # HTML belongs to these and the root page; every other path is an API, whose errors are
-# `{"error": "..."}`.
-HTML_PREFIXES = ("/admin/", "/static/", "/api/docs/")
+# `{"error": "..."}`. /api/docs/ is HTML when it answers, but it is under /api/: its errors
+# are the API's.
+HTML_PREFIXES = ("/admin/", "/static/")
 # Headers of an error answer that say what to do next; kept when the body is replaced.
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After", "Correlation-ID")
 
@@ -59,6 +60,31 @@ class JsonErrorsMiddleware:
             if response.has_header(header):
                 replaced[header] = response[header]
         return replaced
+
+
+class NulInQueryMiddleware:
+    """A query string holding a NUL (`%00`) is a 400 naming the parameter, before any view.
+
+    PostgreSQL text cannot hold U+0000: a lookup comparing with one raises DataError, so the
+    admin's changelist search (`?q=abc%00`) was a 500; SQLite merely matched nothing. No
+    stored value holds one (input refuses control characters), so nothing is lost.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                shown = name.replace("\x00", "%00")
+                message = (
+                    f"the query parameter {shown!r} holds a NUL character (%00), which no "
+                    "stored value can contain"
+                )
+                if is_html_path(request.path):
+                    return HttpResponse(message, status=400, content_type="text/plain")
+                return json_error(400, message)
+        return self.get_response(request)
 
 
 def _message(request: HttpRequest, status: int) -> str:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -177,6 +178,8 @@ def _is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+# A GET-only probe: a POST is a 405 naming GET, never a CSRF refusal (it changes nothing).
+@csrf_exempt
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not scrape_allowed(request):

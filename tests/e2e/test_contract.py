@@ -8,14 +8,20 @@ webhook's answer to the refund and the reads. Every check is on: no 5xx, the sta
 type, headers and body of every answer as the schema declares them.
 
 The server runs in production mode (DEBUG off) on the suite's database, PostgreSQL or
-SQLite. The fixed seed makes a failure reproducible; the random one widens the search over
-time and is printed when it finds something. Examples per operation are bounded so both runs
-stay well under a minute per database.
+SQLite. Two runs: the fixed seed makes a failure reproducible; the other widens the search
+over time with a random seed, or takes `CONTRACT_SEED` from the environment when it is set.
+A failure prints the seed it ran with and the command that runs that seed again:
+
+    CONTRACT_SEED=1494926629 DEBUG=1 ENV_FILE= \
+        .venv/bin/pytest tests/e2e/test_contract.py -k second-seed
+
+Examples per operation are bounded so both runs stay well under a minute per database.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import secrets
@@ -31,6 +37,20 @@ pytestmark = pytest.mark.e2e
 
 FIXED_SEED = 23
 MAX_EXAMPLES = 30
+
+
+def second_seed() -> int:
+    """CONTRACT_SEED when set (to run a failing seed again), else a fresh random one."""
+    raw = os.environ.get("CONTRACT_SEED", "").strip()
+    if not raw:
+        return random.SystemRandom().randrange(1, 2**31)
+    if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) < 2**32:
+        raise pytest.UsageError(
+            f"CONTRACT_SEED={raw!r} must be a whole number from 0 to {2**32 - 1} "
+            "(the seed a failed contract run printed)"
+        )
+    return int(raw)
+
 
 # Valid data may meet a documented refusal that no schema can rule out: 422 is the reuse of
 # an Idempotency-Key (or webhook-id) with another body, which generated bodies do at random;
@@ -151,33 +171,41 @@ def schemathesis(
     )
 
 
+SECOND_SEED = second_seed()
+
+
 @pytest.mark.parametrize(
     "seed",
-    [FIXED_SEED, random.SystemRandom().randrange(1, 2**31)],
-    ids=["fixed-seed", "random-seed"],
+    [FIXED_SEED, SECOND_SEED],
+    ids=["fixed-seed", "second-seed"],
 )
 def test_schemathesis_finds_no_difference_between_the_schema_and_the_service(
     service, stack, tmp_path, seed
 ):
     url, token = service
+    again = "-k fixed-seed" if seed == FIXED_SEED else "-k second-seed"
+    rerun = (
+        f"seed {seed}; run it again with: "
+        + ("" if seed == FIXED_SEED else f"CONTRACT_SEED={seed} ")
+        + f"DEBUG=1 ENV_FILE= .venv/bin/pytest tests/e2e/test_contract.py {again}"
+    )
 
     result = schemathesis(url, token, seed, tmp_path)
 
     summary = [line for line in result.stdout.splitlines() if "generated" in line]
     assert result.returncode == 0, (
-        f"Schemathesis failed with --seed {seed} (rerun it with that seed):\n"
-        f"{result.stdout[-20000:]}\n{result.stderr[-3000:]}"
+        f"Schemathesis failed with {rerun}\n{result.stdout[-20000:]}\n{result.stderr[-3000:]}"
     )
     # It did test: the five operations, hundreds of cases, links followed.
-    assert "5 selected / 5 total" in result.stdout
+    assert "5 selected / 5 total" in result.stdout, rerun
     links = re.search(r"API Links:\s+(\d+) covered / \d+ selected / (\d+) total", result.stdout)
-    assert links is not None, "the stateful phase did not run"
-    # The fixed seed is known to follow every link; a random one must follow some (which
-    # links a short random run reaches is chance, not drift).
+    assert links is not None, f"the stateful phase did not run ({rerun})"
+    # The fixed seed is known to follow every link; another must follow some (which links
+    # a short random run reaches is chance, not drift).
     if seed == FIXED_SEED:
         assert links[1] == links[2], "some of the schema's links were never followed"
     else:
-        assert int(links[1]) > 0, "no link of the schema was followed"
+        assert int(links[1]) > 0, f"no link of the schema was followed ({rerun})"
     print(f"seed {seed}: {summary[-1].strip() if summary else result.stdout[-500:]}")
 
 

@@ -1,9 +1,10 @@
 """Every error on a path the API owns is `{"error": ...}` JSON (issue 23 item 3).
 
 Each case is an answer that used to be HTML, YAML or empty: Django's pages for a Host not in
-ALLOWED_HOSTS, a CSRF refusal, a body over Django's limit and an unhandled exception, and
-the schema view's YAML 401. Checked with DEBUG on and off: with it off Django renders errors
-with project.urls' handlers, with it on with its technical pages.
+ALLOWED_HOSTS, a CSRF refusal of a probe, a body over Django's limit and an unhandled
+exception, the schema view's YAML 401, the docs page's HTML refusals, and DRF's
+`{"detail": ...}` for Django's Http404. Checked with DEBUG on and off: with it off Django
+renders errors with project.urls' handlers, with it on with its technical pages.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from django.test import Client, override_settings
+from django.urls import path
 from rest_framework.authtoken.models import Token
+
+import project.urls
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +35,14 @@ def token(staff: bool) -> str:
 
 def boom(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("a bug with a customer's email: ada@example.com")
+
+
+def deny(*args: Any, **kwargs: Any) -> Any:
+    raise PermissionDenied("this needs a permission")
+
+
+def missing(*args: Any, **kwargs: Any) -> Any:
+    raise Http404
 
 
 Case = Callable[[Client, Any], Any]
@@ -57,7 +71,10 @@ CASES: dict[str, tuple[int, Case]] = {
         403,
         lambda c, m: c.get("/api/schema/", headers={"Authorization": f"Token {token(False)}"}),
     ),
-    "CSRF refusal": (403, lambda c, m: Client(enforce_csrf_checks=True).post("/health")),
+    "POST to a GET-only probe, CSRF checks on": (
+        405,
+        lambda c, m: Client(enforce_csrf_checks=True).post("/health"),
+    ),
     "unknown path": (404, lambda c, m: c.get("/api/nothing")),
     "unknown ticket": (
         404,
@@ -76,6 +93,47 @@ CASES: dict[str, tuple[int, Case]] = {
         lambda c, m: c.post(
             "/tickets-status", "x", content_type="text/plain", headers={"Idempotency-Key": "k"}
         ),
+    ),
+    "unknown ?format= on a seller endpoint": (404, lambda c, m: c.get("/tickets?format=xyz")),
+    "unknown ?format= on the staff API": (
+        404,
+        lambda c, m: c.get(
+            "/api/tasks/1?format=xyz", headers={"Authorization": f"Token {token(True)}"}
+        ),
+    ),
+    "Django's PermissionDenied in a DRF view": (
+        403,
+        lambda c, m: (
+            m.setattr("tickets.intake.views.active_tickets_page", deny),
+            c.get("/tickets"),
+        )[1],
+    ),
+    "Django's Http404 in a DRF view": (
+        404,
+        lambda c, m: (
+            m.setattr("tickets.intake.views.active_tickets_page", missing),
+            c.get("/tickets"),
+        )[1],
+    ),
+    # The docs page is HTML; its errors are the API's (they were HTML, a bad token a 500).
+    "docs page with an unknown token": (
+        401,
+        lambda c, m: c.get("/api/docs/", headers={"Authorization": "Token nope"}),
+    ),
+    "docs page with a clerk's token": (
+        403,
+        lambda c, m: c.get("/api/docs/", headers={"Authorization": f"Token {token(False)}"}),
+    ),
+    "docs page with an unknown ?format=": (
+        404,
+        lambda c, m: c.get(
+            "/api/docs/?format=xyz", headers={"Authorization": f"Token {token(True)}"}
+        ),
+    ),
+    "path under the docs page": (404, lambda c, m: c.get("/api/docs/nothing")),
+    "POST to the docs page": (
+        405,
+        lambda c, m: c.post("/api/docs/", headers={"Authorization": f"Token {token(True)}"}),
     ),
     "unhandled exception in a view": (
         500,
@@ -109,6 +167,43 @@ def test_every_error_on_an_api_path_is_json(case, debug, monkeypatch):
     assert "ada@example.com" not in response.content.decode()
 
 
+def test_an_unknown_format_is_told_in_the_error_shape_naming_it(client):
+    # DRF's content negotiation raised Django's Http404, which came out as {"detail": ...}.
+    response = client.get("/tickets?format=xyz")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown format 'xyz': this endpoint answers json"}
+
+
+def test_djangos_permission_denied_in_a_drf_view_keeps_its_reason(client, monkeypatch):
+    monkeypatch.setattr("tickets.intake.views.active_tickets_page", deny)
+
+    response = client.get("/tickets")
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "this needs a permission"}
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/health/relay"])
+def test_a_post_to_a_probe_is_405_naming_get_not_a_csrf_refusal(path):
+    # They were 403 "forbidden" (Django's CSRF check), which told the caller nothing of the
+    # method the probe takes.
+    response = Client(enforce_csrf_checks=True).post(path)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert response.json() == {"error": f"POST is not allowed on {path}"}
+
+
+def test_the_docs_pages_errors_keep_their_challenge_and_allow_headers(client):
+    unknown = client.get("/api/docs/", headers={"Authorization": "Token nope"})
+    posted = client.post("/api/docs/", headers={"Authorization": f"Token {token(True)}"})
+
+    assert unknown.json() == {"error": "Invalid token."}
+    assert unknown["WWW-Authenticate"] == "Token"
+    assert posted["Allow"] == "GET, HEAD, OPTIONS"
+
+
 def test_the_schema_views_401_keeps_its_token_challenge(client):
     response = client.get("/api/schema/")
 
@@ -126,11 +221,19 @@ def test_an_unknown_host_is_told_in_json_without_echoing_the_settings(client):
 
 
 @override_settings(DEBUG=False, DATA_UPLOAD_MAX_MEMORY_SIZE=100)
-def test_a_form_body_over_djangos_limit_is_413_in_json():
-    client = Client(enforce_csrf_checks=True)
-    client.cookies["csrftoken"] = "x" * 32
+def read_the_form(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(len(request.POST)))
 
-    response = client.post("/health", {"field": "x" * 200}, headers={"X-CSRFToken": "x" * 32})
+
+# No view of the API reads a form body (the probes, which did through the CSRF check, are
+# exempt now): one that does, to hold Django's refusal of a body over its limit to JSON.
+urlpatterns = [path("form-reader", read_the_form), *project.urls.urlpatterns]
+handler400 = project.urls.handler400
+
+
+@pytest.mark.urls(__name__)
+def test_a_form_body_over_djangos_limit_is_413_in_json():
+    response = Client().post("/form-reader", {"field": "x" * 200})
 
     assert response.status_code == 413
     assert response.json() == {"error": "the request body is too large"}

@@ -91,14 +91,37 @@ def test_the_log_says_which_secret_matched_by_position_never_its_value(client, c
         post(client, NEW, webhook_id="msg_new")
         post(client, OLD, webhook_id="msg_old")
 
-    lines = [r.getMessage() for r in caplog.records if "WEBHOOK_SECRET entry" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "WEBHOOK_SECRET entr" in r.getMessage()]
     assert lines == [
-        "signature of msg_new verified with WEBHOOK_SECRET entry 2 of 2",
-        "signature of msg_old verified with WEBHOOK_SECRET entry 1 of 2",
+        "signature of msg_new verified: matched WEBHOOK_SECRET entry 2 of 2",
+        "signature of msg_old verified: matched WEBHOOK_SECRET entry 1 of 2",
     ]
     text = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (OLD, NEW):
         assert secret.removeprefix("whsec_") not in text
+
+
+@override_settings(WEBHOOK_SECRET=f"{OLD} {NEW} {STRANGER}")
+def test_a_delivery_signed_with_several_of_our_secrets_logs_every_one_that_matched(client, caplog):
+    # The seller signs with the old key and the new one while it switches (one `v1,` entry
+    # each). Only the first match was logged, so the line never showed the new key in use
+    # and the operator could not tell when to drop the old.
+    body = json.dumps({"tickets": [ticket("t-both")]}).encode()
+    old = signed_headers(OLD, body, webhook_id="msg_both")
+    new = signed_headers(NEW, body, webhook_id="msg_both")
+    both = {**old, "webhook-signature": f"{old['webhook-signature']} {new['webhook-signature']}"}
+
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            "/tickets-status",
+            body,
+            content_type="application/json",
+            headers={"Idempotency-Key": "key-both", **both},
+        )
+
+    assert response.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if "WEBHOOK_SECRET entr" in r.getMessage()]
+    assert lines == ["signature of msg_both verified: matched WEBHOOK_SECRET entries 1 and 2 of 3"]
 
 
 @override_settings(WEBHOOK_SECRET=f"{OLD} {NEW}")

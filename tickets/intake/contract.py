@@ -14,17 +14,28 @@ a field), the schema allows what the validator takes after trimming, as JSON Sch
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import EmailValidator
+from django.utils.ipv6 import MAX_IPV6_ADDRESS_LENGTH
 from rest_framework import serializers
 
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.plaintext import CONTROL_CATEGORIES
 from tickets.intake import validation as rules
-from tickets.intake.signature import HEADERS, MAX_WEBHOOK_ID_LENGTH, SVIX_HEADERS
+from tickets.intake.signature import (
+    HEADERS,
+    MAX_WEBHOOK_ID_LENGTH,
+    SIGNATURE_BYTES,
+    SIGNATURE_VERSION,
+    SVIX_HEADERS,
+    TIMESTAMP_PATTERN,
+)
 from tickets.models import TicketStatus
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -95,6 +106,100 @@ def ticket_id_schema() -> dict[str, Any]:
     }
 
 
+def _escaped_class(chars: set[str]) -> str:
+    """The inside of a regex character class holding exactly `chars` (BMP only), as
+    `\\uXXXX` ranges: the spelling ECMA-262 and Python read alike."""
+    codes = sorted(ord(char) for char in chars)
+    ranges: list[tuple[int, int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return "".join(
+        f"\\u{start:04X}" if start == end else f"\\u{start:04X}-\\u{end:04X}"
+        for start, end in ranges
+    )
+
+
+def _chars_where(test: Callable[[str], object]) -> str:
+    """A character class of the BMP's characters (lone surrogates aside, see
+    _refused_class_body) for which `test(char)` holds."""
+    return _escaped_class(
+        {chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF and test(chr(code))}
+    )
+
+
+def _ipv4_pattern() -> str:
+    # ipaddress.IPv4Address: four decimal octets, 0-255, no leading zero.
+    octet = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    return rf"{octet}(?:\.{octet}){{3}}"
+
+
+def _ipv6_pattern() -> str:
+    """ipaddress.IPv6Address's forms without a scope: eight groups of 1-4 hex digits, the
+    last two of which may be an IPv4 address, and at most one `::` standing for one group or
+    more; at most MAX_IPV6_ADDRESS_LENGTH characters, as Django's is_valid_ipv6_address."""
+    group = "[0-9A-Fa-f]{1,4}"
+    ipv4 = _ipv4_pattern()
+
+    def groups(count: int) -> str:
+        # Up to `count` groups (none included), the last pair of which may be an IPv4.
+        if count <= 0:
+            return ""
+        plain = f"{group}(?::{group}){{0,{count - 1}}}"
+        if count < 2:
+            return f"(?:{plain})?"
+        with_ipv4 = f"(?:{group}:){{0,{count - 2}}}{ipv4}"
+        return f"(?:{with_ipv4}|{plain})?"
+
+    full = f"(?:{group}:){{6}}(?:{group}:{group}|{ipv4})"
+    compressed = [
+        (f"(?:{group}:){{{left - 1}}}{group}" if left else "") + "::" + groups(7 - left)
+        for left in range(8)
+    ]
+    alternatives = "|".join([full, *compressed])
+    return f"(?=[0-9A-Fa-f:.]{{1,{MAX_IPV6_ADDRESS_LENGTH}}}\\])(?:{alternatives})"
+
+
+@functools.cache
+def email_pattern() -> str:
+    """Django's EmailValidator (the one DRF's EmailField runs) as an ECMA-262 pattern.
+
+    The character classes are read off the validator's own compiled regular expressions,
+    character by character, so they follow Django's rules whatever its version says (and its
+    IGNORECASE, which also takes the long s U+017F, the dotless i U+0131 and the Kelvin sign
+    U+212A for ASCII letters). The structure around them is the validator's, written without
+    its lookbehinds: a dot-atom or quoted local part; then `localhost`, a domain of labels
+    and a top-level label of letters (or `xn--` punycode), or an IP literal that ipaddress
+    accepts. The field trims whitespace at the ends before the validator sees it, so the
+    pattern allows it there, and the domain's last character is no whitespace (trimming
+    would take it off).
+    """
+    validator = EmailValidator()
+    user = validator.user_regex
+    domain = validator.domain_regex
+
+    atext = _chars_where(lambda c: user.match(c))
+    qtext = _chars_where(lambda c: c not in '"\\' and user.match(f'"{c}"'))
+    quoted_pair = _chars_where(lambda c: user.match(f'"\\{c}"'))
+    local = rf'(?:[{atext}]+(?:\.[{atext}]+)*|"(?:[{qtext}]|\\[{quoted_pair}])*")'
+
+    label_char = _chars_where(lambda c: domain.match(f"{c}.com"))
+    label = f"[{label_char}](?:[{label_char}-]{{0,61}}[{label_char}])?"
+    tld_char = _chars_where(lambda c: c != "-" and domain.match(f"a.a{c}a"))
+    tld_last = _chars_where(lambda c: c != "-" and not c.isspace() and domain.match(f"a.a{c}"))
+    # After a digit only the punycode alternative can match: its own characters.
+    puny_char = _chars_where(lambda c: domain.match(f"a.xn--0{c}"))
+    tld = f"(?:[{tld_char}][{tld_char}-]{{0,61}}[{tld_last}]|[xX][nN]--[{puny_char}]{{1,59}})"
+    hostname = f"{label}(?:\\.{label})*\\.{tld}"
+    allowed = "|".join(re.escape(name) for name in validator.domain_allowlist)
+    literal = rf"\[(?:{_ipv4_pattern()}|{_ipv6_pattern()})\]"
+
+    space = _chars_where(str.isspace)
+    return f"^[{space}]*{local}@(?:{allowed}|{hostname}|{literal})[{space}]*$"
+
+
 # tickets.intake.validation.amount_error's rules as lookaheads before the amount's pattern:
 # not zero, and (for a currency without a minor unit) no decimal but zeros.
 _NOT_ZERO = r"(?!0*(?:\.0*)?$)"
@@ -156,21 +261,28 @@ def price_schema() -> dict[str, Any]:
     }
 
 
+def customer_email_schema() -> dict[str, Any]:
+    return {
+        "type": "string",
+        # No `format: email`: JSON Schema leaves its rule to each tool, and theirs is not
+        # Django's (Schemathesis' refused the stored `"a\\tb"@[192.0.2.1]`); the pattern is.
+        "maxLength": rules._MAX_EMAIL,
+        "pattern": email_pattern(),
+        "description": (
+            "An address Django's EmailValidator takes: a dot-atom or quoted local part, and a "
+            "domain with a dot and a top-level label of letters (or `localhost`, or an IPv4 "
+            "or IPv6 literal in brackets)."
+        ),
+    }
+
+
 def ticket_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
             "ticket_id": ticket_id_schema(),
             "status": {"type": "string", "enum": list(TicketStatus.values)},
-            "customer_email": {
-                "type": "string",
-                "format": "email",
-                "maxLength": rules._MAX_EMAIL,
-                "description": (
-                    "An address Django's EmailValidator takes: a dot-atom or quoted local "
-                    "part, and a domain with a dot (or `localhost`, or an IP literal)."
-                ),
-            },
+            "customer_email": customer_email_schema(),
             "price": price_schema(),
             "booking_id": {
                 "type": "string",
@@ -222,26 +334,95 @@ def correlation_id_schema() -> dict[str, Any]:
 
 
 def signature_header_parameters() -> list[dict[str, Any]]:
-    """The Standard Webhooks headers: required once WEBHOOK_SECRET is set, ignored before."""
+    """The Standard Webhooks headers, and Svix's names for them, as free strings: the rules of
+    signature_header_schemas are set per schema by postprocess_schema, while WEBHOOK_SECRET is
+    set. Without one the headers are ignored, so no value of theirs is refused."""
     described = {
-        HEADERS[0]: f"The message's id (at most {MAX_WEBHOOK_ID_LENGTH} characters).",
+        HEADERS[0]: f"The message's id (1 to {MAX_WEBHOOK_ID_LENGTH} characters).",
         HEADERS[1]: "Whole seconds since the epoch, within 5 minutes of our clock.",
-        HEADERS[2]: "Space-separated `v1,<base64 HMAC-SHA256>` entries; one must match.",
+        HEADERS[2]: (
+            f"Space-separated `<version>,<base64>` entries; one `{SIGNATURE_VERSION}` entry "
+            "(a base64 HMAC-SHA256) must match."
+        ),
     }
-    svix = ", ".join(f"`{name}`" for name in SVIX_HEADERS)
-    return [
-        {
+    svix = dict(zip(HEADERS, SVIX_HEADERS, strict=True))
+    parameters = []
+    for name, text in described.items():
+        for sent_as, note in (
+            (name, f"Svix's name `{svix[name]}` is taken in its place."),
+            (svix[name], f"Svix's name for `{name}`: one set or the other, never a mix."),
+        ):
+            parameters.append(
+                {
+                    "in": "header",
+                    "name": sent_as,
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": (
+                        f"{text} With a WEBHOOK_SECRET a signature is needed (else 401), or "
+                        "where the operation's security allows it a staff token instead; "
+                        f"ignored without a secret. {note}"
+                    ),
+                }
+            )
+    return parameters
+
+
+def _signature_entry_pattern() -> str:
+    """One `v1,<base64>` entry whose base64 decodes (validate=True: padded, alphabet only) to
+    SIGNATURE_BYTES bytes: the entry signatures() keeps, standing alone among spaces."""
+    data_chars = math.ceil(SIGNATURE_BYTES * 4 / 3)
+    padding = 4 * math.ceil(SIGNATURE_BYTES / 3) - data_chars
+    return f"{re.escape(SIGNATURE_VERSION)},[A-Za-z0-9+/]{{{data_chars}}}={{{padding}}}"
+
+
+def signature_header_schemas() -> dict[str, dict[str, Any]]:
+    """Each signature header's rule, as tickets.intake.signature's verifier applies it to the
+    value (HTTP servers trim a header's ends, as the verifier does)."""
+    rules_by_role: list[dict[str, Any]] = [
+        {"type": "string", "minLength": 1, "maxLength": MAX_WEBHOOK_ID_LENGTH, "pattern": r"\S"},
+        {"type": "string", "pattern": TIMESTAMP_PATTERN},
+        {"type": "string", "pattern": f"(?:^|\\s){_signature_entry_pattern()}(?:\\s|$)"},
+    ]
+    return {
+        name: dict(rule)
+        for names in (HEADERS, SVIX_HEADERS)
+        for name, rule in zip(names, rules_by_role, strict=True)
+    }
+
+
+# The security scheme of each signature header: a scheme names one header, so a signature is
+# the requirement of all three, and Svix's names are a requirement of their own.
+_SCHEME_OF_HEADER = {
+    name: f"{prefix}{role}"
+    for prefix, names in (("webhook", HEADERS), ("svix", SVIX_HEADERS))
+    for name, role in zip(names, ("Id", "Timestamp", "Signature"), strict=True)
+}
+# The seller's operations, and whether a staff token is an alternative to the signature
+# (tickets.intake.seller_auth) or not (the webhook takes only the signature).
+SELLER_OPERATIONS = {"tickets_status": False, "ticket_refund": True, "tickets_list": True}
+
+
+def _seller_security(result: dict[str, Any]) -> None:
+    """Each seller operation's `security`, while WEBHOOK_SECRET is set: alternatives (a list
+    of requirements, any one of which will do), a signature under either set of names and,
+    where the view takes one, a staff token. Without a secret they stay open: no `security`."""
+    schemes = result.setdefault("components", {}).setdefault("securitySchemes", {})
+    for name, scheme in _SCHEME_OF_HEADER.items():
+        schemes[scheme] = {
+            "type": "apiKey",
             "in": "header",
             "name": name,
-            "required": False,
-            "schema": {"type": "string"},
-            "description": (
-                f"{text} Required when the service has a WEBHOOK_SECRET (else 401), ignored "
-                f"without one. Svix's names ({svix}) are accepted in place of the three."
-            ),
+            "description": "Part of the seller's Standard Webhooks signature.",
         }
-        for name, text in described.items()
+    signed: list[dict[str, list[str]]] = [
+        {_SCHEME_OF_HEADER[name]: [] for name in names} for names in (HEADERS, SVIX_HEADERS)
     ]
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            token = SELLER_OPERATIONS.get(operation.get("operationId", ""))
+            if token is not None:
+                operation["security"] = ([{"tokenAuth": []}] if token else []) + signed
 
 
 def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
@@ -249,17 +430,24 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
 
     - the webhook's body as required, and its WEBHOOK_MAX_TICKETS;
     - the `{ticket_id}` of the refund and of the staff read, by the ticket-id rule;
+    - the answers' `customer_email` by the webhook's rule for it;
+    - the signature headers' rules and the seller operations' security (a signature, or a
+      staff token where the view takes one), while WEBHOOK_SECRET is set;
     - the `Correlation-ID` every answer carries (outbox.correlation's middleware), and the
       ticket list's `Link` to its next page;
     - OpenAPI links from the webhook's answer to the refund and to the reads of the ticket, so
       a client (and Schemathesis' stateful phase) can follow a ticket through the contract.
     """
     paths = result.get("paths", {})
+    # Read when the schema is made: the rules bind only while a secret makes them checked.
+    signature_rules = signature_header_schemas() if settings.WEBHOOK_SECRET.strip() else {}
     for item in paths.values():
         for operation in item.values():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "ticket_id":
                     parameter["schema"] = ticket_id_schema()
+                if parameter["in"] == "header" and parameter["name"] in signature_rules:
+                    parameter["schema"] = signature_rules[parameter["name"]]
             for answer in operation.get("responses", {}).values():
                 answer.setdefault("headers", {})[CORRELATION_HEADER] = {
                     "schema": {"type": "string"},
@@ -279,6 +467,14 @@ def postprocess_schema(result: dict[str, Any], generator: Any, **kwargs: Any) ->
                     },
                 },
             )
+    if signature_rules:
+        _seller_security(result)
+    # The answers that carry a stored email (the list, the staff read) by the webhook's rule:
+    # their serializers' EmailField says `format: email`, which is not what was accepted.
+    for component in result.get("components", {}).get("schemas", {}).values():
+        properties = component.get("properties", {})
+        if "customer_email" in properties:
+            properties["customer_email"] = customer_email_schema()
     listing = paths.get("/tickets", {}).get("get")
     if listing is not None:
         listing["responses"]["200"]["headers"]["Link"] = {
@@ -332,10 +528,13 @@ __all__ = [
     "IDEMPOTENCY_KEY_HEADER",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "correlation_id_schema",
+    "customer_email_schema",
+    "email_pattern",
     "idempotency_key_schema",
     "plain_text_pattern",
     "postprocess_schema",
     "signature_header_parameters",
+    "signature_header_schemas",
     "ticket_id_schema",
     "webhook_request_schema",
 ]

@@ -47,8 +47,15 @@ SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 
 logger = logging.getLogger(__name__)
 
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_SIGNATURE_BYTES = hashlib.sha256().digest_size
+# What each header must hold once trimmed (the OpenAPI schema states the same rules,
+# tickets.intake.contract): an id of 1 to MAX_WEBHOOK_ID_LENGTH characters; whole seconds;
+# space-separated `<version>,<base64>` entries, one of them a SIGNATURE_VERSION entry whose
+# base64 decodes to SIGNATURE_BYTES.
+TIMESTAMP_PATTERN = r"^[0-9]{1,12}$"
+SIGNATURE_VERSION = "v1"
+SIGNATURE_BYTES = hashlib.sha256().digest_size
+
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
 
 class WebhookAuthError(Exception):
@@ -94,14 +101,16 @@ def _decode(value: str, name: str) -> bytes:
 
 def sign(key: bytes, *, webhook_id: str, timestamp: int, body: bytes) -> str:
     """The `v1,<base64>` signature of one message, as the sender computes it."""
-    return "v1," + base64.b64encode(_digest(key, webhook_id, str(timestamp), body)).decode()
+    digest = _digest(key, webhook_id, str(timestamp), body)
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
 @dataclass(frozen=True, slots=True)
 class Verified:
     webhook_id: str
-    # Which entry of WEBHOOK_SECRET signed it, from 1: what the logs may say of the key.
-    key_position: int
+    # Which entries of WEBHOOK_SECRET signed it, from 1, in order: what the logs may say of
+    # the keys. Several when the seller signs with more than one key we hold (a rollover).
+    key_positions: tuple[int, ...]
 
 
 def verify(
@@ -153,15 +162,17 @@ def verify_any(
         )
     # Every key against every candidate, in constant time each, whichever matches: the time
     # taken tells nothing of which key or entry matched.
-    position = 0
+    positions = []
     for index, key in enumerate(keys, start=1):
         expected = _digest(key, webhook_id, raw_timestamp, body)
+        matched = False
         for candidate in candidates:
-            if hmac.compare_digest(expected, candidate) and not position:
-                position = index
-    if not position:
+            matched |= hmac.compare_digest(expected, candidate)
+        if matched:
+            positions.append(index)
+    if not positions:
         raise WebhookAuthError(f"no signature in {signature_name} matches the body")
-    return Verified(webhook_id, position)
+    return Verified(webhook_id, tuple(positions))
 
 
 def header_names(headers: Mapping[str, str]) -> tuple[str, str, str]:
@@ -182,13 +193,13 @@ def signatures(header: str) -> list[bytes]:
     found = []
     for entry in header.split():
         version, _, encoded = entry.partition(",")
-        if version != "v1":
+        if version != SIGNATURE_VERSION:
             continue
         try:
             decoded = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             continue
-        if len(decoded) == _SIGNATURE_BYTES:
+        if len(decoded) == SIGNATURE_BYTES:
             found.append(decoded)
     return found
 
@@ -212,14 +223,24 @@ class WebhookVerifier:
             now=time.time() if now is None else now,
             tolerance_seconds=self.tolerance_seconds,
         )
-        # By position only: the log says which key to keep during a rollover, never a key.
+        # By position only, every key that matched: while the seller signs with the old key
+        # and the new, the line names both; once it names the new one alone, the old can go
+        # (docs/SECURITY.md). Never a key.
         logger.info(
-            "signature of %s verified with WEBHOOK_SECRET entry %d of %d",
+            "signature of %s verified: matched %s of %d",
             verified.webhook_id,
-            verified.key_position,
+            describe_positions(verified.key_positions),
             len(self.keys),
         )
         return verified.webhook_id
+
+
+def describe_positions(positions: Sequence[int]) -> str:
+    """`WEBHOOK_SECRET entry 2`, `WEBHOOK_SECRET entries 1 and 2`, `... entries 1, 2 and 3`."""
+    if len(positions) == 1:
+        return f"WEBHOOK_SECRET entry {positions[0]}"
+    *first, last = positions
+    return f"WEBHOOK_SECRET entries {', '.join(map(str, first))} and {last}"
 
 
 def webhook_authenticate(*, headers: Mapping[str, str], body: bytes) -> str:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import urlencode
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -59,6 +60,31 @@ logger = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
+def seller_header_parameters() -> list[OpenApiParameter]:
+    """The headers every seller endpoint reads: Correlation-ID and the signature headers."""
+    correlation = OpenApiParameter(
+        CORRELATION_HEADER,
+        contract.correlation_id_schema(),
+        OpenApiParameter.HEADER,
+        description=(
+            "Kept on everything the request causes when it is 1 to 64 of "
+            "`A-Z a-z 0-9 . _ : -`; else (or when missing) a fresh one is made. Either "
+            "way it is answered back. A control character in it is a 400."
+        ),
+    )
+    signature = [
+        OpenApiParameter(
+            p["name"],
+            p["schema"],
+            OpenApiParameter.HEADER,
+            required=False,
+            description=p["description"],
+        )
+        for p in contract.signature_header_parameters()
+    ]
+    return [correlation, *signature]
+
+
 class TicketsStatusView(APIView):
     """POST /tickets-status: the seller's webhook (docs/API.md)."""
 
@@ -87,26 +113,7 @@ class TicketsStatusView(APIView):
                     "body it is refused (422)."
                 ),
             ),
-            OpenApiParameter(
-                CORRELATION_HEADER,
-                contract.correlation_id_schema(),
-                OpenApiParameter.HEADER,
-                description=(
-                    "Kept on everything the request causes when it is 1 to 64 of "
-                    "`A-Z a-z 0-9 . _ : -`; else (or when missing) a fresh one is made. Either "
-                    "way it is answered back. A control character in it is a 400."
-                ),
-            ),
-            *[
-                OpenApiParameter(
-                    p["name"],
-                    p["schema"],
-                    OpenApiParameter.HEADER,
-                    required=False,
-                    description=p["description"],
-                )
-                for p in contract.signature_header_parameters()
-            ],
+            *seller_header_parameters(),
         ],
         responses={
             200: inline_serializer(
@@ -185,6 +192,7 @@ class TicketRefundView(SellerEndpointView):
         summary="Void a ticket's receipt and refund its payment",
         description=seller_endpoint_auth_note("tickets.request_refund"),
         request=None,
+        parameters=seller_header_parameters(),
         responses={
             202: inline_serializer(
                 "TicketRefundAnswer",
@@ -248,7 +256,7 @@ class TicketsListView(SellerEndpointView):
         description=seller_endpoint_auth_note("tickets.view_ticket")
         + f' At most {MAX_PAGE_SIZE} a page; `Link: </tickets?...>; rel="next"` names the '
         "next page while there is one.",
-        parameters=[QuerySerializer],
+        parameters=[QuerySerializer, *seller_header_parameters()],
         responses={
             200: inline_serializer(
                 "TicketListEntry",
@@ -270,6 +278,8 @@ class TicketsListView(SellerEndpointView):
         tags=["tickets"],
     )
     def get(self, request: Request) -> Response:
+        if (refused := _plain_text_headers(request)) is not None:
+            return refused
         # A plain dict, not the QueryDict: DRF reads an empty `?limit=` from a QueryDict as
         # absent (the default) and a repeated one as its last value, each a request the
         # schema does not allow, answered as if it were well formed.
@@ -293,6 +303,8 @@ class TicketsListView(SellerEndpointView):
         return response
 
 
+# A GET-only probe: a POST is a 405 naming GET, never a CSRF refusal (it changes nothing).
+@csrf_exempt
 @require_GET
 def health(request: HttpRequest) -> HttpResponse:
     try:
