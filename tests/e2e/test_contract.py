@@ -160,6 +160,11 @@ def schemathesis(
             str(seed),
             "--generation-database",
             "none",
+            # A limit of the generator, not a difference: some seeds (364649627 on SQLite) draw
+            # webhook bodies the schema's patterns mostly filter out, and Hypothesis gave up on
+            # the operation after hundreds of passing cases.
+            "--suppress-health-check",
+            "filter_too_much",
             "--no-color",
             "--output-truncate",
             "false",
