@@ -188,7 +188,7 @@ def test_proxies_pages_and_redirects_are_never_done_and_every_effect_happens_onc
     assert all(injected.get(kind, 0) > 0 for kind in kinds_of_fault), injected
     # And the service met them: the maintenance pages were read as tries that proved nothing.
     unproven = stack.db.value(
-        "SELECT COUNT(*) FROM outbox_attempt WHERE error LIKE '%text/html body%'"
+        "SELECT COUNT(*) FROM outbox_attempt WHERE error LIKE %s", ("%text/html body%",)
     )
     assert unproven > 0
     assert set(stack.db.task_states()) <= {"succeeded", "canceled"}
