@@ -25,7 +25,7 @@ from rest_framework import serializers
 from outbox.correlation import HEADER as CORRELATION_HEADER
 from outbox.plaintext import CONTROL_CATEGORIES
 from tickets.intake import validation as rules
-from tickets.intake.email_pattern import email_pattern
+from tickets.intake.email_pattern import email_pattern, escaped_class
 from tickets.intake.signature import (
     HEADERS,
     MAX_WEBHOOK_ID_LENGTH,
@@ -59,18 +59,12 @@ def _refused_class_body() -> str:
     ~110 format characters beyond it (musical and tag characters) are named by the
     description instead; the validator refuses them all the same.
     """
-    refused = [
-        code for code in range(0x10000) if unicodedata.category(chr(code)) in CONTROL_CATEGORIES
-    ]
-    ranges: list[tuple[int, int]] = []
-    for code in refused:
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1] = (ranges[-1][0], code)
-        else:
-            ranges.append((code, code))
-    return "".join(
-        f"\\u{start:04X}" if start == end else f"\\u{start:04X}-\\u{end:04X}"
-        for start, end in ranges
+    return escaped_class(
+        {
+            chr(code)
+            for code in range(0x10000)
+            if unicodedata.category(chr(code)) in CONTROL_CATEGORIES
+        }
     )
 
 

@@ -11,7 +11,7 @@ from django.core.validators import EmailValidator
 from django.utils.ipv6 import MAX_IPV6_ADDRESS_LENGTH
 
 
-def _escaped_class(chars: set[str]) -> str:
+def escaped_class(chars: set[str]) -> str:
     """The inside of a regex character class holding exactly `chars` (BMP only), as
     `\\uXXXX` ranges: the spelling ECMA-262 and Python read alike."""
     codes = sorted(ord(char) for char in chars)
@@ -30,7 +30,7 @@ def _escaped_class(chars: set[str]) -> str:
 def _chars_where(test: Callable[[str], object]) -> str:
     """A character class of the BMP's characters (lone surrogates aside, see
     _refused_class_body) for which `test(char)` holds."""
-    return _escaped_class(
+    return escaped_class(
         {chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF and test(chr(code))}
     )
 
